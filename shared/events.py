@@ -1,0 +1,235 @@
+"""The one event schema (SPEC §2), used by every service and by the tests.
+
+An event is an envelope (`id`, `type`, `account_id`, `occurred_at`, `data`) whose `data` is checked
+against the model of its `type`. Unknown envelope fields are rejected; unknown keys inside `data`
+are kept and passed on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class EventType(StrEnum):
+    USAGE = "usage"
+    TICKET = "ticket"
+    SENTIMENT = "sentiment"
+    ACCOUNT = "account"
+    CONTACT = "contact"
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class UsageData(_Data):
+    feature: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    user_id: Annotated[str, StringConstraints(max_length=256)] | None = None
+    count: int = Field(default=1, ge=1, le=1_000_000_000)
+
+
+class TicketData(_Data):
+    ticket_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    status: Literal["opened", "reopened", "updated", "solved", "closed"]
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    subject: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    requester_id: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+
+SENTIMENT_RANGES: dict[str, tuple[float, float]] = {
+    "nps": (0, 10),
+    "csat": (1, 5),
+    "survey": (-1, 1),
+    "conversation": (-1, 1),
+    "review": (-1, 1),
+}
+
+
+class SentimentData(_Data):
+    source: Literal["nps", "csat", "survey", "conversation", "review"]
+    score: float | None = None
+    text: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    contact_id: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _score_or_text(self) -> SentimentData:
+        if self.score is None and not self.text:
+            raise ValueError("at least one of 'score' and 'text' is required")
+        if self.score is not None:
+            low, high = SENTIMENT_RANGES[self.source]
+            if not low <= self.score <= high:
+                raise ValueError(f"score {self.score:g} is outside {low:g}..{high:g} for source '{self.source}'")
+            if self.source in ("nps", "csat") and self.score != int(self.score):
+                raise ValueError(f"score for source '{self.source}' must be a whole number")
+        return self
+
+    def normalized_score(self) -> float | None:
+        """The score mapped onto -1..1 (NPS 0 -> -1, 10 -> 1; CSAT 1 -> -1, 5 -> 1)."""
+        if self.score is None:
+            return None
+        low, high = SENTIMENT_RANGES[self.source]
+        return -1 + 2 * (self.score - low) / (high - low)
+
+
+class Csm(_Data):
+    email: Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s\r\n]+@[^@\s\r\n]+$")] | None = None
+    slack_user_id: Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z0-9]+$")] | None = None
+    name: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+
+class AccountData(_Data):
+    name: Annotated[str, StringConstraints(max_length=256)] | None = None
+    csm: Csm | None = None
+    renewal_date: date | None = None
+    arr: float | None = Field(default=None, ge=0)
+    seats: int | None = Field(default=None, ge=0)
+    segment: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+
+class ContactData(_Data):
+    contact_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    email: Annotated[str, StringConstraints(max_length=320)] | None = None
+    name: Annotated[str, StringConstraints(max_length=256)] | None = None
+    user_id: Annotated[str, StringConstraints(max_length=256)] | None = None
+    role: Literal["champion", "sponsor", "admin", "user"] | None = None
+    status: Literal["active", "left"] | None = None
+
+
+DATA_MODELS: dict[EventType, type[_Data]] = {
+    EventType.USAGE: UsageData,
+    EventType.TICKET: TicketData,
+    EventType.SENTIMENT: SentimentData,
+    EventType.ACCOUNT: AccountData,
+    EventType.CONTACT: ContactData,
+}
+
+EventData = UsageData | TicketData | SentimentData | AccountData | ContactData
+
+
+class Envelope(BaseModel):
+    """The envelope as sent. `data` is checked separately, by type, so errors point inside it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Id
+    type: EventType
+    account_id: Id
+    occurred_at: AwareDatetime
+    data: dict[str, Any]
+    # Set by ingest; present on records read from Kafka, absent on what senders post.
+    received_at: AwareDatetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated event: the envelope plus its typed data."""
+
+    id: str
+    type: EventType
+    account_id: str
+    occurred_at: datetime
+    data: EventData
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventError:
+    """One problem with one event of a request, located like pydantic does it."""
+
+    index: int
+    loc: tuple[str | int, ...]
+    msg: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "loc": list(self.loc), "msg": self.msg}
+
+
+def _errors_from(index: int, exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[EventError]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = prefix + tuple(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field '{loc[-1]}'"
+        out.append(EventError(index, loc, msg))
+    return out
+
+
+def validate_event(raw: Any, index: int = 0, *, now: datetime | None = None,
+                   allow_received_at: bool = False, check_future: bool = True) -> Event | list[EventError]:
+    """Validate one raw (decoded JSON) event. Returns the Event, or every error found in it."""
+    if not isinstance(raw, Mapping):
+        return [EventError(index, (), f"an event must be a JSON object, got {type(raw).__name__}")]
+    if not allow_received_at and "received_at" in raw:
+        return [EventError(index, ("received_at",), "unknown field 'received_at' (set by the service)")]
+    try:
+        env = Envelope.model_validate(raw)
+    except ValidationError as exc:
+        errors = _errors_from(index, exc)
+        # Still check `data` when the type is known, so the sender sees every problem at once.
+        kind = raw.get("type")
+        if isinstance(raw.get("data"), Mapping) and kind in DATA_MODELS.keys():
+            try:
+                DATA_MODELS[EventType(kind)].model_validate(raw["data"])
+            except ValidationError as data_exc:
+                errors.extend(_errors_from(index, data_exc, ("data",)))
+        return errors
+    errors: list[EventError] = []
+    now = now or datetime.now(UTC)
+    if check_future and env.occurred_at - now > MAX_FUTURE_SKEW:
+        errors.append(EventError(index, ("occurred_at",),
+                                 "occurred_at is more than 5 minutes in the future"))
+    try:
+        data = DATA_MODELS[env.type].model_validate(env.data)
+    except ValidationError as exc:
+        errors.extend(_errors_from(index, exc, ("data",)))
+        return errors
+    if errors:
+        return errors
+    return Event(env.id, env.type, env.account_id, env.occurred_at, data, env.received_at)
+
+
+def validate_events(raws: Sequence[Any], *, now: datetime | None = None) -> tuple[list[Event], list[EventError]]:
+    """Validate a request's events; returns (valid events, every error of every invalid one)."""
+    now = now or datetime.now(UTC)
+    events: list[Event] = []
+    errors: list[EventError] = []
+    for i, raw in enumerate(raws):
+        result = validate_event(raw, i, now=now)
+        if isinstance(result, Event):
+            events.append(result)
+        else:
+            errors.extend(result)
+    return events, errors
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """The JSON form of an event (what travels on Kafka)."""
+    out: dict[str, Any] = {
+        "id": event.id,
+        "type": event.type.value,
+        "account_id": event.account_id,
+        "occurred_at": event.occurred_at.isoformat(),
+        "data": event.data.model_dump(mode="json", exclude_none=True),
+    }
+    if event.received_at is not None:
+        out["received_at"] = event.received_at.isoformat()
+    return out

@@ -1,0 +1,82 @@
+"""Metrics: every name in one place (SPEC §8), built on an injected registry.
+
+Names carry the `churnsignal_` prefix and `_total` / `_seconds` suffixes; labels are low-cardinality
+(never an account id). Dashboards and alert rules in deploy/ rely on these names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+def new_registry() -> CollectorRegistry:
+    return CollectorRegistry(auto_describe=True)
+
+
+class CommonMetrics:
+    """Shared by all services: readiness and dead letters."""
+
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.ready = Gauge("churnsignal_ready", "1 when the service is ready to serve", ["service"],
+                           registry=registry).labels(service)
+        self.dead_letters = Counter("churnsignal_dead_letters_total",
+                                    "Records or deliveries dead-lettered, by reason",
+                                    ["service", "reason"], registry=registry)
+        self.service = service
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter("churnsignal_ingest_events_total", "Events received, by type and outcome",
+                              ["type", "outcome"], registry=registry)
+        self.requests = Counter("churnsignal_ingest_requests_total", "Ingest requests by HTTP status",
+                                ["status"], registry=registry)
+        self.request_latency = Histogram("churnsignal_ingest_request_duration_seconds",
+                                         "Ingest request latency", buckets=LATENCY_BUCKETS, registry=registry)
+        self.batch_size = Histogram("churnsignal_ingest_batch_events", "Events per ingest request",
+                                    buckets=BATCH_BUCKETS, registry=registry)
+        self.producer_errors = Counter("churnsignal_ingest_producer_errors_total",
+                                       "Publishes the bus did not acknowledge", registry=registry)
+
+
+class ScoringMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter("churnsignal_scoring_events_total", "Input events processed, by type and outcome",
+                              ["type", "outcome"], registry=registry)
+        self.batch_latency = Histogram("churnsignal_scoring_batch_duration_seconds",
+                                       "Time to process and commit one consumed batch",
+                                       buckets=LATENCY_BUCKETS, registry=registry)
+        self.processing_latency = Histogram("churnsignal_scoring_processing_latency_seconds",
+                                            "From ingest (received_at) to state committed",
+                                            buckets=LATENCY_BUCKETS, registry=registry)
+        self.consumer_lag = Gauge("churnsignal_consumer_lag_records", "Records not yet consumed, by topic",
+                                  ["service", "topic"], registry=registry)
+        self.risks = Counter("churnsignal_risks_total", "Risk transitions, by type and transition",
+                             ["type", "transition"], registry=registry)
+        self.open_risks = Gauge("churnsignal_open_risks", "Open risks by type", ["type"], registry=registry)
+        self.watermark_age = Gauge("churnsignal_scoring_watermark_age_seconds",
+                                   "Wall clock minus the event-time watermark", registry=registry)
+        self.tracked_accounts = Gauge("churnsignal_scoring_tracked_accounts", "Accounts held in memory",
+                                      registry=registry)
+
+
+class AlertsMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.notifications = Counter("churnsignal_notifications_total",
+                                     "Notifications by receiver type and outcome (sent, failed, dead_letter, "
+                                     "suppressed)", ["receiver", "outcome"], registry=registry)
+        self.retries = Counter("churnsignal_notification_retries_total", "Delivery retries by receiver type",
+                               ["receiver"], registry=registry)
+        self.delivery_latency = Histogram("churnsignal_notification_delivery_duration_seconds",
+                                          "One delivery attempt", ["receiver"], buckets=LATENCY_BUCKETS,
+                                          registry=registry)
+        self.signal_latency = Histogram("churnsignal_signal_to_notification_seconds",
+                                        "From the source event's ingest time to the notification handed to "
+                                        "the receiver", ["receiver"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.consumer_lag = Gauge("churnsignal_consumer_lag_records", "Records not yet consumed, by topic",
+                                  ["service", "topic"], registry=registry)
+        self.risk_events = Counter("churnsignal_alerts_risk_events_total",
+                                   "Risk events consumed by outcome", ["outcome"], registry=registry)

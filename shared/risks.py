@@ -1,0 +1,85 @@
+"""The risk event (SPEC §5): what scoring publishes on the `risks` topic and alerts consumes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+RiskType = Literal["champion_left", "champion_inactive", "usage_drop", "ticket_spike", "sentiment_drop",
+                   "renewal_risk", "health_drop"]
+Severity = Literal["low", "medium", "high", "critical"]
+Transition = Literal["opened", "updated", "resolved"]
+Tier = Literal["green", "yellow", "red", "unknown"]
+
+SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+class Trigger(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    received_at: AwareDatetime | None = None
+
+
+class HealthBrief(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    score: float | None
+    tier: Tier
+    reasons: list[str] = Field(default_factory=list)  # main reasons, most important first
+
+
+class CsmRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    email: str | None = None
+    slack_user_id: str | None = None
+    name: str | None = None
+
+
+class AccountBrief(BaseModel):
+    """The account facts scoring knows when the risk moved (alerts routes on these)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str | None = None
+    csm: CsmRef | None = None
+    segment: str | None = None
+    arr: float | None = None
+    renewal_date: date | None = None
+
+
+class RiskEvent(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str            # unique per transition: f"{risk_id}:{seq}"
+    risk_id: str
+    seq: int                 # 1 for opened, then +1 per transition of this risk
+    transition: Transition
+    account_id: str
+    type: RiskType
+    severity: Severity
+    summary: str
+    evidence: dict[str, Any]
+    health: HealthBrief
+    account: AccountBrief = Field(default_factory=AccountBrief)
+    occurred_at: AwareDatetime      # event time
+    detected_at: AwareDatetime      # wall clock when scoring decided it
+    trigger: Trigger | None = None
+    config_version: str | None = None
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> RiskEvent:
+        return cls.model_validate_json(raw)
+
+
+def severity_rises(old: str, new: str) -> bool:
+    return SEVERITY_RANK[new] > SEVERITY_RANK[old]
+
+
+_ = datetime  # re-exported type used in annotations by importers
