@@ -13,7 +13,7 @@ run_pytest = rc=0; $(VPY) -m pytest -q $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit code 5): nothing to run, treated as success"; rc=0; fi; \
 	exit $$rc
 
-.PHONY: help venv install services test test-unit run bench lint stop status clean distclean
+.PHONY: help venv install tools services test test-unit run bench lint stop status clean distclean
 
 help:
 	@echo "make install    create $(VENV) and install the project with its dev extra"
@@ -42,13 +42,17 @@ $(STAMP): pyproject.toml | $(VPY)
 services:
 	bash scripts/services.sh
 
+# Command-line tools some tests need (promtool).
+tools:
+	bash scripts/install-tools.sh
+
 status:
 	@bash scripts/services.sh status
 
 stop:
 	bash scripts/services.sh stop
 
-test: install services
+test: install tools services
 	@set -e; . ./$(SERVICES_ENV); $(call run_pytest,)
 
 test-unit: install
