@@ -1,0 +1,362 @@
+"""What a notification says, per channel (SPEC §6 "Content").
+
+Every user-supplied string (account name, summary, evidence, reasons, ids) is escaped for its medium: Slack
+mrkdwn escapes `&`, `<` and `>` (so `<!channel>`, `<@U…>` and `<http://evil|click>` arrive as text), HTML is
+escaped, and mail headers never contain CR/LF. Slack messages stay inside Block Kit limits, truncating with
+"…" on character boundaries (never through an escape sequence).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from services.alerts.domain.targets import Target
+from shared.risks import SEVERITY_RANK, RiskEvent
+
+# Block Kit limits (https://api.slack.com/reference/block-kit/blocks)
+SLACK_MAX_BLOCKS = 50
+SLACK_SECTION_TEXT_MAX = 3000
+SLACK_FIELD_TEXT_MAX = 2000
+SLACK_MAX_FIELDS = 10
+SLACK_HEADER_TEXT_MAX = 150
+SLACK_CONTEXT_TEXT_MAX = 3000
+SLACK_BUTTON_TEXT_MAX = 75
+SLACK_URL_MAX = 3000
+SLACK_TEXT_MAX = 40000
+FALLBACK_TEXT_MAX = 4000        # Slack truncates longer top-level text in notifications anyway
+EMAIL_SUBJECT_MAX = 200
+ELLIPSIS = "…"
+
+TOP_EVIDENCE = 5
+TOP_REASONS = 3
+DIGEST_MAX_ITEMS = 45           # + header, intro, overflow note, context <= 50 blocks
+
+TYPE_LABELS = {
+    "champion_left": "Champion left",
+    "champion_inactive": "Champion inactive",
+    "usage_drop": "Usage drop",
+    "ticket_spike": "Ticket spike",
+    "sentiment_drop": "Sentiment drop",
+    "renewal_risk": "Renewal risk",
+    "health_drop": "Health drop",
+}
+SEVERITY_EMOJI = {"critical": ":red_circle:", "high": ":large_orange_circle:",
+                  "medium": ":large_yellow_circle:", "low": ":white_circle:"}
+KIND_PREFIX = {"opened": "", "escalated": "Escalated: ", "repeat": "Reminder: ", "resolved": "Resolved: ",
+               "updated": "Updated: ", "digest": ""}
+
+_HEADER_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+
+
+@dataclass(frozen=True, eq=True)
+class Notification:
+    """One rendered message for one target; `dedup_key` is unique per (transition, target, kind)."""
+
+    dedup_key: str
+    target: Target
+    kind: str                                   # opened | escalated | repeat | resolved | updated | digest
+    risk_ids: tuple[str, ...]
+    event_ids: tuple[str, ...]
+    account_ids: tuple[str, ...]
+    severity: str
+    summary: str                                # one line, for logs and the console outbox
+    text: str                                   # Slack top-level (fallback) text, escaped
+    slack_blocks: list[dict[str, Any]] = field(hash=False)
+    email_subject: str = ""
+    email_text: str = ""
+    email_html: str = ""
+    webhook_body: dict[str, Any] = field(default_factory=dict, hash=False)
+    link: str = ""
+    source_received_at: datetime | None = None
+
+    @property
+    def risk_id(self) -> str | None:
+        return self.risk_ids[0] if len(self.risk_ids) == 1 else None
+
+    def slack_payload(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": self.slack_blocks}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored with a claimed delivery so a restart can resume it)."""
+        return {
+            "dedup_key": self.dedup_key, "target": self.target.to_dict(), "kind": self.kind,
+            "risk_ids": list(self.risk_ids), "event_ids": list(self.event_ids),
+            "account_ids": list(self.account_ids), "severity": self.severity, "summary": self.summary,
+            "text": self.text, "slack_blocks": self.slack_blocks, "email_subject": self.email_subject,
+            "email_text": self.email_text, "email_html": self.email_html, "webhook_body": self.webhook_body,
+            "link": self.link,
+            "source_received_at": self.source_received_at.isoformat() if self.source_received_at else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Notification:
+        received = data.get("source_received_at")
+        return cls(
+            dedup_key=data["dedup_key"], target=Target.from_dict(data["target"]), kind=data["kind"],
+            risk_ids=tuple(data.get("risk_ids", ())), event_ids=tuple(data.get("event_ids", ())),
+            account_ids=tuple(data.get("account_ids", ())), severity=data.get("severity", ""),
+            summary=data.get("summary", ""), text=data.get("text", ""),
+            slack_blocks=list(data.get("slack_blocks", [])), email_subject=data.get("email_subject", ""),
+            email_text=data.get("email_text", ""), email_html=data.get("email_html", ""),
+            webhook_body=dict(data.get("webhook_body", {})), link=data.get("link", ""),
+            source_received_at=datetime.fromisoformat(received) if received else None,
+        )
+
+
+# --- escaping and limits ---------------------------------------------------------------------------------
+
+def _clean(text: str) -> str:
+    """Drop control characters other than newline and tab (they have no business in a message)."""
+    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+
+
+def escape_mrkdwn(text: str) -> str:
+    return _clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + ELLIPSIS
+
+
+def mrkdwn(text: str, limit: int) -> str:
+    """`text` escaped for Slack, cut on a character boundary so that the result fits in `limit`."""
+    escaped = escape_mrkdwn(text)
+    if len(escaped) <= limit:
+        return escaped
+    out: list[str] = []
+    used = 0
+    for ch in _clean(text):
+        piece = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}.get(ch, ch)
+        if used + len(piece) > limit - 1:
+            break
+        out.append(piece)
+        used += len(piece)
+    return "".join(out) + ELLIPSIS
+
+
+def header_safe(text: str, limit: int = EMAIL_SUBJECT_MAX) -> str:
+    """One line for a mail header: every line break (and other control character) becomes a space."""
+    single = _HEADER_BREAKS.sub(" ", text)
+    single = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in single)
+    return truncate(re.sub(r"\s{2,}", " ", single).strip(), limit)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    return header_safe(text, limit)
+
+
+def health_link(public_url: str, account_id: str) -> str:
+    return f"{public_url.rstrip('/')}/v1/accounts/{quote(account_id, safe='')}/health"
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        text = f"{value:,.2f}".rstrip("0").rstrip(".")
+        return text if text not in ("", "-0") else "0"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str, separators=(", ", ": "), ensure_ascii=False)
+
+
+def evidence_lines(evidence: dict[str, Any], limit: int = TOP_EVIDENCE) -> list[tuple[str, str]]:
+    """The first `limit` evidence entries (scoring lists the most telling first), as (label, value)."""
+    return [(truncate(str(k).replace("_", " "), 80), truncate(_format_value(v), 300))
+            for k, v in list(evidence.items())[:limit]]
+
+
+def _account_name(risk: RiskEvent) -> str:
+    return risk.account.name or risk.account_id
+
+
+def _health_text(risk: RiskEvent) -> str:
+    score = risk.health.score
+    shown = f"{score:.0f}/100" if score is not None else "unknown"
+    return f"{shown} ({risk.health.tier})"
+
+
+def _money(value: float) -> str:
+    return f"${value:,.0f}"
+
+
+# --- one risk -------------------------------------------------------------------------------------------
+
+def dedup_key(risk: RiskEvent, target: Target, suffix: str) -> str:
+    return f"{risk.event_id}|{target.key}|{suffix}"
+
+
+def render(risk: RiskEvent, target: Target, public_url: str, *, kind: str | None = None,
+           dedup_suffix: str | None = None) -> Notification:
+    """Render one risk event for one target. `kind` defaults from the transition (opened/updated/resolved);
+    pass the policy's `Decision.kind` and `Decision.dedup_suffix` to render escalations and repeats."""
+    kind = kind or risk.transition
+    link = health_link(public_url, risk.account_id)
+    name = _account_name(risk)
+    type_label = TYPE_LABELS.get(risk.type, risk.type)
+    prefix = KIND_PREFIX.get(kind, "")
+    severity = risk.severity
+    reasons = [truncate(r, 300) for r in risk.health.reasons[:TOP_REASONS]]
+    evidence = evidence_lines(risk.evidence)
+    received = risk.trigger.received_at if risk.trigger is not None else None
+
+    # Slack
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": mrkdwn(
+            f"{prefix}{severity.capitalize()} · {type_label} · {name}", SLACK_HEADER_TEXT_MAX)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn(risk.summary or type_label,
+                                                                      SLACK_SECTION_TEXT_MAX)}},
+    ]
+    fields = [
+        ("Account", f"{name} ({risk.account_id})" if risk.account.name else risk.account_id),
+        ("Severity", f"{severity}"),
+        ("Risk", type_label),
+        ("Health", _health_text(risk)),
+    ]
+    if risk.account.arr is not None:
+        fields.append(("ARR", _money(risk.account.arr)))
+    if risk.account.renewal_date is not None:
+        fields.append(("Renewal", risk.account.renewal_date.isoformat()))
+    if risk.account.segment:
+        fields.append(("Segment", risk.account.segment))
+    if risk.account.csm is not None and (risk.account.csm.name or risk.account.csm.email):
+        fields.append(("CSM", risk.account.csm.name or risk.account.csm.email or ""))
+    blocks.append({"type": "section", "fields": [
+        {"type": "mrkdwn", "text": f"*{label}*\n" + mrkdwn(value, SLACK_FIELD_TEXT_MAX - len(label) - 3)}
+        for label, value in fields[:SLACK_MAX_FIELDS]]})
+    if evidence:
+        body = "\n".join(f"• {k}: {v}" for k, v in evidence)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "*Top evidence*\n" + mrkdwn(
+            body, SLACK_SECTION_TEXT_MAX - 15)}})
+    if reasons:
+        title = f"*Health {_health_text(risk)}, main reasons*\n"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": title + mrkdwn(
+            "\n".join(f"• {r}" for r in reasons), SLACK_SECTION_TEXT_MAX - len(title))}})
+    if len(link) <= SLACK_URL_MAX:
+        blocks.append({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Open account health"}, "url": link}]})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn(
+        f"churnsignal · risk {risk.risk_id} · detected {risk.detected_at.isoformat()}",
+        SLACK_CONTEXT_TEXT_MAX)}]})
+    text = mrkdwn(f"{prefix}[{severity.upper()}] {type_label} on {name}: {risk.summary}", FALLBACK_TEXT_MAX)
+
+    # Email
+    subject = header_safe(f"[churnsignal] {prefix}{severity.upper()} {type_label}: {name}")
+    lines = [f"{prefix}{severity.capitalize()} risk: {type_label}", "",
+             f"Account: {name} ({risk.account_id})", f"Summary: {truncate(risk.summary, 2000)}",
+             f"Health: {_health_text(risk)}"]
+    if reasons:
+        lines += ["Main reasons:"] + [f"  - {r}" for r in reasons]
+    if evidence:
+        lines += ["Top evidence:"] + [f"  - {k}: {v}" for k, v in evidence]
+    lines += [f"{label}: {value}" for label, value in fields[4:]]
+    lines += ["", f"Account health: {link}", "",
+              f"Risk {risk.risk_id} (event {risk.event_id}), detected {risk.detected_at.isoformat()}"]
+    email_text = _clean("\n".join(lines)) + "\n"
+    e = html.escape
+    html_parts = [
+        "<!DOCTYPE html><html><body style=\"font-family:sans-serif\">",
+        f"<h2>{e(prefix)}{e(severity.capitalize())} risk: {e(type_label)} &mdash; {e(name)}</h2>",
+        f"<p>{e(truncate(_clean(risk.summary), 2000))}</p>",
+        "<table>" + "".join(f"<tr><th align=\"left\">{e(label)}</th><td>{e(_clean(value))}</td></tr>"
+                            for label, value in fields) + "</table>",
+    ]
+    if reasons:
+        html_parts.append("<h3>Main reasons</h3><ul>" + "".join(f"<li>{e(_clean(r))}</li>" for r in reasons)
+                          + "</ul>")
+    if evidence:
+        html_parts.append("<h3>Top evidence</h3><ul>" + "".join(
+            f"<li>{e(_clean(k))}: {e(_clean(v))}</li>" for k, v in evidence) + "</ul>")
+    html_parts.append(f"<p><a href=\"{e(link, quote=True)}\">Open account health</a></p>")
+    html_parts.append(f"<p style=\"color:#888\">Risk {e(risk.risk_id)} (event {e(risk.event_id)}), "
+                      f"detected {e(risk.detected_at.isoformat())}</p></body></html>")
+
+    key = dedup_key(risk, target, dedup_suffix or kind)
+    webhook_body = {"kind": kind, "dedup_key": key, "receiver": target.receiver, "link": link,
+                    "risk": risk.model_dump(mode="json")}
+    return Notification(
+        dedup_key=key, target=target, kind=kind, risk_ids=(risk.risk_id,), event_ids=(risk.event_id,),
+        account_ids=(risk.account_id,), severity=severity,
+        summary=one_line(f"{prefix}{severity} {risk.type} on {name}: {risk.summary}"),
+        text=text, slack_blocks=blocks, email_subject=subject, email_text=email_text,
+        email_html="".join(html_parts), webhook_body=webhook_body, link=link, source_received_at=received,
+    )
+
+
+# --- digests --------------------------------------------------------------------------------------------
+
+def digest_key(target: Target, event_ids: Iterable[str]) -> str:
+    """Deterministic for the same set of events, so a regrouping after a restart claims the same key."""
+    digest = hashlib.sha256("\n".join(sorted(event_ids)).encode()).hexdigest()[:24]
+    return f"digest|{target.key}|{digest}"
+
+
+def render_digest(risks: Sequence[RiskEvent], target: Target, public_url: str) -> Notification:
+    """One message listing several (low-severity) risks for one target."""
+    if not risks:
+        raise ValueError("a digest needs at least one risk")
+    event_ids = tuple(r.event_id for r in risks)
+    key = digest_key(target, event_ids)
+    n = len(risks)
+    title = f"{n} low-severity risk{'s' if n != 1 else ''} to review"
+    shown = risks[:DIGEST_MAX_ITEMS]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": title}},
+    ]
+    text_lines = [title, ""]
+    html_items = []
+    for risk in shown:
+        name = _account_name(risk)
+        label = TYPE_LABELS.get(risk.type, risk.type)
+        link = health_link(public_url, risk.account_id)
+        line = f"{label} · {name} · health {_health_text(risk)}\n{truncate(risk.summary, 500)}"
+        section: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn(
+            line, SLACK_SECTION_TEXT_MAX)}}
+        if len(link) <= SLACK_URL_MAX:
+            section["accessory"] = {"type": "button", "text": {"type": "plain_text", "text": "Health"},
+                                    "url": link}
+        blocks.append(section)
+        text_lines += [f"- {label} on {name} ({risk.account_id}), health {_health_text(risk)}",
+                       f"  {truncate(risk.summary, 500)}", f"  {link}"]
+        html_items.append(
+            f"<li><b>{html.escape(label)}</b> on {html.escape(_clean(name))}, health "
+            f"{html.escape(_health_text(risk))}<br>{html.escape(_clean(truncate(risk.summary, 500)))}<br>"
+            f"<a href=\"{html.escape(link, quote=True)}\">Open account health</a></li>")
+    if n > len(shown):
+        more = f"…and {n - len(shown)} more"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": more}})
+        text_lines.append(more)
+        html_items.append(f"<li>{html.escape(more)}</li>")
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "churnsignal digest"}]})
+    accounts = tuple(dict.fromkeys(r.account_id for r in risks))
+    received = [r.trigger.received_at for r in risks if r.trigger is not None and r.trigger.received_at]
+    first_names = ", ".join(_account_name(r) for r in shown[:3])
+    return Notification(
+        dedup_key=key, target=target, kind="digest", risk_ids=tuple(r.risk_id for r in risks),
+        event_ids=event_ids, account_ids=accounts, severity=max((r.severity for r in risks),
+                                                                key=lambda s: SEVERITY_RANK.get(s, 0)),
+        summary=one_line(f"digest of {n} risk(s): {first_names}"),
+        text=mrkdwn(f"{title}: {first_names}", FALLBACK_TEXT_MAX), slack_blocks=blocks,
+        email_subject=header_safe(f"[churnsignal] {title}"),
+        email_text=_clean("\n".join(text_lines)) + "\n",
+        email_html=("<!DOCTYPE html><html><body style=\"font-family:sans-serif\">"
+                    f"<h2>{html.escape(title)}</h2><ul>{''.join(html_items)}</ul></body></html>"),
+        webhook_body={"kind": "digest", "dedup_key": key, "receiver": target.receiver,
+                      "risks": [r.model_dump(mode="json") for r in risks]},
+        link=f"{public_url.rstrip('/')}/v1/risks?status=open",
+        source_received_at=min(received) if received else None,
+    )
+

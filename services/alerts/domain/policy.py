@@ -1,0 +1,113 @@
+"""When a risk event notifies a target (SPEC §6 "Once").
+
+State is kept per (risk_id, target key). `decide` is pure; `next_state` is the state to store after it,
+whatever the decision (so a silenced or suppressed event still moves `last_seq`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+from shared.risks import RiskEvent, severity_rises
+
+NotificationKind = Literal["opened", "escalated", "repeat", "resolved"]
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """What one target has been told about one risk."""
+
+    risk_id: str
+    target_key: str
+    last_severity: str | None = None          # severity of the last notification sent
+    last_notified_at: datetime | None = None
+    acked: bool = False
+    count: int = 0                            # notifications decided so far
+    last_seq: int = 0                         # highest risk event seq seen for this target
+    resolved_notified: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    notify: bool
+    kind: NotificationKind | None
+    reason: str
+    sequence: int = 0                          # 1-based number of this notification (0 when not notifying)
+
+    @property
+    def dedup_suffix(self) -> str:
+        """`kind`, numbered for repeats (one event may be repeated several times by a periodic sweep)."""
+        if self.kind == "repeat":
+            return f"repeat:{self.sequence}"
+        return self.kind or "none"
+
+
+def decide(risk: RiskEvent, previous: AlertState | None, *, now: datetime, repeat_interval: timedelta,
+           send_resolved: bool, silenced: bool) -> Decision:
+    count = previous.count if previous is not None else 0
+
+    def yes(kind: NotificationKind, reason: str) -> Decision:
+        return Decision(True, kind, reason, count + 1)
+
+    def no(reason: str) -> Decision:
+        return Decision(False, None, reason)
+
+    if silenced:
+        return no("silenced")
+    if previous is not None and risk.seq < previous.last_seq:
+        return no(f"stale event: seq {risk.seq} < {previous.last_seq} already seen")
+    if risk.transition == "resolved":
+        if not send_resolved:
+            return no("send_resolved is off for this route")
+        if previous is None or previous.count == 0:
+            return no("resolved, but this target was never notified of the risk")
+        if previous.resolved_notified:
+            return no("resolution already notified")
+        return yes("resolved", "risk resolved")
+    if previous is None or previous.count == 0:
+        # First notification for this target: the opening itself, or an update of a risk that was
+        # silenced (or routed elsewhere) when it opened.
+        first = "risk opened" if risk.transition == "opened" else "first notification for target"
+        return yes("opened", first)
+    if previous.resolved_notified:
+        return no("risk already resolved for this target")
+    if previous.last_severity is not None and severity_rises(previous.last_severity, risk.severity):
+        return yes("escalated", f"severity rose from {previous.last_severity} to {risk.severity}")
+    if previous.acked:
+        return no("acknowledged")
+    if previous.last_notified_at is not None and now - previous.last_notified_at >= repeat_interval:
+        return yes("repeat", f"unacknowledged for {_human(repeat_interval)} (repeat_interval)")
+    if risk.transition == "opened":
+        return no("already notified")
+    return no("no severity rise; repeat_interval not reached")
+
+
+def next_state(previous: AlertState | None, risk: RiskEvent, target_key: str, decision: Decision, *,
+               now: datetime) -> AlertState:
+    state = previous or AlertState(risk_id=risk.risk_id, target_key=target_key)
+    state = replace(state, last_seq=max(state.last_seq, risk.seq))
+    if not decision.notify:
+        return state
+    if decision.kind == "resolved":
+        return replace(state, count=state.count + 1, last_notified_at=now, resolved_notified=True)
+    return replace(state, count=state.count + 1, last_notified_at=now, last_severity=risk.severity)
+
+
+def repeat_due_at(state: AlertState, repeat_interval: timedelta) -> datetime | None:
+    """When a periodic sweep should call `decide` again for an unacknowledged, unresolved risk."""
+    if state.acked or state.resolved_notified or state.last_notified_at is None:
+        return None
+    return state.last_notified_at + repeat_interval
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400}d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"

@@ -1,0 +1,38 @@
+"""Slack incoming webhooks: `POST <webhook url>` with `{text, blocks}`; answers `ok` or an error word."""
+
+from __future__ import annotations
+
+import httpx
+
+from services.alerts.domain.content import Notification
+from services.alerts.notify.channel import raise_for_status, transport_failure
+from services.alerts.notify.secrets import SecretLookup
+from shared.errors import PermanentFailure
+
+
+class SlackWebhookChannel:
+    kind = "slack_webhook"
+
+    def __init__(self, client: httpx.AsyncClient, secrets: SecretLookup, *, timeout_s: float = 10.0) -> None:
+        self._client = client
+        self._secrets = secrets
+        self._timeout = timeout_s
+
+    async def send(self, notification: Notification) -> None:
+        target = notification.target
+        what = target.key
+        url = self._secrets.get(target.url_ref)
+        if url is None:
+            raise PermanentFailure(f"{what}: webhook URL not configured ({target.url_ref})",
+                                   code="not_configured")
+        payload = notification.slack_payload()
+        if target.channel:
+            payload["channel"] = target.channel
+        try:
+            response = await self._client.post(url, json=payload, timeout=self._timeout)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
+            raise PermanentFailure(f"{what}: webhook URL is not a valid http(s) URL",
+                                   code="invalid_url") from None
+        except httpx.HTTPError as exc:
+            raise transport_failure(exc, what) from None
+        raise_for_status(response, what)
