@@ -1,0 +1,55 @@
+"""The pure scoring domain: event-time windows, the health model, churn-risk detectors, risk lifecycle.
+
+Where things are decided: `signals.py` measures an account (windows, baselines, gaps), `health.py` turns
+that into the six components and the score, `detectors.py` holds the risk rules (one function per risk
+type), `engine.py` folds events and runs the lifecycle, `state.py` is the compact state and its codec,
+`clock.py` the partition's event-time clock, `config.py` every threshold.
+
+Imports only the standard library, orjson, PyYAML (config), vaderSentiment (text scoring, lazily) and
+`shared.events` / `shared.risks`; does no I/O. The service drives it per partition:
+
+    engine = ScoringEngine(ScoringConfig.load(path))
+    clock = PartitionClock(allowed_lateness)
+    outcome = engine.apply(state, event); clock.observe(event.occurred_at)
+    clock.schedule(account_id, outcome.next_due)
+    while due := clock.pop_due():
+        for at, account_id in due:
+            outcome = engine.evaluate(states[account_id], at)
+            clock.schedule(account_id, outcome.next_due)
+
+Days are UTC days. Notes on the interface (scoring_interface.md); no name was changed or removed:
+- `apply` of a usage event returns no snapshot and no transitions: usage is judged on complete days at the
+  clock tick (`evaluate`), which is what makes out-of-order events within the lateness harmless.
+- `Outcome.next_due` is always later than the moment evaluated, so draining `pop_due` terminates. A live
+  account is ticked at every UTC midnight (event time); one with no event for 100 days and nothing
+  time-bound pending is not ticked again until an event arrives (or its renewal approaches).
+- The event time of an event-caused transition is max(the account's clock, the event's occurred_at),
+  as specified; under out-of-order arrival it can be later than the event itself (within the lateness).
+- `HealthSnapshot.cause` is "current" for `engine.snapshot(state)` (the read API's view).
+- Added: `Component.configured_weight` / `.label`, `HealthSnapshot.brief()` / `.component()`,
+  `RiskTransition.event_id` / `.to_dict()`, `PartitionClock.due_at()` / `len()`,
+  `ScoringConfig.from_dict()` / `.tier()` / `.to_dict()`, `open_risks()` items also carry `seq`.
+"""
+
+from .clock import PartitionClock
+from .config import ScoringConfig
+from .detectors import RISK_TYPES
+from .engine import ScoringEngine, risk_id
+from .model import Component, Delta, HealthSnapshot, Outcome, RiskTransition
+from .state import AccountState, decode_state, encode_state
+
+__all__ = [
+    "RISK_TYPES",
+    "AccountState",
+    "Component",
+    "Delta",
+    "HealthSnapshot",
+    "Outcome",
+    "PartitionClock",
+    "RiskTransition",
+    "ScoringConfig",
+    "ScoringEngine",
+    "decode_state",
+    "encode_state",
+    "risk_id",
+]

@@ -1,0 +1,66 @@
+"""The event-time clock of one partition.
+
+The watermark is the largest `occurred_at` seen minus the allowed lateness, and never moves back: once it
+passes a moment, every event from before that moment is assumed to have arrived. Per-account timers
+(`schedule`) fire when the watermark reaches them, which is how an account that went silent is evaluated
+while other accounts' events move the clock forward.
+"""
+
+from __future__ import annotations
+
+import heapq
+from datetime import datetime, timedelta
+
+
+class PartitionClock:
+    def __init__(self, allowed_lateness: timedelta, watermark: datetime | None = None) -> None:
+        if allowed_lateness < timedelta(0):
+            raise ValueError("allowed_lateness must be >= 0")
+        self.allowed_lateness = allowed_lateness
+        self.watermark: datetime | None = watermark
+        self._due: dict[str, datetime] = {}
+        # Lazy deletion: an entry is live only while it matches `_due[account]`.
+        self._heap: list[tuple[datetime, str]] = []
+
+    def observe(self, occurred_at: datetime) -> None:
+        candidate = occurred_at - self.allowed_lateness
+        if self.watermark is None or candidate > self.watermark:
+            self.watermark = candidate
+
+    def schedule(self, account_id: str, due: datetime | None) -> None:
+        """Set (or, with None, clear) the account's timer, replacing any earlier one."""
+        if due is None:
+            self._due.pop(account_id, None)
+            return
+        if self._due.get(account_id) == due:
+            return
+        self._due[account_id] = due
+        heapq.heappush(self._heap, (due, account_id))
+        if len(self._heap) > 4 * len(self._due) + 64:
+            self._compact()
+
+    def due_at(self, account_id: str) -> datetime | None:
+        return self._due.get(account_id)
+
+    def pop_due(self) -> list[tuple[datetime, str]]:
+        """Remove and return the timers with due <= watermark, sorted by (due, account_id).
+
+        Evaluating them usually schedules new timers; call again until it returns nothing.
+        """
+        out: list[tuple[datetime, str]] = []
+        if self.watermark is None:
+            return out
+        heap = self._heap
+        while heap and heap[0][0] <= self.watermark:
+            due, account_id = heapq.heappop(heap)
+            if self._due.get(account_id) == due:
+                del self._due[account_id]
+                out.append((due, account_id))
+        return out
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def _compact(self) -> None:
+        self._heap = [(due, account_id) for account_id, due in self._due.items()]
+        heapq.heapify(self._heap)

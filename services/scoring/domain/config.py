@@ -1,0 +1,189 @@
+"""The scoring configuration: tier thresholds, component weights and detector thresholds.
+
+Loaded from YAML (`ScoringConfig.load(path)`); every key is optional and falls back to the defaults below.
+Sections mirror the dataclasses (`weights:`, `usage_drop:`, ...). An unknown key is a `ValueError` naming
+it, because a typo would otherwise silently keep a default. The version stamped on every score is the
+file's `version:` key, or a short hash of the file's content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_VERSION = "default-1"
+
+COMPONENTS = ("usage_trend", "breadth", "support_load", "sentiment", "key_contacts", "renewal")
+
+
+@dataclass(frozen=True)
+class Weights:
+    usage_trend: float = 0.25
+    breadth: float = 0.10
+    support_load: float = 0.25
+    sentiment: float = 0.20
+    key_contacts: float = 0.10
+    renewal: float = 0.10
+
+    def of(self, component: str) -> float:
+        return float(getattr(self, component))
+
+
+@dataclass(frozen=True)
+class UsageDropRule:
+    """Usage well below the account's own norm, or silent far beyond its own usual gap."""
+
+    recent_days: int = 7            # the trailing window (complete days)
+    norm_windows: int = 4           # norm = median of this many earlier windows of `recent_days`
+    min_norm_windows: int = 3       # history needed before judging the ratio
+    min_norm: float = 10.0          # below this weekly volume only silence is judged
+    ratio: float = 0.40             # opens when recent < ratio * norm ...
+    max_probability: float = 0.01   # ... and P(X <= recent | Poisson(norm)) is below this
+    resolve_ratio: float = 0.60     # hysteresis: the ratio part clears at this level
+    gap_factor: float = 3.0         # silence opens when days silent > gap_factor * usual gap ...
+    min_silent_days: int = 4        # ... and more than this many days
+    min_active_days: int = 5        # active days needed before the usual gap is trusted
+
+
+@dataclass(frozen=True)
+class ChampionInactiveRule:
+    gap_factor: float = 3.0         # silent > gap_factor * the person's usual gap ...
+    min_silent_days: int = 7        # ... and more than this many days
+    min_active_days: int = 5        # the person's own active days needed before judging
+
+
+@dataclass(frozen=True)
+class TicketSpikeRule:
+    recent_days: int = 7
+    min_count: int = 5              # never a spike below this many opened tickets
+    factor: float = 3.0             # and at least factor * the usual weekly rate ...
+    max_probability: float = 0.001  # ... and P(X >= recent | Poisson(baseline)) below this
+    min_baseline: float = 0.5       # floor of the weekly baseline (new or ticket-free accounts)
+    resolve_below: int = 3          # clears when fewer than max(this, 2 * baseline) remain in the window
+    stale_open_days: int = 60       # an open ticket untouched this long stops counting as open
+
+
+@dataclass(frozen=True)
+class SentimentRule:
+    window_days: int = 90           # responses older than this are forgotten
+    key_window_days: int = 60       # a key contact's detractor answer counts this long
+    nps_detractor_max: int = 6      # NPS 0-6
+    csat_detractor_max: int = 2     # CSAT 1-2
+    detractor_normalized_max: float = -0.5  # other sources (and scored text)
+    trend_days: int = 30            # "recent" responses for the trend
+    trend_min_samples: int = 3
+    trend_drop: float = 0.40        # recent mean at least this far below the earlier mean ...
+    trend_negative_mean: float = -0.10  # ... and recent mean below this
+    trend_min_earlier: int = 2      # a trend needs this many earlier answers to compare with
+
+
+@dataclass(frozen=True)
+class RenewalRule:
+    within_days: int = 90
+    resolve_margin: float = 5.0     # clears once the score is this far above the green threshold
+    proximity_start_days: int = 180  # the renewal component starts weighing health in from here
+    proximity_full_days: int = 30
+    amplify: float = 2.0            # near renewal, each point of missing health costs this many
+
+
+@dataclass(frozen=True)
+class HealthDropRule:
+    drop: float = 20.0
+    within_days: int = 7
+    resolve_drop: float = 15.0      # hysteresis
+    min_history_days: int = 14      # an account's first data trickling in is not a drop
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    version: str = DEFAULT_VERSION
+    green_at: float = 70.0
+    yellow_at: float = 40.0
+    snapshot_min_change: float = 1.0    # history rows only on a change of at least this many points
+    weights: Weights = field(default_factory=Weights)
+    usage_drop: UsageDropRule = field(default_factory=UsageDropRule)
+    champion_inactive: ChampionInactiveRule = field(default_factory=ChampionInactiveRule)
+    ticket_spike: TicketSpikeRule = field(default_factory=TicketSpikeRule)
+    sentiment: SentimentRule = field(default_factory=SentimentRule)
+    renewal: RenewalRule = field(default_factory=RenewalRule)
+    health_drop: HealthDropRule = field(default_factory=HealthDropRule)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.yellow_at < self.green_at <= 100:
+            raise ValueError(f"tier thresholds need 0 <= yellow_at < green_at <= 100, got "
+                             f"yellow_at={self.yellow_at}, green_at={self.green_at}")
+        weights = [self.weights.of(c) for c in COMPONENTS]
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError("component weights must be >= 0 and not all zero")
+        if self.usage_drop.recent_days * (self.usage_drop.norm_windows + 1) > 56:
+            raise ValueError("usage_drop windows exceed the 56 days of usage kept per account")
+        if self.ticket_spike.recent_days >= 56:
+            raise ValueError("ticket_spike.recent_days must be below the 56 days kept per account")
+
+    def tier(self, score: float | None) -> str:
+        if score is None:
+            return "unknown"
+        if score >= self.green_at:
+            return "green"
+        if score >= self.yellow_at:
+            return "yellow"
+        return "red"
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> ScoringConfig:
+        """The configuration from a YAML file, or the defaults when `path` is None."""
+        if path is None:
+            return cls()
+        raw_text = Path(path).read_bytes()
+        data = yaml.safe_load(raw_text) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"scoring config {path}: the top level must be a mapping")
+        return cls.from_dict(data, default_version="sha-" + hashlib.sha256(raw_text).hexdigest()[:12])
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, default_version: str = DEFAULT_VERSION) -> ScoringConfig:
+        data = dict(data)
+        version = data.pop("version", None)
+        kwargs = _build(cls, data, "")
+        kwargs["version"] = str(version) if version is not None else default_version
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(kind: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    known = {f.name: f for f in fields(kind) if f.name != "version"}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{where}{key}"
+        if key not in known:
+            raise ValueError(f"unknown key '{name}' in scoring config (known: {', '.join(sorted(known))})")
+        default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING \
+            else known[key].default
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ValueError(f"'{name}' in scoring config must be a mapping")
+            out[key] = type(default)(**_build(type(default), value, f"{name}."))
+        else:
+            out[key] = _coerce(name, value, default)
+    return out
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool) or isinstance(value, bool):
+        raise ValueError(f"'{name}' in scoring config must be a number")
+    if isinstance(default, int):
+        if not isinstance(value, int):
+            raise ValueError(f"'{name}' in scoring config must be a whole number, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if not isinstance(value, int | float):
+            raise ValueError(f"'{name}' in scoring config must be a number, got {value!r}")
+        return float(value)
+    return value

@@ -1,0 +1,477 @@
+"""The scoring engine: folds events into account state, evaluates health and risks in event time.
+
+- `apply(state, event)` folds one event in. A usage event only updates windows and last-seen days (the
+  hot path: no evaluation, since usage is judged on complete days at the daily clock tick). Any other
+  event is evaluated at once, as of max(the account's clock, the event's occurred_at), so a champion
+  leaving or a ticket storm is reported within the batch that carries it.
+- `evaluate(state, at)` is the clock: the service calls it when the partition's watermark passes the
+  account's `next_due`, at least daily while the account is live. Usage, breadth and key-contact
+  recency are judged there, on complete days before `at`'s day. Because the watermark lags the newest
+  event by the allowed lateness, every event of those days is already folded in, whatever the order in
+  which they arrived.
+- Risks follow a lifecycle: opened, updated (severity or material evidence changed), resolved; at most
+  one open risk per type. A history snapshot is emitted only on a significant change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from shared.events import (
+    AccountData,
+    ContactData,
+    Event,
+    EventType,
+    SentimentData,
+    TicketData,
+    UsageData,
+)
+from shared.risks import AccountBrief, CsmRef
+
+from . import health as health_model
+from .config import COMPONENTS, ScoringConfig
+from .detectors import DETECTORS, RISK_TYPES, Context, Verdict, summary
+from .model import Component, Delta, HealthSnapshot, Outcome, RiskTransition
+from .sentiment import answer_value
+from .signals import measure, refresh_usual_gaps
+from .state import (
+    BREADTH_DAYS,
+    C_FIRST,
+    C_LEFT,
+    C_NAME,
+    C_ROLE,
+    C_SINCE,
+    C_STATUS,
+    C_TS,
+    C_USER,
+    DAY,
+    FEATURE_BITS,
+    K_LAST,
+    K_MASK,
+    KEY_ROLES,
+    MASK_DAYS,
+    MAX_CONTACTS,
+    MAX_OPEN_TICKETS,
+    MAX_SENTIMENTS,
+    NO_SCORE,
+    NONE,
+    PRIORITIES,
+    R_EVIDENCE,
+    R_MATERIAL,
+    R_N,
+    R_OPENED,
+    R_SEQ,
+    R_SEV,
+    ROLES,
+    SCORE_DAYS,
+    SEVERITIES,
+    SOURCES,
+    STATUSES,
+    TICKET_DAYS,
+    USAGE_DAYS,
+    USER_BITS,
+    AccountState,
+    stable_hash,
+)
+
+RISK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://churnsignal.dev/risk")
+# An account with no event for this long (and nothing time-bound pending) stops being ticked daily.
+LIVE_DAYS = 100
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def risk_id(account_id: str, risk_type: str, opened_ts: int, n: int) -> str:
+    return str(uuid.uuid5(RISK_NAMESPACE, f"{account_id}|{risk_type}|{_dt(opened_ts).isoformat()}|{n}"))
+
+
+def _ts(when: datetime) -> int:
+    return int(when.timestamp() // 1)
+
+
+def _dt(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class ScoringEngine:
+    def __init__(self, config: ScoringConfig) -> None:
+        self.config = config
+        # Memos of pure functions on the hot path (bounded; cleared when full).
+        self._hashes: dict[str, int] = {}
+        self._times: dict[int, datetime] = {}
+
+    def _hash(self, text: str) -> int:
+        h = self._hashes.get(text)
+        if h is None:
+            if len(self._hashes) >= 100_000:
+                self._hashes.clear()
+            h = self._hashes[text] = stable_hash(text)
+        return h
+
+    def _time(self, ts: int) -> datetime:
+        when = self._times.get(ts)
+        if when is None:
+            if len(self._times) >= 10_000:
+                self._times.clear()
+            when = self._times[ts] = _dt(ts)
+        return when
+
+    def new_state(self, account_id: str) -> AccountState:
+        return AccountState(account_id)
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def apply(self, state: AccountState, event: Event) -> Outcome:
+        ts = int(event.occurred_at.timestamp() // 1)
+        day = ts // DAY
+        before = state.clock
+        if day > state.end_day:
+            state.advance_to(day)
+        if state.first_day == NONE or day < state.first_day:
+            state.first_day = day
+        if ts > state.clock:
+            state.clock = ts
+        data = event.data
+        if event.type is EventType.USAGE:
+            assert isinstance(data, UsageData)
+            self._fold_usage(state, day, data)
+            return Outcome(None, [], self._due_after_event(state, day))
+        if event.type is EventType.TICKET:
+            assert isinstance(data, TicketData)
+            self._fold_ticket(state, day, data)
+        elif event.type is EventType.SENTIMENT:
+            assert isinstance(data, SentimentData)
+            self._fold_sentiment(state, ts, data)
+        elif event.type is EventType.ACCOUNT:
+            assert isinstance(data, AccountData)
+            self._fold_account(state, ts, data)
+        elif event.type is EventType.CONTACT:
+            assert isinstance(data, ContactData)
+            self._fold_contact(state, ts, data)
+        at_ts = max(before, ts)
+        at = event.occurred_at.astimezone(UTC) if ts >= before else _dt(at_ts)
+        outcome = self._evaluate(state, at_ts, at, event.id)
+        outcome.next_due = self._due_after_event(state, day)
+        return outcome
+
+    def _fold_usage(self, st: AccountState, day: int, data: UsageData) -> None:
+        k = st.end_day - day
+        i = USAGE_DAYS - 1 - k
+        if i >= 0:
+            st.usage[i] = min(st.usage[i] + data.count, 0xFFFFFFFF)
+        if st.first_usage_day == NONE or day < st.first_usage_day:
+            st.first_usage_day = day
+        if day > st.last_usage_day:
+            st.last_usage_day = day
+        i = BREADTH_DAYS - 1 - k
+        user = data.user_id
+        uh = self._hash(user) if user else 0
+        if i >= 0:
+            st.features[i] |= 1 << (self._hash(data.feature) % FEATURE_BITS)
+            if user:
+                st.users[i] |= 1 << (uh % USER_BITS)
+        if uh and st.key_users:
+            rec = st.key_users.get(uh)
+            if rec is not None:
+                if k < MASK_DAYS:
+                    rec[K_MASK] |= 1 << k
+                if day > rec[K_LAST]:
+                    rec[K_LAST] = day
+
+    def _fold_ticket(self, st: AccountState, day: int, data: TicketData) -> None:
+        if st.first_ticket_day == NONE or day < st.first_ticket_day:
+            st.first_ticket_day = day
+        h = stable_hash(data.ticket_id)
+        prio_given = "priority" in data.model_fields_set
+        prio = PRIORITIES.index(data.priority)
+        rec = st.open_tickets.get(h)
+        if data.status in ("opened", "reopened"):
+            if rec is None:
+                i = st.index(day, TICKET_DAYS)
+                if i >= 0:
+                    st.tickets_opened[i] = min(255, st.tickets_opened[i] + 1)
+                st.open_tickets[h] = [prio, day]
+                if len(st.open_tickets) > MAX_OPEN_TICKETS:
+                    oldest = min(st.open_tickets.items(), key=lambda kv: (kv[1][1], kv[0]))[0]
+                    del st.open_tickets[oldest]
+            else:
+                if prio_given:
+                    rec[0] = prio
+                rec[1] = max(rec[1], day)
+        elif data.status == "updated":
+            if rec is not None:
+                if prio_given:
+                    rec[0] = prio
+                rec[1] = max(rec[1], day)
+        elif rec is not None:  # solved / closed
+            del st.open_tickets[h]
+
+    def _fold_sentiment(self, st: AccountState, ts: int, data: SentimentData) -> None:
+        norm = answer_value(data)
+        raw = -1 if data.score is None else round(data.score * 10)
+        contact = stable_hash(data.contact_id) if data.contact_id else 0
+        rec = [ts, round(norm * 1000), contact, SOURCES.index(data.source), raw]
+        samples = st.sentiments
+        samples.append(rec)
+        samples.sort()  # time order (ties broken by the values, so arrival order never matters)
+        horizon = samples[-1][0] - self.config.sentiment.window_days * DAY
+        while samples and (samples[0][0] < horizon or len(samples) > MAX_SENTIMENTS):
+            samples.pop(0)
+
+    def _fold_account(self, st: AccountState, ts: int, data: AccountData) -> None:
+        newer = ts >= st.facts_ts
+
+        def merge(current: Any, value: Any) -> Any:
+            if value is None:
+                return current
+            return value if newer or current is None else current
+
+        st.name = merge(st.name, _bounded(data.name, 120))
+        if data.csm is not None:
+            st.csm_email = merge(st.csm_email, data.csm.email)
+            st.csm_slack = merge(st.csm_slack, data.csm.slack_user_id)
+            st.csm_name = merge(st.csm_name, _bounded(data.csm.name, 80))
+        renewal = None if data.renewal_date is None else data.renewal_date.toordinal() - _EPOCH_ORDINAL
+        st.renewal_day = merge(st.renewal_day, renewal)
+        st.arr = merge(st.arr, data.arr)
+        st.seats = merge(st.seats, data.seats)
+        st.segment = merge(st.segment, _bounded(data.segment, 64))
+        if newer:
+            st.facts_ts = ts
+
+    def _fold_contact(self, st: AccountState, ts: int, data: ContactData) -> None:
+        cid = data.contact_id
+        c = st.contacts.get(cid)
+        if data.role in ("user", "admin") and (c is None or ts >= c[C_TS]):
+            # Only champions and sponsors matter to scoring (and people whose role is not known yet).
+            if c is not None:
+                del st.contacts[cid]
+                st.sync_key_users()
+            return
+        if c is None:
+            c = [None, 0, NONE, NONE, ts, ts, NONE, NONE]
+            st.contacts[cid] = c
+        newer = ts >= c[C_TS]
+        was_active_key = c[C_ROLE] in KEY_ROLES and c[C_STATUS] != 1
+
+        def take(index: int, value: Any, empty: Any) -> None:
+            if value is not None and (newer or c[index] == empty):
+                c[index] = value
+
+        take(C_NAME, _bounded(data.name, 48), None)
+        take(C_USER, stable_hash(data.user_id) if data.user_id else None, 0)
+        take(C_ROLE, None if data.role is None else ROLES.index(data.role), NONE)
+        take(C_STATUS, None if data.status is None else STATUSES.index(data.status), NONE)
+        if data.status == "left" and (c[C_LEFT] == NONE or ts < c[C_LEFT]):
+            c[C_LEFT] = ts
+        if ts < c[C_FIRST]:
+            c[C_FIRST] = ts
+        if ts > c[C_TS]:
+            c[C_TS] = ts
+        is_active_key = c[C_ROLE] in KEY_ROLES and c[C_STATUS] != 1
+        if c[C_STATUS] != 1:
+            c[C_LEFT] = NONE
+        if is_active_key and not was_active_key:
+            c[C_SINCE] = ts
+        elif not is_active_key:
+            c[C_SINCE] = NONE
+        if len(st.contacts) > MAX_CONTACTS:
+            del st.contacts[_evictable_contact(st)]
+        st.sync_key_users()
+
+    # -- clock -------------------------------------------------------------------------------------------
+
+    def evaluate(self, state: AccountState, at: datetime) -> Outcome:
+        at = at.astimezone(UTC)
+        at_ts = _ts(at)
+        day = at_ts // DAY
+        if day > state.end_day:
+            state.advance_to(day)
+        if day > state.eval_day:
+            state.eval_day = day
+            refresh_usual_gaps(state, self.config)   # gaps move at most once a day
+        outcome = self._evaluate(state, at_ts, at, None)
+        state.next_due = self._due_after_tick(state, at_ts)
+        outcome.next_due = None if state.next_due is None else self._time(state.next_due)
+        return outcome
+
+    def _due_after_event(self, st: AccountState, day: int) -> datetime | None:
+        candidate = (max(day, st.eval_day) + 1) * DAY
+        if st.next_due is None or candidate < st.next_due:
+            st.next_due = candidate
+        return self._time(st.next_due)
+
+    def _due_after_tick(self, st: AccountState, at_ts: int) -> int | None:
+        day = at_ts // DAY
+        nxt = (day + 1) * DAY
+        time_bound = {"health_drop", "ticket_spike", "sentiment_drop", "renewal_risk"}
+        if st.clock // DAY >= day - LIVE_DAYS or time_bound.intersection(st.risks):
+            return nxt
+        if st.renewal_day is not None:
+            start = st.renewal_day - self.config.renewal.proximity_start_days
+            if day < start:
+                return start * DAY
+            if day <= st.renewal_day:
+                return nxt
+        return None
+
+    # -- evaluation --------------------------------------------------------------------------------------
+
+    def _evaluate(self, st: AccountState, at_ts: int, at: datetime, cause: str | None) -> Outcome:
+        cfg = self.config
+        at_day = at_ts // DAY
+        sig = measure(st, cfg, at_day)
+        components, score = health_model.compute(sig, cfg)
+        tier = cfg.tier(score)
+        known_mask = sum(1 << i for i, c in enumerate(components) if c.score is not None)
+        if known_mask != st.known_mask:
+            # A drop is only judged between scores made of the same components.
+            st.score_max = [NO_SCORE] * SCORE_DAYS
+            st.known_mask = known_mask
+        peak = self._peak(st, at_day, cfg.health_drop.within_days)
+        worst = min((c for c in components if c.score is not None),
+                    key=lambda c: (c.contribution - c.weight * 100.0, c.name), default=None)
+        ctx = Context(cfg, sig, score, tier, peak, worst.name if worst and (worst.score or 0) < 100 else None,
+                      at_day - st.first_day)
+        if score is not None:
+            i = st.index(at_day, SCORE_DAYS)
+            if i >= 0:
+                v = round(score)
+                if st.score_max[i] == NO_SCORE or v > st.score_max[i]:
+                    st.score_max[i] = v
+        snapshot_parts = (components, score, tier)
+        verdicts: dict[str, Verdict | None] = {
+            t: DETECTORS[t](ctx, st.risks[t][R_MATERIAL] if t in st.risks else None) for t in RISK_TYPES}
+        pending = self._lifecycle(st, verdicts, at_ts)
+        if at_ts > st.eval_ts:
+            st.eval_ts = at_ts
+        snapshot, significant = self._snapshot(st, snapshot_parts, at, cause, bool(pending))
+        transitions = [
+            RiskTransition(risk_id=rid, seq=seq, transition=kind, account_id=st.account_id, type=rtype,
+                           severity=sev, summary=summary(rtype, evidence, st.display_name()),
+                           evidence=evidence, occurred_at=at, trigger_event_id=cause, health=snapshot)
+            for rid, seq, kind, rtype, sev, evidence in pending
+        ]
+        return Outcome(snapshot if significant else None, transitions, None)
+
+    def _peak(self, st: AccountState, at_day: int, within: int) -> float | None:
+        n = len(st.score_max)
+        hi = n - 1 - (st.end_day - at_day)
+        lo = max(0, hi - within)
+        values = [v for v in st.score_max[lo:max(0, hi + 1)] if v != NO_SCORE]
+        return float(max(values)) if values else None
+
+    def _lifecycle(self, st: AccountState, verdicts: dict[str, Verdict | None],
+                   at_ts: int) -> list[tuple[str, int, str, str, str, dict[str, Any]]]:
+        out = []
+        for rtype in RISK_TYPES:
+            v = verdicts[rtype]
+            rec = st.risks.get(rtype)
+            if rec is None:
+                if v is None:
+                    continue
+                st.risk_counter += 1
+                rec = [at_ts, 1, SEVERITIES.index(v.severity), st.risk_counter, v.material, v.evidence]
+                st.risks[rtype] = rec
+                out.append((risk_id(st.account_id, rtype, at_ts, rec[R_N]), 1, "opened", rtype, v.severity,
+                            v.evidence))
+                continue
+            rid = risk_id(st.account_id, rtype, rec[R_OPENED], rec[R_N])
+            if v is None:
+                del st.risks[rtype]
+                out.append((rid, rec[R_SEQ] + 1, "resolved", rtype, SEVERITIES[rec[R_SEV]], rec[R_EVIDENCE]))
+                continue
+            sev = SEVERITIES.index(v.severity)
+            if sev != rec[R_SEV] or v.material != rec[R_MATERIAL]:
+                rec[R_SEQ] += 1
+                rec[R_SEV] = sev
+                rec[R_MATERIAL] = v.material
+                rec[R_EVIDENCE] = v.evidence
+                out.append((rid, rec[R_SEQ], "updated", rtype, v.severity, v.evidence))
+            else:
+                rec[R_EVIDENCE] = v.evidence  # fresh numbers for the read API, no transition
+        return out
+
+    def _snapshot(self, st: AccountState, parts: tuple[list[Component], float | None, str], at: datetime,
+                  cause: str | None, transitions: bool) -> tuple[HealthSnapshot, bool]:
+        components, score, tier = parts
+        cfg = self.config
+        score10 = None if score is None else round(score * 10)
+        prev = {name: rec for name, rec in zip(COMPONENTS, st.last_components, strict=False)}
+        deltas = []
+        for c in components:
+            old = prev.get(c.name)
+            old_contribution = 0.0 if old is None else old[1] / 10.0
+            old_score = None if old is None else old[0]
+            change = round(c.contribution - old_contribution, 1)
+            if abs(change) < 0.5:
+                continue
+            new_score = None if c.score is None else round(c.score * 10)
+            label = c.label if new_score != old_score else "re-weighted"
+            if c.score is None:
+                label = f"now unknown: {c.reason}"
+            points = f"{abs(change):.0f}" if abs(change) >= 1 else f"{abs(change):.1f}"
+            deltas.append(Delta(c.name, change, f"{'+' if change > 0 else '−'}{points}: {label}"))
+        deltas.sort(key=lambda d: (-abs(d.change), d.component))
+        significant = (transitions or tier != st.last_tier or (score10 is None) != (st.last_score is None)
+                       or (score10 is not None and st.last_score is not None
+                           and abs(score10 - st.last_score) >= cfg.snapshot_min_change * 10))
+        snap = HealthSnapshot(st.account_id, score, tier, tuple(components), at, cfg.version, tuple(deltas),
+                              cause or "clock")
+        if significant:
+            st.last_score = score10
+            st.last_tier = tier
+            st.last_components = [
+                [None if c.score is None else round(c.score * 10), round(c.contribution * 10)]
+                for c in components]
+        return snap, significant
+
+    # -- read side ------------------------------------------------------------------------------------
+
+    def snapshot(self, state: AccountState) -> HealthSnapshot:
+        """The current health (as of the last evaluation), without changing the state."""
+        at_ts = state.eval_ts if state.eval_ts != NONE else max(state.clock, 0)
+        sig = measure(state, self.config, at_ts // DAY)
+        components, score = health_model.compute(sig, self.config)
+        return HealthSnapshot(state.account_id, score, self.config.tier(score), tuple(components), _dt(at_ts),
+                              self.config.version, (), "current")
+
+    def open_risks(self, state: AccountState) -> list[dict[str, Any]]:
+        out = []
+        for rtype in RISK_TYPES:
+            rec = state.risks.get(rtype)
+            if rec is None:
+                continue
+            out.append({"risk_id": risk_id(state.account_id, rtype, rec[R_OPENED], rec[R_N]), "type": rtype,
+                        "severity": SEVERITIES[rec[R_SEV]], "seq": rec[R_SEQ],
+                        "summary": summary(rtype, rec[R_EVIDENCE], state.display_name()),
+                        "evidence": rec[R_EVIDENCE], "opened_at": _dt(rec[R_OPENED]).isoformat()})
+        return out
+
+    def account_brief(self, state: AccountState) -> AccountBrief:
+        csm = None
+        if state.csm_email or state.csm_slack or state.csm_name:
+            csm = CsmRef(email=state.csm_email, slack_user_id=state.csm_slack, name=state.csm_name)
+        renewal = None if state.renewal_day is None else date.fromordinal(_EPOCH_ORDINAL + state.renewal_day)
+        return AccountBrief(name=state.name, csm=csm, segment=state.segment, arr=state.arr,
+                            renewal_date=renewal)
+
+
+def _bounded(text: str | None, limit: int) -> str | None:
+    """Display strings are kept short so that the state stays bounded (e-mail addresses are kept whole)."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit - 1] + "…"
+
+
+def _evictable_contact(st: AccountState) -> str:
+    """The contact to forget when over the cap: a plain contact first, then a long-gone one, oldest first."""
+    def rank(item: tuple[str, list[Any]]) -> tuple[int, int, str]:
+        cid, c = item
+        key = c[C_ROLE] in KEY_ROLES
+        tier = 0 if not key else 1 if c[C_STATUS] == 1 else 2
+        return (tier, c[C_TS], cid)
+
+    return min(st.contacts.items(), key=rank)[0]
+

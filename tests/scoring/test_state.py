@@ -1,0 +1,190 @@
+"""Account state: a faithful byte encoding, small, and bounded however busy the account is."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from datetime import timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.scoring.domain import AccountState, ScoringConfig, ScoringEngine, decode_state, encode_state
+from services.scoring.domain.state import MAX_CONTACTS, MAX_KEY_USERS, MAX_OPEN_TICKETS, MAX_SENTIMENTS
+from shared.events import Event
+
+from .conftest import LATENESS
+from .stories import Driver, Story, StoryRun, at_day, event
+
+
+def _fields(state: AccountState) -> dict[str, object]:
+    return {name: getattr(state, name) for name in AccountState.__slots__}
+
+
+def test_round_trip_keeps_every_field(stories: list[Story], story_run: StoryRun) -> None:
+    for story in stories:
+        state = story_run.states[story.account_id]
+        raw = encode_state(state)
+        back = decode_state(raw)
+        assert _fields(back) == _fields(state), story.name
+        assert encode_state(back) == raw
+
+
+def test_a_fresh_state_round_trips() -> None:
+    state = AccountState("new")
+    assert _fields(decode_state(encode_state(state))) == _fields(state)
+
+
+def test_continuing_from_decoded_states_changes_nothing(stories: list[Story], stream: list[Event],
+                                                       story_run: StoryRun) -> None:
+    """As if the service stored every state half-way and reloaded it: the same outcomes."""
+    driver = Driver(ScoringEngine(ScoringConfig()), LATENESS)
+    half = len(stream) // 2
+    for ev in stream[:half]:
+        driver.send(ev)
+    for account_id, state in list(driver.run.states.items()):
+        driver.run.states[account_id] = decode_state(encode_state(state))
+    for ev in stream[half:]:
+        driver.send(ev)
+    for story in stories:
+        a = story.account_id
+        assert [t.to_dict() for t in driver.run.transitions.get(a, [])] == \
+            [t.to_dict() for t in story_run.transitions.get(a, [])], story.name
+        assert encode_state(driver.run.states[a]) == encode_state(story_run.states[a])
+
+
+def test_garbage_is_refused() -> None:
+    with pytest.raises(ValueError):
+        decode_state(b"")
+    with pytest.raises(ValueError):
+        decode_state(b"\x09rest")
+
+
+def test_states_are_small(stories: list[Story], story_run: StoryRun) -> None:
+    sizes = {s.name: len(encode_state(story_run.states[s.account_id])) for s in stories}
+    assert max(sizes.values()) <= 1_100, sizes
+    assert sum(sizes.values()) / len(sizes) <= 900, sizes
+
+
+def test_a_busy_account_stays_within_its_memory_budget(stories: list[Story], story_run: StoryRun) -> None:
+    busy = next(s for s in stories if s.name == "steady_busy")
+    raw = encode_state(story_run.states[busy.account_id])
+    assert len(raw) <= 1_536
+    # What the service holds: account id -> encoded bytes, for many accounts.
+    template = decode_state(raw)
+    held: dict[str, bytes] = {}
+    for i in range(1_000):
+        template.account_id = f"massive-{i:06d}"
+        held[template.account_id] = encode_state(template)
+    per_account = (sys.getsizeof(held) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in held.items())) \
+        / len(held)
+    assert per_account <= 2_048, per_account
+
+
+def test_everything_is_capped_on_an_extreme_account() -> None:
+    d = Driver(ScoringEngine(ScoringConfig()), timedelta(hours=1))
+    acc = "acct-extreme"
+    d.send(event("account", acc, at_day(0, 1), {
+        "name": "Very Long Company Name Holdings International Group Ltd",
+        "csm": {"name": "Maya Patel-Smithson", "email": "maya.patel-smithson@customer-success.example.com",
+                "slack_user_id": "U01MAYAPATEL"},
+        "arr": 1234567.89, "seats": 5000, "segment": "enterprise-emea", "renewal_date": "2026-08-20"}))
+    for i in range(20):
+        d.send(event("contact", acc, at_day(0, 2), {
+            "contact_id": str(uuid.UUID(int=i)), "name": f"Firstname{i} Lastname-Longerfamily " * 3,
+            "user_id": f"user-{i:04d}", "role": "champion" if i % 2 else "sponsor", "status": "active"}))
+    for day in range(60):
+        for u in range(150):
+            if (u + day) % 3 == 0:
+                d.send(event("usage", acc, at_day(day, 8 + u / 20), {
+                    "feature": f"feature.{u % 40}", "user_id": f"user-{u:04d}", "count": 70_000}))
+    for t in range(60):
+        d.send(event("ticket", acc, at_day(50, 8 + t / 10), {"ticket_id": f"TCK-{t:08d}", "status": "opened",
+                                                             "priority": "urgent"}))
+    for s in range(40):
+        d.send(event("sentiment", acc, at_day(40 + s / 4, 8), {"source": "nps", "score": 2,
+                                                              "contact_id": str(uuid.UUID(int=s % 20))}))
+    d.advance(at_day(59))
+    state = d.run.states[acc]
+    assert len(state.contacts) == MAX_CONTACTS and len(state.key_users) == MAX_KEY_USERS
+    assert len(state.open_tickets) == MAX_OPEN_TICKETS and len(state.sentiments) == MAX_SENTIMENTS
+    assert all(len(c[0]) <= 48 for c in state.contacts.values())
+    raw = encode_state(state)
+    assert len(raw) <= 2_300, len(raw)
+    assert _fields(decode_state(raw)) == _fields(state)
+
+
+def test_account_facts_merge_partial_updates_and_make_the_brief() -> None:
+    engine = ScoringEngine(ScoringConfig())
+    state = engine.new_state("acme")
+    engine.apply(state, event("account", "acme", at_day(1, 9), {
+        "name": "Acme Corp", "csm": {"name": "Maya Patel", "email": "maya@example.com"}, "arr": 48000,
+        "segment": "mid-market"}))
+    engine.apply(state, event("account", "acme", at_day(2, 9), {"renewal_date": "2026-12-01",
+                                                                "csm": {"slack_user_id": "U01MAYA"}}))
+    # An older update arriving late only fills what is unknown.
+    engine.apply(state, event("account", "acme", at_day(0, 9), {"name": "ACME (old name)", "seats": 40}))
+    brief = engine.account_brief(state)
+    assert brief.name == "Acme Corp" and brief.segment == "mid-market" and brief.arr == 48000
+    assert brief.csm is not None and (brief.csm.name, brief.csm.email, brief.csm.slack_user_id) == \
+        ("Maya Patel", "maya@example.com", "U01MAYA")
+    assert brief.renewal_date is not None and brief.renewal_date.isoformat() == "2026-12-01"
+    assert state.seats == 40
+    assert engine.account_brief(engine.new_state("nobody")).model_dump() == \
+        {"name": None, "csm": None, "segment": None, "arr": None, "renewal_date": None}
+
+
+_KINDS = st.sampled_from(["usage", "usage", "usage", "ticket", "sentiment", "contact", "account"])
+
+
+@st.composite
+def _random_event(draw: st.DrawFn) -> tuple[str, float, dict[str, object]]:
+    kind = draw(_KINDS)
+    day = draw(st.floats(min_value=0, max_value=120, allow_nan=False))
+    if kind == "usage":
+        data: dict[str, object] = {"feature": draw(st.sampled_from(["a", "b", "c"])),
+                                   "user_id": draw(st.sampled_from(["u1", "u2", "u3"])),
+                                   "count": draw(st.integers(1, 5))}
+    elif kind == "ticket":
+        data = {"ticket_id": draw(st.sampled_from(["t1", "t2", "t3", "t4"])),
+                "status": draw(st.sampled_from(["opened", "reopened", "updated", "solved", "closed"])),
+                "priority": draw(st.sampled_from(["low", "normal", "high", "urgent"]))}
+    elif kind == "sentiment":
+        data = {"source": "nps", "score": draw(st.integers(0, 10)),
+                "contact_id": draw(st.sampled_from(["c1", "c2", "c3"]))}
+    elif kind == "contact":
+        data = {"contact_id": draw(st.sampled_from(["c1", "c2", "c3"])), "user_id": "u1",
+                "role": draw(st.sampled_from(["champion", "sponsor", "user"])),
+                "status": draw(st.sampled_from(["active", "left"]))}
+    else:
+        data = {"renewal_date": draw(st.sampled_from(["2026-07-01", "2026-09-01", "2027-01-01"]))}
+    return kind, day, data
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(_random_event(), min_size=1, max_size=60))
+def test_random_streams_are_deterministic_and_round_trip(
+        raw: list[tuple[str, float, dict[str, object]]]) -> None:
+    """Any mix of events, in any order (even later than the lateness): no crash, same result twice."""
+    events = [event(kind, "acc", at_day(day), data, event_id=f"e{i}")
+              for i, (kind, day, data) in enumerate(raw)]
+
+    def run() -> tuple[list[dict[str, object]], bytes]:
+        d = Driver(ScoringEngine(ScoringConfig()), timedelta(hours=1))
+        for ev in events:
+            d.send(ev)
+            state = d.run.states["acc"]
+            assert _fields(decode_state(encode_state(state))) == _fields(state)
+        d.advance(at_day(130))
+        return [t.to_dict() for t in d.run.transitions.get("acc", [])], encode_state(d.run.states["acc"])
+
+    first = run()
+    assert run() == first
+    opened: set[str] = set()
+    for t in first[0]:
+        if t["transition"] == "opened":
+            assert t["type"] not in opened   # at most one open risk per type
+            opened.add(str(t["type"]))
+        elif t["transition"] == "resolved":
+            opened.discard(str(t["type"]))
