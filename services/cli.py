@@ -58,7 +58,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from services.embedded import run_embedded
 
     return asyncio.run(run_embedded(settings, simulate=not args.no_simulate, accounts=args.accounts,
-                                    duration_s=args.duration))
+                                    duration_s=args.duration, seed=args.seed, history_days=args.days,
+                                    live_days=args.live_days, speedup=args.speedup,
+                                    churn_rate=args.churn_rate, truth_path=args.truth,
+                                    keep_serving=args.keep_serving))
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,13 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-simulate", action="store_true", help="do not feed the built-in simulator")
     run.add_argument("--accounts", type=int, default=200, help="simulated accounts (default 200)")
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--keep-serving", action="store_true",
+                     help="keep serving once the simulation is done, until Ctrl-C or --duration")
+    from services.simulate.cli import add_generation_arguments
+
+    add_generation_arguments(run)
     run.set_defaults(func=cmd_run)
 
     migrate = sub.add_parser("migrate", help="apply database migrations (Alembic)")
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.set_defaults(func=cmd_migrate)
 
-    simulate = sub.add_parser("simulate", help="synthetic accounts with scripted churn stories, sent to ingest")
+    simulate = sub.add_parser("simulate",
+                              help="synthetic accounts with scripted churn stories, sent to ingest")
     try:
         from services.simulate.cli import add_arguments
     except ImportError:  # pragma: no cover - during development only

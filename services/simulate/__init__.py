@@ -1,0 +1,1 @@
+"""`churnsignal simulate`: synthetic accounts with scripted churn stories, sent to an ingest endpoint."""
