@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
 _HERE = Path(__file__).parent / "migrations"
+# Alembic keeps per-run state in module globals (`alembic.context`): one migration at a time per process.
+_LOCK = threading.Lock()
 
 
 def alembic_config(url: str) -> Config:
@@ -21,7 +24,8 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Upgrade the database at `url` (blocking; runs its own event loop)."""
-    command.upgrade(alembic_config(url), revision)
+    with _LOCK:
+        command.upgrade(alembic_config(url), revision)
 
 
 async def upgrade_async(url: str, revision: str = "head") -> None:
