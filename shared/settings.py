@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     public_url: str = "http://localhost:8082"
     outbox_dir: str = "var/outbox"
+    alerts_batch_max_records: int = 250
+    alerts_delivery_deadline_s: float = 120.0     # retries of one notification stop after this long
+    alerts_repeat_check_s: float = 5.0            # how often open, unacknowledged alerts are re-checked
+    alerts_digest_check_s: float = 0.5            # how often waiting digest items are looked at
 
     # HTTP
     host: str = "127.0.0.1"

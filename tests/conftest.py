@@ -7,6 +7,7 @@ parametrized `bus` fixture, so one suite runs on the in-process bus and on Kafka
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -103,7 +104,14 @@ async def _drop_pg_database(url: str) -> None:
     name = url.rpartition("/")[2]
     conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # An autovacuum worker on the fresh database can make FORCE fail for a moment; a leftover test
+        # database is harmless, so try a few times and then leave it.
+        for attempt in range(5):
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+                await asyncio.sleep(0.2 * (attempt + 1))
     finally:
         await conn.close()
 

@@ -1,0 +1,651 @@
+"""End-to-end alert latency: ingest's 202 -> scoring -> risks topic -> alerts -> Slack, at 2,000 events/s.
+
+`churnsignal serve ingest|scoring|alerts` run as three processes on real Kafka and a fresh PostgreSQL
+database; the local Slack (`tests/fakes/slack.py`) runs in a process of its own and records when each
+message arrives. Setup: N accounts, each with its own CSM (own Slack user id, so Slack's 1 message/s
+per channel never queues one alert behind another) and a champion contact. Then, for the measuring
+window, batches of 50 events go to ingest every 25 ms (2,000 events/s): 49 usage events spread over the
+accounts and one `contact` event saying that account's champion left. The latency of one alert is the
+Slack arrival of its `champion_left` DM minus the moment ingest answered 202 to the batch that carried
+the departure.
+
+Baseline, measured in the same run: a raw aiokafka producer (idempotent, acks=all, like the services)
+and consumer in this process, one message every 0.5 ms, each carrying its send time; latency = receipt
+minus send.
+
+`python -m bench.alerts` runs this section alone (same as `python -m bench --only alerts --no-report`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench.framework import ROOT, Context, Result, Target
+from shared.migrate import upgrade_async
+from shared.settings import hash_key
+from shared.topics import Topics
+
+TITLE = "Alerts (ingest 202 → Slack, end to end)"
+NOTES = """Method: `churnsignal serve ingest`, `serve scoring` and `serve alerts` as three processes on the
+real Kafka and a fresh PostgreSQL database; the local Slack of `tests/fakes/slack.py` runs in a process of
+its own and timestamps each message on arrival (CLOCK_MONOTONIC, the same clock as the harness's HTTP
+client that records ingest's 202). The
+load is 2,000 events/s to ingest (batches of 50 every 25 ms, each batch with one champion departure,
+i.e. 40 champion_left alerts/s, each to its own CSM's Slack DM). Latency = Slack arrival of the alert −
+ingest's 202 for the batch carrying the departure. The baseline is a raw aiokafka producer → consumer
+round trip (acks=all, idempotent) at 2,000 messages/s measured in the same run. Email is not configured
+here: the figure is the Slack path."""
+
+BENCH_KEY = "bench-alerts-key"
+SLACK_TOKEN = "xoxb-bench"
+RATE_EVENTS_S = 2000
+BATCH = 50
+INTERVAL_S = BATCH / RATE_EVENTS_S  # 25 ms
+MAX_IN_FLIGHT = 64
+PARTITIONS = 6
+SETTLE_S = 15.0
+HOP_RATE_S = 40
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+# ----------------------------------------------------------------------------------- raw baseline
+async def raw_round_trip(
+    bootstrap: str, topic: str, seconds: float, rate: int = RATE_EVENTS_S
+) -> list[float]:
+    """Producer -> broker -> consumer latencies (ms) of messages sent at `rate` per second."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=1)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="latest",
+    )
+    await producer.start()
+    await consumer.start()
+    latencies: list[float] = []
+    try:
+        # Assignment and metadata settled before the clock starts.
+        await producer.send_and_wait(topic, b"warm-up", key=b"0")
+        for _ in range(100):
+            if consumer.assignment():
+                break
+            await consumer.getmany(timeout_ms=100)
+        await consumer.seek_to_end()
+        stop = asyncio.Event()
+
+        async def consume() -> None:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for messages in batches.values():
+                    for m in messages:
+                        if m.value and m.value.startswith(b"t="):
+                            latencies.append((now - float(m.value[2:])) * 1000)
+
+        reader = asyncio.create_task(consume())
+        start = time.perf_counter()
+        n = 0
+        pending = []
+        while (now := time.perf_counter()) < start + seconds:
+            due = start + n / rate
+            if due > now:
+                await asyncio.sleep(due - now)
+            pending.append(
+                await producer.send(topic, f"t={time.perf_counter()!r}".encode(), key=str(n % 97).encode())
+            )
+            n += 1
+        await asyncio.gather(*pending)
+        await asyncio.sleep(1.0)
+        stop.set()
+        await reader
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return latencies
+
+
+# ------------------------------------------------------------------------------ the Slack receiver
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def serve_slack(port_file: Path, out_file: Path, channels: int) -> None:
+    """`python -m bench.alerts --slack-receiver PORT_FILE OUT_FILE N`: the local Slack in a process of its
+    own (so the load driver never starves it), appending one JSON line per accepted message (channel,
+    monotonic arrival time, text) to OUT_FILE until its stdin closes. CLOCK_MONOTONIC is system-wide, so
+    arrival times compare with the driver's.
+
+    The fake's own app (validation, rate limits, recording) is served by uvicorn on uvloop + httptools in
+    this process's main thread, on a socket with TCP_NODELAY: the test fixture's server (h11, in a thread,
+    on a socket asyncio does not set TCP_NODELAY on) adds ~40 ms of delayed-ACK wait to every answer and
+    serializes concurrent requests, which would be measured instead of the service."""
+    import uvicorn
+
+    from tests.fakes.slack import FakeSlack  # the local Slack of the test suite
+
+    slack = FakeSlack(token=SLACK_TOKEN)  # not started: its app is served below
+    slack.add_channel(*(_csm(i) for i in range(channels)))
+    app = slack._server._app  # the fake's own ASGI app, served by a faster server
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, loop="uvloop", http="httptools", lifespan="off", log_level="warning", access_log=False
+        )
+    )
+
+    async def main() -> None:
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        for _ in range(3000):  # up to 30 s
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        _write_text(port_file, f"http://127.0.0.1:{port}/api/")
+        stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        written = 0
+        with out_file.open("a", encoding="utf-8") as out:
+            while True:
+                done = stdin_closed.done()
+                messages = slack.messages()
+                for m in messages[written:]:
+                    out.write(
+                        json.dumps({"channel": m.channel, "at": m.arrived_at, "text": m.text[:200]}) + "\n"
+                    )
+                written = len(messages)
+                out.flush()
+                if done:
+                    break
+                await asyncio.sleep(0.05)
+        server.should_exit = True
+        await serving
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def _slack_receiver(ctx: Context, workdir: Path, channels: int) -> Iterator[tuple[str, Path]]:
+    port_file, out_file = workdir / "slack.url", workdir / "slack.jsonl"
+    proc = subprocess.Popen(
+        [ctx.python, "-m", "bench.alerts", "--slack-receiver", str(port_file), str(out_file), str(channels)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the Slack receiver did not start")
+            time.sleep(0.05)
+        yield port_file.read_text(), out_file
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _arrivals(out_file: Path) -> list[dict[str, Any]]:
+    if not out_file.exists():
+        return []
+    return [
+        json.loads(line) for line in out_file.read_text(encoding="utf-8").splitlines() if line.endswith("}")
+    ]
+
+
+# ------------------------------------------------------------------------------------- the stack
+async def _fresh_database(test_url: str, name: str) -> str:
+    base = test_url.rpartition("/")[0]
+    conn = await asyncpg.connect(test_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = f"{base}/{name}"
+    await upgrade_async(url)
+    return url
+
+
+async def _drop_database(test_url: str, name: str) -> None:
+    conn = await asyncpg.connect(test_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def _services(ctx: Context, env: dict[str, str], logdir: Path) -> Iterator[dict[str, int]]:
+    """ingest, scoring and alerts as `churnsignal serve` processes; yields their ports once all are ready."""
+    ports = {name: _free_port() for name in ("ingest", "scoring", "alerts")}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, port in ports.items():
+            with (logdir / f"bench-alerts-{name}.log").open("wb") as out:
+                procs[name] = subprocess.Popen(
+                    [
+                        ctx.python,
+                        "-m",
+                        "services.cli",
+                        "serve",
+                        name,
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                    ],
+                    cwd=ROOT,
+                    env={**os.environ, **env},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+        deadline = time.monotonic() + 90
+        waiting = set(ports)
+        while waiting:
+            for name in list(waiting):
+                if procs[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited with {procs[name].returncode}; see {logdir}")
+                try:
+                    if httpx.get(f"http://127.0.0.1:{ports[name]}/readyz", timeout=2).status_code == 200:
+                        waiting.discard(name)
+                except httpx.TransportError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready within 90 s: {sorted(waiting)}; see {logdir}")
+            time.sleep(0.2)
+        yield ports
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _csm(i: int) -> str:
+    return f"UB{i:05d}"
+
+
+def _setup_events(run: str, accounts: int, now: datetime) -> list[dict[str, Any]]:
+    long_ago = (now - timedelta(days=30)).isoformat()
+    events: list[dict[str, Any]] = []
+    for i in range(accounts):
+        acct = f"b-{run}-{i:05d}"
+        events.append(
+            {
+                "id": f"{run}-acct-{i}",
+                "type": "account",
+                "account_id": acct,
+                "occurred_at": long_ago,
+                "data": {
+                    "name": f"Bench Account {i}",
+                    "segment": "mid-market",
+                    "arr": 50_000.0,
+                    "csm": {"email": f"csm{i}@bench.example", "slack_user_id": _csm(i), "name": f"CSM {i}"},
+                },
+            }
+        )
+        events.append(
+            {
+                "id": f"{run}-champ-{i}",
+                "type": "contact",
+                "account_id": acct,
+                "occurred_at": long_ago,
+                "data": {
+                    "contact_id": f"c-{i}",
+                    "name": f"Champion {i}",
+                    "email": f"champ{i}@cust.example",
+                    "user_id": f"u-{i}-0",
+                    "role": "champion",
+                    "status": "active",
+                },
+            }
+        )
+    return events
+
+
+def _batch(run: str, seq: int, accounts: int, left: int) -> list[dict[str, Any]]:
+    now = datetime.now(UTC).isoformat()
+    out: list[dict[str, Any]] = [
+        {
+            "id": f"{run}-u-{seq}-{j}",
+            "type": "usage",
+            "account_id": f"b-{run}-{(seq * 7 + j) % accounts:05d}",
+            "occurred_at": now,
+            "data": {"feature": "dashboard.view", "user_id": f"u-{j % 5}", "count": 1},
+        }
+        for j in range(BATCH - 1)
+    ]
+    out.append(
+        {
+            "id": f"{run}-left-{left}",
+            "type": "contact",
+            "account_id": f"b-{run}-{left:05d}",
+            "occurred_at": now,
+            "data": {"contact_id": f"c-{left}", "role": "champion", "status": "left"},
+        }
+    )
+    return out
+
+
+async def _scoring_processed(client: httpx.AsyncClient, port: int) -> float:
+    text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("churnsignal_scoring_events_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def end_to_end(ctx: Context, seconds: float) -> dict[str, Any]:
+    run = ctx.run_id
+    prefix = ctx.topic_prefix("alerts")
+    accounts = int(seconds / INTERVAL_S) + 10
+    hop_count = int(min(seconds, 10.0) * HOP_RATE_S)
+    db_name = f"bench_alerts_{run}"
+    database_url = await _fresh_database(ctx.test_database_url, db_name)
+    headers = {"Authorization": f"Bearer {BENCH_KEY}", "Content-Type": "application/json"}
+    sent_at: dict[int, float] = {}
+    statuses: dict[int, int] = {}
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-alerts-") as tmp,
+            _slack_receiver(ctx, Path(tmp), accounts + hop_count) as (slack_api_url, arrivals_file),
+        ):
+            env = {
+                "CHURNSIGNAL_KAFKA_BOOTSTRAP_SERVERS": ctx.kafka_bootstrap_servers,
+                "CHURNSIGNAL_TOPIC_PREFIX": prefix,
+                "CHURNSIGNAL_TOPIC_PARTITIONS": str(PARTITIONS),
+                "CHURNSIGNAL_DATABASE_URL": database_url,
+                "CHURNSIGNAL_API_KEYS": json.dumps(
+                    [{"name": "bench", "sha256": hash_key(BENCH_KEY), "scopes": ["ingest", "read", "admin"]}]
+                ),
+                "CHURNSIGNAL_SCORING_GROUP_ID": f"bench-{run}-scoring",
+                "CHURNSIGNAL_ALERTS_GROUP_ID": f"bench-{run}-alerts",
+                "CHURNSIGNAL_SLACK_API_URL": slack_api_url,
+                "CHURNSIGNAL_SLACK_BOT_TOKEN": SLACK_TOKEN,
+                "CHURNSIGNAL_LOG_LEVEL": "warning",
+                "CHURNSIGNAL_SMTP_HOST": "",
+                "CHURNSIGNAL_ROUTING_FILE": "",
+                "CHURNSIGNAL_SLACK_WEBHOOK_URL": "",
+            }
+            with _services(ctx, env, ROOT / "var") as ports:
+                ingest = f"http://127.0.0.1:{ports['ingest']}/v1/events"
+                limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
+                async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
+                    setup = _setup_events(run, accounts, datetime.now(UTC))
+                    for i in range(0, len(setup), 500):
+                        r = await client.post(
+                            ingest, content=orjson.dumps(setup[i : i + 500]), headers=headers
+                        )
+                        r.raise_for_status()
+                    deadline = time.monotonic() + 60
+                    while await _scoring_processed(client, ports["scoring"]) < len(setup):
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("scoring did not process the setup events within 60 s")
+                        await asyncio.sleep(0.2)
+                    await asyncio.sleep(1.0)
+                    setup_messages = len(_arrivals(arrivals_file))
+
+                    gate = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+                    async def post(seq: int) -> None:
+                        body = orjson.dumps(_batch(run, seq, accounts, seq))
+                        async with gate:
+                            r = await client.post(ingest, content=body, headers=headers)
+                        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                        if r.status_code == 202:
+                            sent_at[seq] = time.monotonic()
+
+                    tasks = []
+                    start = time.monotonic()
+                    seq = 0
+                    while (now := time.monotonic()) < start + seconds:
+                        due = start + seq * INTERVAL_S
+                        if due > now:
+                            await asyncio.sleep(due - now)
+                        tasks.append(asyncio.create_task(post(seq)))
+                        seq += 1
+                    await asyncio.gather(*tasks)
+                    send_window = time.monotonic() - start
+                    settle = time.monotonic() + SETTLE_S
+                    while time.monotonic() < settle:
+                        arrived = {
+                            a["channel"] for a in _arrivals(arrivals_file) if "Champion left" in a["text"]
+                        }
+                        if all(_csm(s) in arrived for s in sent_at):
+                            break
+                        await asyncio.sleep(0.2)
+                    await asyncio.sleep(1.0)  # anything arriving late (a duplicate) is counted too
+                    metrics = {}
+                    for name in ("scoring", "alerts"):
+                        metrics[name] = (await client.get(f"http://127.0.0.1:{ports[name]}/metrics")).text
+                    (ROOT / "var" / "bench-alerts-metrics.txt").write_text(
+                        "\n".join(f"# ---- {name}\n{text}" for name, text in metrics.items())
+                    )
+                    # The alerts service alone: risk events published straight to its topic.
+                    hop_sent = await _publish_risks(ctx, prefix, accounts, hop_count, arrivals_file)
+            arrivals = _arrivals(arrivals_file)
+    finally:
+        await _drop_database(ctx.test_database_url, db_name)
+
+    first: dict[str, float] = {}
+    champion = [a for a in arrivals if "Champion left" in a["text"]]
+    for a in champion:
+        first.setdefault(a["channel"], a["at"])
+    latencies = [(first[_csm(s)] - t) * 1000 for s, t in sent_at.items() if _csm(s) in first]
+    hop_first: dict[str, float] = {}
+    for a in arrivals:
+        if "Bench hop" in a["text"]:
+            hop_first.setdefault(a["channel"], a["at"])
+    hop = [(hop_first[c] - t) * 1000 for c, t in hop_sent.items() if c in hop_first]
+    return {
+        "hop_latencies": hop,
+        "hop_expected": len(hop_sent),
+        "scoring_avg_s": _histogram_avg(metrics["scoring"], "churnsignal_scoring_processing_latency_seconds"),
+        "signal_avg_s": _histogram_avg(metrics["alerts"], "churnsignal_signal_to_notification_seconds"),
+        "slack_attempt_avg_s": _histogram_avg(
+            metrics["alerts"], "churnsignal_notification_delivery_duration_seconds"
+        ),
+        "latencies": latencies,
+        "expected": len(sent_at),
+        "delivered": len(latencies),
+        "batches": seq,
+        "send_window_s": send_window,
+        "statuses": statuses,
+        "events_per_s": len(sent_at) * BATCH / send_window,
+        "setup_messages": setup_messages,
+        "duplicates": len(champion) - len(first),
+    }
+
+
+def _histogram_avg(text: str, name: str) -> float:
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total / count if count else float("nan")
+
+
+async def _publish_risks(
+    ctx: Context, prefix: str, first: int, count: int, arrivals_file: Path
+) -> dict[str, float]:
+    """`count` critical risk events, one per new CSM, at HOP_RATE_S per second, straight to the risks
+    topic; returns when each was acknowledged by Kafka, by Slack channel. Waits for their arrival."""
+    from shared.risks import AccountBrief, CsmRef, HealthBrief, RiskEvent, Trigger
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=ctx.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=1
+    )
+    await producer.start()
+    sent: dict[str, float] = {}
+    try:
+        start = time.monotonic()
+        for n in range(count):
+            due = start + n / HOP_RATE_S
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
+            i = first + n
+            now = datetime.now(UTC)
+            risk = RiskEvent(
+                event_id=f"hop-{ctx.run_id}-{i}:1",
+                risk_id=f"hop-{ctx.run_id}-{i}",
+                seq=1,
+                transition="opened",
+                account_id=f"hop-{i}",
+                type="champion_left",
+                severity="critical",
+                summary=f"Bench hop {i}: the champion left.",
+                evidence={"contacts": 1},
+                health=HealthBrief(score=30.0, tier="red", reasons=["champion left"]),
+                account=AccountBrief(name=f"Bench hop {i}", csm=CsmRef(slack_user_id=_csm(i), name="CSM")),
+                occurred_at=now,
+                detected_at=now,
+                trigger=Trigger(event_id=f"hop-src-{i}", received_at=now),
+            )
+            await producer.send_and_wait(Topics(prefix).risks, risk.to_json(), key=risk.account_id.encode())
+            sent[_csm(i)] = time.monotonic()
+    finally:
+        await producer.stop()
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        arrived = {a["channel"] for a in _arrivals(arrivals_file) if "Bench hop" in a["text"]}
+        if all(c in arrived for c in sent):
+            break
+        await asyncio.sleep(0.2)
+    return sent
+
+
+async def run(ctx: Context) -> list[Result]:
+    seconds = ctx.seconds(25.0)
+    raw_topic = f"{ctx.topic_prefix('alerts-raw')}roundtrip"
+    admin_topics = Topics(ctx.topic_prefix("alerts"))
+    from shared.bus.kafka import KafkaBus
+
+    bus = KafkaBus(ctx.kafka_bootstrap_servers)
+    await bus.ensure_topics([raw_topic, *admin_topics.all], partitions=PARTITIONS)
+    raw = await raw_round_trip(ctx.kafka_bootstrap_servers, raw_topic, min(seconds, 10.0))
+    e2e = await end_to_end(ctx, seconds)
+    lat = e2e["latencies"]
+    missing = e2e["expected"] - e2e["delivered"]
+    summary = (
+        f"{e2e['delivered']}/{e2e['expected']} alerts delivered, {e2e['duplicates']} duplicates; "
+        f"{e2e['events_per_s']:,.0f} events/s accepted over {e2e['send_window_s']:.1f} s; "
+        f"ingest statuses {e2e['statuses']}; max {max(lat, default=float('nan')):.0f} ms"
+    )
+    if missing:
+        summary += f"; {missing} alert(s) not received within {SETTLE_S:.0f} s after the load"
+    summary += (
+        f"; averages from the services' metrics: scoring ingest→committed "
+        f"{e2e['scoring_avg_s'] * 1000:,.0f} ms, "
+        f"alerts signal→Slack {e2e['signal_avg_s'] * 1000:,.0f} ms, one Slack attempt "
+        f"{e2e['slack_attempt_avg_s'] * 1000:,.0f} ms"
+    )
+    hop = e2e["hop_latencies"]
+    hop_notes = (
+        f"{len(hop)}/{e2e['hop_expected']} delivered; {HOP_RATE_S} risk events/s published to the risks "
+        f"topic (Kafka ack → Slack arrival), after the end-to-end run"
+    )
+    return [
+        Result(
+            "raw aiokafka produce → consume p50",
+            _pct(raw, 0.50),
+            "ms",
+            notes=f"{len(raw)} messages at {RATE_EVENTS_S}/s",
+        ),
+        Result("raw aiokafka produce → consume p99", _pct(raw, 0.99), "ms"),
+        Result(
+            "ingest 202 → Slack DM p50",
+            _pct(lat, 0.50),
+            "ms",
+            baseline=_pct(raw, 0.50),
+            baseline_name="raw produce → consume p50",
+            notes=summary,
+        ),
+        Result(
+            "ingest 202 → Slack DM p99",
+            _pct(lat, 0.99),
+            "ms",
+            baseline=_pct(raw, 0.99),
+            baseline_name="raw produce → consume p99",
+            target=Target(at_most=250.0),
+        ),
+        Result(
+            "risks topic → Slack DM (the alerts service alone) p50",
+            _pct(hop, 0.50),
+            "ms",
+            baseline=_pct(raw, 0.50),
+            baseline_name="raw produce → consume p50",
+            notes=hop_notes,
+        ),
+        Result(
+            "risks topic → Slack DM (the alerts service alone) p99",
+            _pct(hop, 0.99),
+            "ms",
+            baseline=_pct(raw, 0.99),
+            baseline_name="raw produce → consume p99",
+        ),
+        Result(
+            "events/s sustained during the measurement",
+            e2e["events_per_s"],
+            "events/s",
+            target=Target(at_least=RATE_EVENTS_S * 0.95),
+        ),
+    ]
+
+
+def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--slack-receiver":
+        serve_slack(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+        return 0
+    ctx = Context.from_environment(quick="--quick" in sys.argv)
+    for result in asyncio.run(run(ctx)):
+        extra = f" (baseline {result.baseline:.1f})" if result.baseline is not None else ""
+        met = "" if result.met is None else (" target met" if result.met else " TARGET MISSED")
+        print(f"{result.name}: {result.value:,.1f} {result.unit}{extra}{met} {result.notes}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Composition root of alerts: routing tree, channels, Deliverer, consumer, periodic tasks and the API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.alerts.domain.content import Notification
+from services.alerts.domain.routing import SLACK_WEBHOOK_REF, RoutingTree, fallback_receiver
+from services.alerts.entrypoints.api import build_router
+from services.alerts.entrypoints.consumer import RiskConsumer
+from services.alerts.entrypoints.dispatch import DeliveryRunner
+from services.alerts.entrypoints.periodic import PeriodicTasks
+from services.alerts.entrypoints.pipeline import AlertPipeline
+from services.alerts.notify.channel import Channel
+from services.alerts.notify.console import ConsoleChannel
+from services.alerts.notify.delivery import Deliverer
+from services.alerts.notify.email import EmailChannel
+from services.alerts.notify.secrets import SecretLookup
+from services.alerts.notify.slack_api import SlackApiChannel
+from services.alerts.notify.slack_webhook import SlackWebhookChannel
+from services.alerts.notify.webhook import WebhookChannel
+from shared.bus import Bus, build_bus
+from shared.db import create_engine
+from shared.errors import BusUnavailable
+from shared.http import KeyRing, install_common
+from shared.metrics import AlertsMetrics, CommonMetrics, new_registry
+from shared.migrate import upgrade_async
+from shared.settings import Settings
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 10.0
+# Sends in flight per channel kind (SMTP opens one connection per message).
+MAX_SENDS_IN_FLIGHT = {"slack_dm": 32, "slack_webhook": 32, "webhook": 32, "email": 8}
+# A claimed delivery's sender renews its lease every couple of seconds; another instance (or this one
+# after a restart) resends it only once the lease has run out for this long.
+DELIVERY_LEASE = timedelta(seconds=30)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_routing(settings: Settings) -> RoutingTree:
+    """The routing file when configured (a bad file fails start-up, naming the key), else the default."""
+    fallback = fallback_receiver(
+        settings.fallback_email, SLACK_WEBHOOK_REF if settings.slack_webhook_url is not None else None
+    )
+    if settings.routing_file:
+        return RoutingTree.from_yaml(
+            Path(settings.routing_file).read_text(encoding="utf-8"), fallback=fallback
+        )
+    return RoutingTree.default(fallback)
+
+
+def console_mode(settings: Settings) -> bool:
+    """Embedded mode with neither Slack nor SMTP configured: every alert goes to the outbox folder."""
+    return settings.embedded and not (
+        settings.slack_bot_token or settings.slack_webhook_url or settings.smtp_host
+    )
+
+
+class BoundedChannel:
+    """At most `limit` sends of one channel in flight: a burst of claimed deliveries (a backlog cleared at
+    once) queues here instead of flooding the receiver, which would answer late, time attempts out and
+    turn retries into duplicates. The wait counts in the Deliverer's attempt timeout; a send that times
+    out while waiting here was never made, so retrying it is safe."""
+
+    def __init__(self, channel: Channel, limit: int) -> None:
+        self.kind = channel.kind
+        self._channel = channel
+        self._slots = asyncio.Semaphore(limit)
+
+    async def send(self, notification: Notification) -> None:
+        async with self._slots:
+            await self._channel.send(notification)
+
+
+def build_channels(
+    settings: Settings, client: httpx.AsyncClient, secrets: SecretLookup
+) -> tuple[dict[str, Channel], Channel | None]:
+    """Channels by target kind, and the default channel (the console outbox) when in console mode."""
+    console = ConsoleChannel(settings.outbox_dir, sender=settings.smtp_from)
+    channels: dict[str, Channel] = {
+        "slack_webhook": SlackWebhookChannel(client, secrets),
+        "webhook": WebhookChannel(client, secrets),
+        "console": console,
+    }
+    if settings.slack_bot_token is not None:
+        channels["slack_dm"] = SlackApiChannel(
+            client, settings.slack_bot_token, base_url=settings.slack_api_url
+        )
+    email = EmailChannel.from_settings(settings)
+    if email is not None:
+        channels["email"] = email
+    if console_mode(settings):
+        return {"console": console}, console
+    return {
+        kind: BoundedChannel(channel, MAX_SENDS_IN_FLIGHT.get(kind, 32)) for kind, channel in channels.items()
+    }, None
+
+
+async def prepare_database(settings: Settings, engine: AsyncEngine) -> None:
+    """SQLite (embedded): migrate at start. PostgreSQL: `churnsignal migrate` must have run."""
+    if settings.database_url.startswith("sqlite"):
+        await upgrade_async(settings.database_url)
+        return
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1 FROM alerts_positions LIMIT 1"))
+    except ProgrammingError as exc:
+        raise RuntimeError("the alerts tables are missing: run `churnsignal migrate` first") from exc
+
+
+def create_app(
+    settings: Settings, *, bus: Bus | None = None, registry: CollectorRegistry | None = None
+) -> FastAPI:
+    """The alerts app. With `bus` None it builds (and owns) the bus from the settings."""
+    own_bus = bus is None
+    the_bus: Bus = build_bus(settings) if bus is None else bus
+    registry = new_registry() if registry is None else registry
+    metrics = AlertsMetrics(registry)
+    common = CommonMetrics(registry, "alerts")
+    topics = Topics(settings.topic_prefix)
+    tree = load_routing(settings)
+    engine = create_engine(settings.database_url)
+    lease = DELIVERY_LEASE
+    runner = DeliveryRunner(engine, clock=utcnow, lease=lease, metrics=metrics, common=common)
+    enabled = None if console_mode(settings) else _enabled_kinds(settings)
+    pipeline = AlertPipeline(
+        tree, public_url=settings.public_url, enabled=enabled, lease=lease, metrics=metrics, clock=utcnow
+    )
+    consumer = RiskConsumer(
+        the_bus,
+        topic=topics.risks,
+        group_id=settings.alerts_group_id,
+        engine=engine,
+        pipeline=pipeline,
+        runner=runner,
+        metrics=metrics,
+        common=common,
+        clock=utcnow,
+        batch_max=settings.alerts_batch_max_records,
+    )
+    periodic = PeriodicTasks(
+        engine,
+        pipeline,
+        runner,
+        clock=utcnow,
+        digest_every_s=settings.alerts_digest_check_s,
+        repeat_every_s=settings.alerts_repeat_check_s,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await prepare_database(settings, engine)
+        client = httpx.AsyncClient(
+            timeout=10.0, limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
+        )
+        background: list[asyncio.Task[Any]] = []
+        consuming: asyncio.Task[None] | None = None
+        try:
+            secrets = SecretLookup.from_settings(settings, tree)
+            channels, default = build_channels(settings, client, secrets)
+            runner.attach(
+                Deliverer(
+                    channels,
+                    default_channel=default,
+                    on_attempt=runner.on_attempt,
+                    deadline_s=settings.alerts_delivery_deadline_s,
+                    metrics=metrics,
+                    common_metrics=common,
+                )
+            )
+            try:
+                await the_bus.ensure_topics([topics.risks], settings.topic_partitions)
+            except BusUnavailable as exc:
+                log.warning("cannot create the risks topic yet (%s); the consumer waits for it", exc)
+            background = [
+                _spawn(runner.run_writer(), "alerts-outcomes"),
+                _spawn(runner.run_resumer(), "alerts-resume"),
+                _spawn(periodic.run_digests(), "alerts-digests"),
+                _spawn(periodic.run_repeats(), "alerts-repeats"),
+                _spawn(periodic.run_pruning(), "alerts-pruning"),
+            ]
+            consuming = _spawn(consumer.run_forever(), "alerts-consumer")
+            common.ready.set(1)
+            yield
+        finally:
+            common.ready.set(0)
+            consumer.stop()
+            if consuming is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(consuming), DRAIN_TIMEOUT_S)
+                except TimeoutError:
+                    await _cancel(consuming)
+                except Exception as exc:  # the consumer's own failure, already logged by _spawn
+                    log.debug("consumer ended with %s", type(exc).__name__)
+            writer, others = background[:1], background[1:]
+            for task in others:
+                await _cancel(task)
+            await runner.drain(DRAIN_TIMEOUT_S)
+            for task in writer:
+                await _cancel(task)
+            await client.aclose()
+            await engine.dispose()
+            if own_bus:
+                await the_bus.close()
+
+    app = FastAPI(
+        title="churnsignal alerts",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Risk events → Slack, email and signed webhooks, once; silences, "
+        "acknowledgements and the delivery log.",
+    )
+    app.include_router(build_router(engine, KeyRing(settings.api_keys), utcnow))
+    app.state.consumer = consumer
+    app.state.runner = runner
+    app.state.periodic = periodic
+    app.state.pipeline = pipeline
+    app.state.engine = engine
+
+    async def readiness() -> dict[str, bool]:
+        try:
+            async with asyncio.timeout(2.0), engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            db = True
+        except (SQLAlchemyError, OSError, TimeoutError):
+            db = False
+        return {"database": db and runner.db_ok, "consumer": consumer.healthy}
+
+    install_common(app, registry=registry, readiness=readiness)
+    return app
+
+
+def _enabled_kinds(settings: Settings) -> set[str]:
+    kinds = {"slack_webhook", "webhook", "console"}
+    if settings.slack_bot_token is not None:
+        kinds.add("slack_dm")
+    if settings.smtp_host:
+        kinds.add("email")
+    return kinds
+
+
+def _spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    task = asyncio.create_task(coro, name=name)
+
+    def done(t: asyncio.Task[Any]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.error("%s stopped: %s", name, type(t.exception()).__name__, exc_info=t.exception())
+
+    task.add_done_callback(done)
+    return task
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    if task.done():  # ended by itself; a failure was logged when it happened
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

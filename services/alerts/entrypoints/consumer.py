@@ -1,0 +1,246 @@
+"""The `risks` consumer: batches of risk events -> one claim transaction -> offsets -> deliveries.
+
+Exactly-once effects, at-least-once consumption:
+
+1. `getmany` a batch; records below the position stored in the database are skipped (already applied).
+2. One transaction (`AlertPipeline.claim_risks`): alert rows, per-target state, digest items, the pending
+   deliveries (UNIQUE dedup key), the processed risk `event_id`s and the consumed positions. A redelivered
+   record (Kafka redelivery, a rewind, a duplicate publish) is a no-op: its `event_id` is already there.
+3. Hand the claimed deliveries to the `DeliveryRunner` and go on polling; sending never blocks consumption.
+4. Commit the Kafka offsets, in the background and only up to claims already durable; the database
+   positions stay the truth, so a late or failed offset commit costs a re-read, never a duplicate.
+
+The one window where a receiver can get a message twice: a delivery was handed to the receiver (Slack
+answered 200, SMTP accepted the mail) and the process died before the outcome was written. The delivery
+is still `pending` in the database, and whichever instance finds its lease run out (30 s after its
+sender stopped renewing it: at start-up, after a rebalance, or on the periodic check) sends it again.
+The window is one receiver round trip plus the outcome writer's flush interval (~100 ms): outcomes are
+written in small batches as soon as they are known. (The same ambiguity exists inside a single attempt
+that times out after the receiver accepted it: the Deliverer retries it. Emails carry a Message-ID
+derived from the dedup key, so mail clients fold either kind of duplicate.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.alerts.adapters.repository import AlertsRepository
+from services.alerts.entrypoints.dispatch import DeliveryRunner
+from services.alerts.entrypoints.pipeline import AlertPipeline
+from shared.bus.port import Bus, Record, Subscriber, TopicPartition
+from shared.metrics import AlertsMetrics, CommonMetrics
+from shared.risks import RiskEvent
+
+log = logging.getLogger(__name__)
+
+LAG_EVERY_S = 5.0
+COMMIT_EVERY_S = 0.2
+
+
+class RiskConsumer:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        topic: str,
+        group_id: str,
+        engine: AsyncEngine,
+        pipeline: AlertPipeline,
+        runner: DeliveryRunner,
+        metrics: AlertsMetrics,
+        common: CommonMetrics,
+        clock: Callable[[], datetime],
+        batch_max: int = 250,
+        poll_ms: int = 100,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.bus = bus
+        self.topic = topic
+        self.group_id = group_id
+        self.engine = engine
+        self.pipeline = pipeline
+        self.runner = runner
+        self.metrics = metrics
+        self.common = common
+        self.clock = clock
+        self.batch_max = batch_max
+        self.poll_ms = poll_ms
+        self.max_backoff_s = max_backoff_s
+        self.subscriber: Subscriber | None = None
+        self.healthy = False
+        self._positions: dict[TopicPartition, int] = {}  # next offset to apply, as stored in the database
+        self._stopping = asyncio.Event()
+        self._to_commit: dict[TopicPartition, int] = {}
+        self._commit_wake = asyncio.Event()
+        self._conn: AsyncConnection | None = None
+        self._lag_at = 0.0
+
+    # -- rebalance listener --------------------------------------------------------------------
+    async def on_assigned(self, partitions: set[TopicPartition], consumer: Subscriber) -> None:
+        """Resume from the positions committed with the claims (the database is the source of truth)."""
+        async with self.engine.connect() as conn:
+            stored = await AlertsRepository(conn).positions(partitions)
+        for tp, offset in stored.items():
+            consumer.seek(tp, offset)
+            self._positions[tp] = offset
+        log.info("alerts consumer assigned %d partition(s)", len(partitions))
+        self.runner.wake()  # pending deliveries whose sender went away are resumed now
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            self._positions.pop(tp, None)
+
+    # -- loop ----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run_forever(self) -> None:
+        """`run`, restarted with capped backoff when the bus fails under it (broker down at start-up...)."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self.run()
+            except Exception as exc:  # any bus client error: logged, then the consumer starts over
+                self.healthy = False
+                # the class only: a client error's text may carry a connection URL
+                log.error("alerts consumer failed (%s); restarting in %.1fs", type(exc).__name__, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, self.max_backoff_s)
+
+    async def run(self) -> None:
+        sub = self.bus.subscriber([self.topic], self.group_id, listener=self)
+        self.subscriber = sub
+        await sub.start()
+        committer = asyncio.create_task(self._commit_offsets(sub), name="alerts-offset-commits")
+        try:
+            self.healthy = True
+            while not self._stopping.is_set():
+                await self.runner.wait_capacity()
+                records = await sub.getmany(timeout_ms=self.poll_ms, max_records=self.batch_max)
+                if records:
+                    await self._handle_with_retry(sub, records)
+                await self._update_lag(sub)
+        finally:
+            self.healthy = False
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+            await self._commit_now(sub)
+            await self._close_connection()
+            await sub.stop()
+
+    async def _commit_offsets(self, sub: Subscriber) -> None:
+        """Kafka offsets follow the claims in the background: they only save re-reads on a restart
+        (the database positions decide where to resume), so the hot path never waits for them."""
+        while True:
+            await self._commit_wake.wait()
+            self._commit_wake.clear()
+            await self._commit_now(sub)
+            await asyncio.sleep(COMMIT_EVERY_S)  # at most one commit request per interval
+
+    async def _commit_now(self, sub: Subscriber) -> None:
+        offsets, self._to_commit = self._to_commit, {}
+        if not offsets:
+            return
+        try:
+            await sub.commit(offsets)
+        except Exception as exc:  # any client error: the database positions already hold
+            log.warning(
+                "kafka offset commit failed (%s); positions are safe in the database", type(exc).__name__
+            )
+
+    async def _connection(self) -> AsyncConnection:
+        """One connection kept for the claim transactions (no pool checkout, no ping per batch)."""
+        if self._conn is None:
+            self._conn = await self.engine.connect()
+        return self._conn
+
+    async def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except (SQLAlchemyError, OSError) as exc:
+                log.debug("closing the claim connection failed (%s)", type(exc).__name__)
+
+    async def _handle_with_retry(self, sub: Subscriber, records: list[Record]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.handle(sub, records)
+                self.healthy = True
+                return
+            except (SQLAlchemyError, OSError) as exc:
+                # The database is unreachable or refused the transaction: nothing was claimed, nothing
+                # committed; the batch is retried (capped backoff) and the partitions wait for it.
+                self.healthy = False
+                await self._close_connection()
+                log.warning(
+                    "alerts claim failed (%s); retrying the batch in %.1fs", type(exc).__name__, delay
+                )
+                if self._stopping.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+
+    async def handle(self, sub: Subscriber, records: list[Record]) -> None:
+        risks: list[RiskEvent] = []
+        positions: dict[TopicPartition, int] = {}
+        skipped = 0
+        for rec in records:
+            tp = rec.tp
+            positions[tp] = max(positions.get(tp, 0), rec.offset + 1)
+            if rec.offset < self._positions.get(tp, 0):
+                skipped += 1
+                continue
+            try:
+                risks.append(RiskEvent.from_json(rec.value))
+            except (ValidationError, ValueError) as exc:
+                # A record scoring could not have written: count it, log where it is, never stall on it.
+                self.metrics.risk_events.labels("invalid").inc()
+                self.common.dead_letters.labels(self.common.service, "invalid_risk_event").inc()
+                log.error(
+                    "invalid risk event at %s[%d]@%d skipped: %s",
+                    tp.topic,
+                    tp.partition,
+                    rec.offset,
+                    type(exc).__name__,
+                )
+        if skipped:
+            self.metrics.risk_events.labels("duplicate").inc(skipped)
+        conn = await self._connection()
+        async with conn.begin():
+            result = await self.pipeline.claim_risks(AlertsRepository(conn), risks, positions)
+        self.runner.submit(result.deliveries)
+        for tp, offset in positions.items():
+            self._positions[tp] = max(self._positions.get(tp, 0), offset)
+            self._to_commit[tp] = max(self._to_commit.get(tp, 0), offset)
+        self._commit_wake.set()
+        for outcome, n in result.outcomes.items():
+            self.metrics.risk_events.labels(outcome).inc(n)
+
+    async def _update_lag(self, sub: Subscriber) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < LAG_EVERY_S:
+            return
+        self._lag_at = now
+        assigned = sorted(sub.assignment())
+        if not assigned:
+            return
+        try:
+            ends = await sub.end_offsets(assigned)
+        except Exception as exc:  # lag is best effort; the loop must go on
+            log.debug("end offsets unavailable (%s)", type(exc).__name__)
+            return
+        lag = sum(max(ends.get(tp, 0) - self._positions.get(tp, 0), 0) for tp in assigned)
+        self.metrics.consumer_lag.labels("alerts", self.topic).set(lag)

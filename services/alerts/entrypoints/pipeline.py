@@ -1,0 +1,424 @@
+"""Risk events -> claimed deliveries, in one unit of work (Alertmanager's route -> dedup -> ... -> record).
+
+Every `claim_*` method runs inside the caller's transaction: it reads what it needs in a few batched
+queries, applies the pure domain (`route_targets`, `decide`, `next_state`, `goes_to_digest`, `render`,
+`plan_digests`) and writes alert rows, per-target state, digest items and pending deliveries (each under a
+UNIQUE dedup key). Nothing is sent here; the caller commits, then hands the returned deliveries over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.alerts.adapters.repository import AlertRow, AlertsRepository, DeliveryRow, NewDelivery, StateRow
+from services.alerts.domain.content import Notification, render
+from services.alerts.domain.digest import PendingItem, goes_to_digest, pending, plan_digests
+from services.alerts.domain.policy import AlertState, Decision, decide, next_state, repeat_due_at
+from services.alerts.domain.routing import RoutedTarget, RoutingTree
+from services.alerts.domain.silences import Silence, matching_silence
+from services.alerts.domain.targets import Target
+from shared.bus.port import TopicPartition
+from shared.metrics import AlertsMetrics
+from shared.risks import RiskEvent
+
+log = logging.getLogger(__name__)
+
+YIELD_EVERY = 20
+
+
+@dataclass
+class ClaimResult:
+    deliveries: list[DeliveryRow] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)  # risk events by outcome
+    queued_for_digest: int = 0
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
+
+
+def _domain_state(
+    alert: AlertRow | None, row: StateRow | None, risk_id: str, target_key: str
+) -> AlertState | None:
+    if row is None:
+        return None
+    return AlertState(
+        risk_id=risk_id,
+        target_key=target_key,
+        last_severity=row.last_severity,
+        last_notified_at=row.last_notified_at,
+        acked=alert is not None and alert.acked_at is not None,
+        count=row.notify_count,
+        last_seq=row.last_seq,
+        resolved_notified=row.resolved_notified,
+    )
+
+
+def _state_values(
+    alert_id: int,
+    target: Target,
+    state: AlertState,
+    *,
+    repeat_interval: timedelta,
+    kind: str | None,
+    open_: bool,
+) -> dict[str, Any]:
+    due = repeat_due_at(state, repeat_interval) if open_ else None
+    return {
+        "alert_id": alert_id,
+        "target_key": target.key,
+        "target": target.to_dict(),
+        "repeat_interval_s": repeat_interval.total_seconds(),
+        "last_severity": state.last_severity,
+        "last_kind": kind,
+        "last_notified_at": state.last_notified_at,
+        "notify_count": state.count,
+        "last_seq": state.last_seq,
+        "resolved_notified": state.resolved_notified,
+        "next_repeat_at": due,
+    }
+
+
+def silence_from_row(row: Any) -> Silence:
+    return Silence(
+        id=row.id,
+        account_id=row.account_id,
+        types=frozenset(row.types),
+        until=row.until,
+        reason=row.reason,
+        created_by=row.created_by,
+        created_at=row.created_at,
+    )
+
+
+def new_delivery(notification: Notification, alert_id: int | None) -> NewDelivery:
+    return NewDelivery(
+        dedup_key=notification.dedup_key,
+        alert_id=alert_id,
+        kind=notification.kind,
+        channel=notification.target.kind,
+        target_key=notification.target.key,
+        notification=notification.to_dict(),
+        source_received_at=notification.source_received_at,
+    )
+
+
+class AlertPipeline:
+    def __init__(
+        self,
+        tree: RoutingTree,
+        *,
+        public_url: str,
+        enabled: Collection[str] | None,
+        lease: timedelta,
+        metrics: AlertsMetrics,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.tree = tree
+        self.public_url = public_url
+        self.enabled = enabled
+        self.lease = lease
+        self.metrics = metrics
+        self.clock = clock
+
+    def _targets(self, risk: RiskEvent) -> list[RoutedTarget]:
+        return self.tree.route_targets(risk, enabled=self.enabled)
+
+    # -- risk events ---------------------------------------------------------------------------
+    async def claim_risks(
+        self, repo: AlertsRepository, risks: Sequence[RiskEvent], positions: dict[TopicPartition, int]
+    ) -> ClaimResult:
+        """Apply a consumed batch (in offset order) and save the consumed positions with it."""
+        now = self.clock()
+        result = ClaimResult()
+        new_ids = await repo.mark_processed((r.event_id for r in risks), now)
+        fresh: list[RiskEvent] = []
+        for risk in risks:
+            if risk.event_id not in new_ids:
+                result.count("duplicate")
+                continue
+            new_ids.discard(risk.event_id)  # a second copy inside the batch is a duplicate too
+            fresh.append(risk)
+
+        alerts, states = await repo.alerts_with_states(r.risk_id for r in fresh)
+        applied, alert_ids = await self._apply_alerts(repo, fresh, alerts, now, result)
+        silences: dict[str, list[Silence]] = {}
+        for row in await repo.active_silences({r.account_id for r in applied}, now):
+            silences.setdefault(row.account_id, []).append(silence_from_row(row))
+
+        dirty: dict[tuple[int, str], dict[str, Any]] = {}
+        mem: dict[tuple[int, str], AlertState | None] = {}
+        kinds = {key: row.last_kind for key, row in states.items()}
+        notifications: list[tuple[Notification, int]] = []
+        digest_rows: list[dict[str, Any]] = []
+        for n, risk in enumerate(applied, 1):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # rendering is CPU work: let sends in flight read their answers
+            alert_id = alert_ids[risk.risk_id]
+            alert = alerts.get(risk.risk_id)  # as loaded: the batch never changes an acknowledgement
+            silence = matching_silence(silences.get(risk.account_id, ()), risk, now)
+            routed = self._targets(risk)
+            if not routed:
+                result.count("unrouted")
+                log.warning(
+                    "risk %s (%s) of account %s has no receiver: no CSM and no fallback receiver",
+                    risk.risk_id,
+                    risk.type,
+                    risk.account_id,
+                )
+            for rt in routed:
+                key = (alert_id, rt.target.key)
+                prev = (
+                    mem[key]
+                    if key in mem
+                    else _domain_state(alert, states.get(key), risk.risk_id, rt.target.key)
+                )
+                decision = decide(
+                    risk,
+                    prev,
+                    now=now,
+                    repeat_interval=rt.match.repeat_interval,
+                    send_resolved=rt.match.send_resolved,
+                    silenced=silence is not None,
+                )
+                state = next_state(prev, risk, rt.target.key, decision, now=now)
+                mem[key] = state
+                if decision.notify:
+                    kinds[key] = decision.kind
+                dirty[key] = _state_values(
+                    alert_id,
+                    rt.target,
+                    state,
+                    repeat_interval=rt.match.repeat_interval,
+                    kind=kinds.get(key),
+                    open_=risk.transition != "resolved",
+                )
+                if not decision.notify:
+                    if silence is not None:
+                        self.metrics.notifications.labels(rt.target.kind, "suppressed").inc()
+                    continue
+                if goes_to_digest(risk, decision.kind, rt.match.group_wait):
+                    digest_rows.append(self._digest_row(risk, rt, decision, alert_id, now))
+                else:
+                    notifications.append(
+                        (
+                            render(
+                                risk,
+                                rt.target,
+                                self.public_url,
+                                kind=decision.kind,
+                                dedup_suffix=decision.dedup_suffix,
+                            ),
+                            alert_id,
+                        )
+                    )
+            result.count("applied")
+
+        await repo.upsert_states(list(dirty.values()))
+        await repo.add_digest_items(digest_rows)
+        result.queued_for_digest = len(digest_rows)
+        result.deliveries = await repo.claim(
+            [new_delivery(n, a) for n, a in notifications], now, now + self.lease
+        )
+        await repo.save_positions(positions, now)
+        return result
+
+    async def _apply_alerts(
+        self,
+        repo: AlertsRepository,
+        fresh: Sequence[RiskEvent],
+        alerts: dict[str, AlertRow],
+        now: datetime,
+        result: ClaimResult,
+    ) -> tuple[list[RiskEvent], dict[str, int]]:
+        """Insert or update one alert row per risk; drop events older than what the row already holds."""
+        last_seq = {rid: a.last_seq for rid, a in alerts.items()}
+        applied: list[RiskEvent] = []
+        values: dict[str, dict[str, Any]] = {}
+        for risk in fresh:
+            if risk.risk_id in last_seq and risk.seq <= last_seq[risk.risk_id]:
+                result.count("stale")
+                continue
+            last_seq[risk.risk_id] = risk.seq
+            applied.append(risk)
+            row = values.setdefault(risk.risk_id, {})
+            row.update(
+                {
+                    "account_id": risk.account_id,
+                    "type": risk.type,
+                    "severity": risk.severity,
+                    "status": "resolved" if risk.transition == "resolved" else "open",
+                    "summary": risk.summary,
+                    "last_event_id": risk.event_id,
+                    "last_seq": risk.seq,
+                    "last_event": risk.model_dump(mode="json"),
+                    "updated_at": now,
+                    "resolved_at": now if risk.transition == "resolved" else None,
+                }
+            )
+        ids = {rid: a.id for rid, a in alerts.items()}
+        ids.update(
+            await repo.upsert_alerts(
+                [{"risk_id": rid, "opened_at": now, **row} for rid, row in values.items()]
+            )
+        )
+        return applied, ids
+
+    def _digest_row(
+        self, risk: RiskEvent, rt: RoutedTarget, decision: Decision, alert_id: int, now: datetime
+    ) -> dict[str, Any]:
+        item = pending(
+            risk,
+            rt.target,
+            now=now,
+            group_wait=rt.match.group_wait,
+            kind=decision.kind or "opened",
+            dedup_suffix=decision.dedup_suffix,
+        )
+        return {
+            "dedup_key": item.item_key,
+            "target_key": rt.target.key,
+            "target": rt.target.to_dict(),
+            "alert_id": alert_id,
+            "risk": risk.model_dump(mode="json"),
+            "kind": item.kind,
+            "dedup_suffix": item.dedup_suffix,
+            "queued_at": item.queued_at,
+            "due_at": item.due_at,
+            "consumed_at": None,
+            "delivery_id": None,
+        }
+
+    # -- repeats (wall clock) ------------------------------------------------------------------
+    async def claim_repeats(self, repo: AlertsRepository, limit: int = 500) -> ClaimResult:
+        """Re-check open, unacknowledged alerts whose repeat_interval has passed."""
+        now = self.clock()
+        result = ClaimResult()
+        due = await repo.due_repeats(now, limit)
+        if not due:
+            return result
+        silences: dict[str, list[Silence]] = {}
+        for row in await repo.active_silences({a.account_id for a, _ in due}, now):
+            silences.setdefault(row.account_id, []).append(silence_from_row(row))
+        updates: list[dict[str, Any]] = []
+        notifications: list[tuple[Notification, int]] = []
+        digest_rows: list[dict[str, Any]] = []
+        for alert, row in due:
+            risk = RiskEvent.model_validate(alert.last_event)
+            target = Target.from_dict(row.target)
+            rt = next((r for r in self._targets(risk) if r.target.key == target.key), None)
+            prev = _domain_state(alert, row, risk.risk_id, target.key)
+            assert prev is not None
+            if rt is None:  # the routing changed: this target no longer hears about the risk
+                updates.append(
+                    {
+                        **_state_values(
+                            alert.id,
+                            target,
+                            prev,
+                            repeat_interval=timedelta(seconds=row.repeat_interval_s),
+                            kind=row.last_kind,
+                            open_=False,
+                        )
+                    }
+                )
+                continue
+            silence = matching_silence(silences.get(risk.account_id, ()), risk, now)
+            decision = decide(
+                risk,
+                prev,
+                now=now,
+                repeat_interval=rt.match.repeat_interval,
+                send_resolved=rt.match.send_resolved,
+                silenced=silence is not None,
+            )
+            state = next_state(prev, risk, target.key, decision, now=now)
+            values = _state_values(
+                alert.id,
+                target,
+                state,
+                repeat_interval=rt.match.repeat_interval,
+                kind=decision.kind if decision.notify else row.last_kind,
+                open_=True,
+            )
+            if silence is not None:
+                values["next_repeat_at"] = silence.until  # look again when the silence ends
+                self.metrics.notifications.labels(target.kind, "suppressed").inc()
+            elif not decision.notify:
+                due_at = values["next_repeat_at"]
+                if due_at is not None and due_at <= now:  # nothing will change by itself: stop asking
+                    values["next_repeat_at"] = None
+            elif goes_to_digest(risk, decision.kind, rt.match.group_wait):
+                digest_rows.append(self._digest_row(risk, rt, decision, alert.id, now))
+            else:
+                notifications.append(
+                    (
+                        render(
+                            risk,
+                            target,
+                            self.public_url,
+                            kind=decision.kind,
+                            dedup_suffix=decision.dedup_suffix,
+                        ),
+                        alert.id,
+                    )
+                )
+            updates.append(values)
+        await repo.upsert_states(updates)
+        await repo.add_digest_items(digest_rows)
+        result.queued_for_digest = len(digest_rows)
+        result.deliveries = await repo.claim(
+            [new_delivery(n, a) for n, a in notifications], now, now + self.lease
+        )
+        result.count("repeat", len(notifications) + len(digest_rows))
+        return result
+
+    # -- digests -------------------------------------------------------------------------------
+    async def claim_digests(self, repo: AlertsRepository, limit: int = 5000) -> ClaimResult:
+        """Group the due digest items per target and claim one notification per group."""
+        now = self.clock()
+        result = ClaimResult()
+        rows = await repo.due_digest_items(now, limit)
+        if not rows:
+            return result
+        items: list[PendingItem] = []
+        ids: dict[str, int] = {}
+        for row in rows:
+            item = PendingItem(
+                risk=RiskEvent.model_validate(row.risk),
+                target=Target.from_dict(row.target),
+                queued_at=row.queued_at,
+                due_at=row.due_at,
+                kind=row.kind,
+                dedup_suffix=row.dedup_suffix,
+            )
+            items.append(item)
+            ids[item.item_key] = row.id
+        plan = plan_digests(items, now=now, public_url=self.public_url)
+        alerts = await repo.alerts_by_risk({rid for n in plan.ready for rid in n.risk_ids})
+        claimed = await repo.claim(
+            [
+                new_delivery(
+                    n, alerts[n.risk_ids[0]].id if len(n.risk_ids) == 1 and n.risk_ids[0] in alerts else None
+                )
+                for n in plan.ready
+            ],
+            now,
+            now + self.lease,
+        )
+        by_key = {d.dedup_key: d.id for d in claimed}
+        by_target = {n.target.key: by_key.get(n.dedup_key) for n in plan.ready}
+        assignments = {ids[i.item_key]: by_target.get(i.target.key) for i in plan.consumed}
+        if not await repo.consume_digest_items(assignments, now):
+            raise DigestRace("digest items were consumed concurrently; retrying on the next flush")
+        result.deliveries = claimed
+        result.count("digest", len(plan.ready))
+        return result
+
+
+class DigestRace(Exception):
+    """Another flusher consumed some of the same items first: roll back and try again later."""
