@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,12 @@ def loads(raw: bytes | str) -> Any:
 def encode_input(raw_event: dict[str, Any], received_at: datetime) -> bytes:
     """The record value for an accepted event: what the sender sent, plus `received_at`."""
     return orjson.dumps({**raw_event, "received_at": received_at.isoformat()})
+
+
+def encode_inputs(raw_events: Iterable[dict[str, Any]], received_at: datetime) -> list[bytes]:
+    """`encode_input` for every event of a request received at one instant (the same bytes, faster)."""
+    stamp = received_at.isoformat()
+    return [orjson.dumps({**raw, "received_at": stamp}) for raw in raw_events]
 
 
 class BadRecord(Exception):

@@ -7,6 +7,9 @@ are kept and passed on.
 
 from __future__ import annotations
 
+import functools
+import operator
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -16,16 +19,52 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
+    create_model,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+# JSON types exactly as SPEC §2 states them: pydantic's lax mode would also take "5" or true for a number,
+# and a Unix time or "2026-01-31 12:00" for a timestamp; the published OpenAPI schema rejects those.
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                      r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        return value
+    raise PydanticCustomError("rfc3339",
+                              "must be an RFC 3339 timestamp with offset, e.g. 2026-01-31T12:00:00Z")
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("json_number", "must be a JSON number")
+    return value
+
+
+def _iso_date(value: Any) -> Any:
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+        return value
+    raise PydanticCustomError("iso_date", "must be a date, e.g. 2026-12-31")
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+JsonDate = Annotated[date, BeforeValidator(_iso_date)]
+JsonInt = Annotated[int, BeforeValidator(_json_number)]  # 5 and 5.0, not 5.5, "5" or true
+JsonNumber = Annotated[float, Strict()]
 
 
 class EventType(StrEnum):
@@ -43,7 +82,7 @@ class _Data(BaseModel):
 class UsageData(_Data):
     feature: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     user_id: Annotated[str, StringConstraints(max_length=256)] | None = None
-    count: int = Field(default=1, ge=1, le=1_000_000_000)
+    count: JsonInt = Field(default=1, ge=1, le=1_000_000_000)
 
 
 class TicketData(_Data):
@@ -65,7 +104,7 @@ SENTIMENT_RANGES: dict[str, tuple[float, float]] = {
 
 class SentimentData(_Data):
     source: Literal["nps", "csat", "survey", "conversation", "review"]
-    score: float | None = None
+    score: JsonNumber | None = None
     text: Annotated[str, StringConstraints(max_length=10_000)] | None = None
     contact_id: Annotated[str, StringConstraints(max_length=256)] | None = None
 
@@ -89,8 +128,12 @@ class SentimentData(_Data):
         return -1 + 2 * (self.score - low) / (high - low)
 
 
+_EMAIL = r"^[^@\s\r\n\x1c-\x1f\x85]+@[^@\s\r\n\x1c-\x1f\x85]+$"
+
+
 class Csm(_Data):
-    email: Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s\r\n]+@[^@\s\r\n]+$")] | None = None
+    # Whitespace spelled out beyond \s, so that every regex dialect reading the published schema agrees.
+    email: Annotated[str, StringConstraints(max_length=320, pattern=_EMAIL)] | None = None
     slack_user_id: Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z0-9]+$")] | None = None
     name: Annotated[str, StringConstraints(max_length=256)] | None = None
 
@@ -98,9 +141,9 @@ class Csm(_Data):
 class AccountData(_Data):
     name: Annotated[str, StringConstraints(max_length=256)] | None = None
     csm: Csm | None = None
-    renewal_date: date | None = None
-    arr: float | None = Field(default=None, ge=0)
-    seats: int | None = Field(default=None, ge=0)
+    renewal_date: JsonDate | None = None
+    arr: JsonNumber | None = Field(default=None, ge=0)
+    seats: Annotated[int, Field(ge=0, le=1_000_000_000), BeforeValidator(_json_number)] | None = None
     segment: Annotated[str, StringConstraints(max_length=128)] | None = None
 
 
@@ -132,10 +175,10 @@ class Envelope(BaseModel):
     id: Id
     type: EventType
     account_id: Id
-    occurred_at: AwareDatetime
+    occurred_at: Timestamp
     data: dict[str, Any]
     # Set by ingest; present on records read from Kafka, absent on what senders post.
-    received_at: AwareDatetime | None = None
+    received_at: Timestamp | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +229,7 @@ def validate_event(raw: Any, index: int = 0, *, now: datetime | None = None,
         errors = _errors_from(index, exc)
         # Still check `data` when the type is known, so the sender sees every problem at once.
         kind = raw.get("type")
-        if isinstance(raw.get("data"), Mapping) and kind in DATA_MODELS.keys():
+        if isinstance(raw.get("data"), Mapping) and isinstance(kind, str) and kind in DATA_MODELS.keys():
             try:
                 DATA_MODELS[EventType(kind)].model_validate(raw["data"])
             except ValidationError as data_exc:
@@ -207,9 +250,42 @@ def validate_event(raw: Any, index: int = 0, *, now: datetime | None = None,
     return Event(env.id, env.type, env.account_id, env.occurred_at, data, env.received_at)
 
 
+def _typed_envelope(kind: EventType) -> type[BaseModel]:
+    """One event type's envelope with its data model inline (`validate_event` checks it in two steps)."""
+    return create_model(f"{kind.value.capitalize()}Envelope",
+                        __config__=ConfigDict(extra="forbid", frozen=True),
+                        id=(Id, ...), type=(Literal[kind.value], ...), account_id=(Id, ...),
+                        occurred_at=(Timestamp, ...), data=(DATA_MODELS[kind], ...))
+
+
+_ALL_EVENTS = TypeAdapter(list[Annotated[functools.reduce(operator.or_, map(_typed_envelope, EventType)),
+                                         Field(discriminator="type")]])
+_EVENT_TYPES = {t.value: t for t in EventType}
+
+
+def _all_valid(raws: Sequence[Any], now: datetime) -> list[Event] | None:
+    """Every event of a request in one pydantic call: the common case of a request without a single
+    error, at a fraction of the per-event cost. None when anything is wrong; `validate_event` then says
+    exactly what, event by event."""
+    try:
+        envelopes = _ALL_EVENTS.validate_python(raws)
+    except ValidationError:
+        return None
+    latest = now + MAX_FUTURE_SKEW
+    events = []
+    for env in envelopes:
+        if env.occurred_at > latest:
+            return None
+        events.append(Event(env.id, _EVENT_TYPES[env.type], env.account_id, env.occurred_at, env.data))
+    return events
+
+
 def validate_events(raws: Sequence[Any], *, now: datetime | None = None) -> tuple[list[Event], list[EventError]]:
     """Validate a request's events; returns (valid events, every error of every invalid one)."""
     now = now or datetime.now(UTC)
+    fast = _all_valid(raws, now)
+    if fast is not None:
+        return fast, []
     events: list[Event] = []
     errors: list[EventError] = []
     for i, raw in enumerate(raws):

@@ -54,14 +54,19 @@ def scope_dependency(keyring: KeyRing, scope: str) -> Callable[[Request], ApiKey
     return dependency
 
 
-async def _churnsignal_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ChurnsignalError)
+def error_response(exc: ChurnsignalError) -> JSONResponse:
+    """The HTTP answer to an error of the family (also usable as a plain ASGI app)."""
     headers = {}
     if exc.status_code == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if exc.status_code == 503 and "retry_after" in exc.details:
         headers["Retry-After"] = str(exc.details["retry_after"])
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+
+
+async def _churnsignal_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ChurnsignalError)
+    return error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.producer.message_accumulator import BatchBuilder
 
-from shared.bus.port import OutMessage, RebalanceListener, Record, TopicPartition
+from shared.bus.port import OutMessage, RebalanceListener, Record, TopicPartition, partition_for
 from shared.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
@@ -35,9 +39,10 @@ class KafkaBus:
                                client_id=self.client_id, max_poll_records=self.max_poll_records)
 
     async def ensure_topics(self, topics: Sequence[str], partitions: int) -> None:
+        """Create the missing topics; raises BusUnavailable when the broker cannot be reached."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id)
-        await admin.start()
         try:
+            await admin.start()
             existing = set(await admin.list_topics())
             missing = [NewTopic(t, num_partitions=partitions, replication_factor=1)
                        for t in topics if t not in existing]
@@ -46,6 +51,8 @@ class KafkaBus:
                     await admin.create_topics(missing)
                 except TopicAlreadyExistsError:
                     pass
+        except (KafkaError, OSError) as exc:
+            raise BusUnavailable(f"cannot create topics: {type(exc).__name__}") from exc
         finally:
             await admin.close()
 
@@ -53,8 +60,49 @@ class KafkaBus:
         return None
 
 
+@dataclass(eq=False, slots=True)
+class _PendingPublish:
+    """One `publish` call: its messages, and the future it awaits until all of them are acknowledged."""
+
+    messages: Sequence[OutMessage]
+    done: asyncio.Future[None]
+    # Batch acknowledgements still awaited, plus one hold while the flush that carries it is running.
+    waiting: int = 0
+
+
+def _settle(members: list[_PendingPublish], ack: asyncio.Future[object]) -> None:
+    """A batch was acknowledged (or failed): account for it in every call with a message in it."""
+    _release(members, BusUnavailable("kafka publisher stopped") if ack.cancelled() else ack.exception())
+
+
+def _release(members: Sequence[_PendingPublish], error: BaseException | None = None) -> None:
+    for pending in members:
+        if pending.done.done():
+            continue
+        if error is not None:
+            pending.done.set_exception(error)
+            continue
+        pending.waiting -= 1
+        if pending.waiting == 0:
+            pending.done.set_result(None)
+
+
+def _fail(queue: Sequence[_PendingPublish], error: BaseException) -> None:
+    for pending in queue:
+        if not pending.done.done():
+            pending.done.set_exception(error)
+
+
 class KafkaPublisher:
-    """Starts even while the broker is down; `publish` then raises BusUnavailable until it is back."""
+    """Starts even while the broker is down; `publish` then raises BusUnavailable until it is back.
+
+    Concurrent `publish` calls are coalesced: one flusher task turns everything queued since its last
+    pass into one record batch per partition (aiokafka's batch builder: the per-message Python work is
+    a single append, instead of a coroutine and a future per message with `send`) and hands the batches
+    to the idempotent producer. A call returns once every batch holding one of its messages is
+    acknowledged; a failed batch fails every call with a message in it. A call that gives up (timeout)
+    before its messages were flushed is dropped from the queue, so a 503 does not publish later.
+    """
 
     def __init__(self, bootstrap_servers: str, client_id: str, publish_timeout_s: float) -> None:
         self._bootstrap = bootstrap_servers
@@ -64,6 +112,13 @@ class KafkaPublisher:
         self._connect_task: asyncio.Task[None] | None = None
         self._ready_at = 0.0
         self._ready = False
+        self._probe: asyncio.Task[bool] | None = None
+        self._queue: list[_PendingPublish] = []
+        self._flushing: list[_PendingPublish] = []
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        # Keys (account ids) repeat: remember their partition instead of hashing each time.
+        self._partition_of = functools.lru_cache(maxsize=65_536)(partition_for)
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -84,7 +139,8 @@ class KafkaPublisher:
                 await producer.start()
             except KafkaError as exc:
                 await producer.stop()
-                log.warning("kafka producer cannot connect yet (%s); retrying in %.1fs", type(exc).__name__, delay)
+                log.warning("kafka producer cannot connect yet (%s); retrying in %.1fs",
+                            type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -92,10 +148,12 @@ class KafkaPublisher:
             return
 
     async def start(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_forever(), name="kafka-publisher-flush")
         try:
             await asyncio.wait_for(asyncio.shield(self._start_once()), timeout=self._timeout)
         except TimeoutError:
-            log.warning("kafka not reachable at start; ingest answers 503 until it is")
+            log.warning("kafka not reachable at start; publishing answers BusUnavailable until it is")
 
     async def _start_once(self) -> None:
         if self._connect_task is None:
@@ -103,24 +161,35 @@ class KafkaPublisher:
         await self._connect_task
 
     async def stop(self) -> None:
-        if self._connect_task is not None and not self._connect_task.done():
-            self._connect_task.cancel()
-            try:
-                await self._connect_task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._connect_task, self._probe, self._flusher):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._flusher = None
+        queued, self._queue, self._flushing = self._queue + self._flushing, [], []
+        _fail(queued, BusUnavailable("kafka publisher stopped"))
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
-        producer = self._producer
-        if producer is None:
+        if self._producer is None or self._flusher is None:
             raise BusUnavailable("kafka is not reachable")
+        # After a failure, answer fast instead of queueing behind a dead broker: at most one metadata
+        # probe per second decides, shared by every caller.
+        if not self._ready and not await self.ready():
+            raise BusUnavailable("kafka is not reachable")
+        if not messages:
+            return
+        pending = _PendingPublish(messages, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._wakeup.set()
         try:
             async with asyncio.timeout(self._timeout):
-                futures = [await producer.send(m.topic, m.value, key=m.key) for m in messages]
-                await asyncio.gather(*futures)
+                await pending.done
         except TimeoutError as exc:
             self._ready = False
             raise BusUnavailable("kafka did not acknowledge in time") from exc
@@ -128,20 +197,91 @@ class KafkaPublisher:
             self._ready = False
             raise BusUnavailable(f"kafka refused the messages: {type(exc).__name__}") from exc
 
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            queue = [p for p in self._queue if not p.done.done()]
+            self._queue = []
+            producer = self._producer
+            if not queue:
+                continue
+            if producer is None:
+                _fail(queue, BusUnavailable("kafka is not reachable"))
+                continue
+            self._flushing = queue
+            try:
+                await self._flush(producer, queue)
+            except KafkaError as exc:
+                _fail(queue, exc)
+            except Exception as exc:
+                # A bug here must fail its callers, not stall every later publish behind a dead task.
+                log.exception("kafka publisher flush failed")
+                _fail(queue, exc)
+            self._flushing = []
+
+    async def _flush(self, producer: AIOKafkaProducer, queue: list[_PendingPublish]) -> None:
+        # Partition counts first: a topic whose lookup fails fails only the calls that publish to it.
+        counts: dict[str, int] = {}
+        broken: dict[str, KafkaError] = {}
+        for topic in {m.topic for pending in queue for m in pending.messages}:
+            try:
+                counts[topic] = len(await producer.partitions_for(topic))
+            except KafkaError as exc:
+                broken[topic] = exc
+        if broken:
+            for pending in queue:
+                failed = next((broken[m.topic] for m in pending.messages if m.topic in broken), None)
+                if failed is not None and not pending.done.done():
+                    pending.done.set_exception(failed)
+        queue = [p for p in queue if not p.done.done()]  # failed, or gave up while we waited
+        for pending in queue:
+            pending.waiting = 1  # held until every batch of this flush is handed over
+        batches: dict[tuple[str, int], tuple[BatchBuilder, list[_PendingPublish]]] = {}
+        for pending in queue:
+            for m in pending.messages:
+                partition = self._partition_of(m.key, counts[m.topic])
+                entry = batches.get((m.topic, partition))
+                if entry is None:
+                    entry = batches[(m.topic, partition)] = (producer.create_batch(), [])
+                builder, members = entry
+                if builder.append(key=m.key, value=m.value, timestamp=None) is None:
+                    await self._hand_over(producer, m.topic, partition, builder, members)
+                    builder, members = entry = batches[(m.topic, partition)] = (producer.create_batch(), [])
+                    builder.append(key=m.key, value=m.value, timestamp=None)
+                if not members or members[-1] is not pending:
+                    members.append(pending)
+        for (topic, partition), (builder, members) in batches.items():
+            await self._hand_over(producer, topic, partition, builder, members)
+        _release(queue)
+
+    @staticmethod
+    async def _hand_over(producer: AIOKafkaProducer, topic: str, partition: int, builder: BatchBuilder,
+                         members: list[_PendingPublish]) -> None:
+        builder.close()
+        ack = await producer.send_batch(builder, topic, partition=partition)
+        for pending in members:
+            pending.waiting += 1
+        ack.add_done_callback(functools.partial(_settle, members))
+
     async def ready(self) -> bool:
         producer = self._producer
         if producer is None:
             return False
-        now = time.monotonic()
-        if now - self._ready_at < 1.0:
+        if time.monotonic() - self._ready_at < 1.0:
             return self._ready
-        self._ready_at = now
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._check(producer))
+        return await asyncio.shield(self._probe)
+
+    async def _check(self, producer: AIOKafkaProducer) -> bool:
         try:
             async with asyncio.timeout(2.0):
                 await producer.client.fetch_all_metadata()
             self._ready = True
         except (KafkaError, TimeoutError, OSError):
             self._ready = False
+        self._ready_at = time.monotonic()
         return self._ready
 
 
@@ -175,6 +315,9 @@ class KafkaSubscriber:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
+            # Range assignment gives each member the same partition numbers of every subscribed topic,
+            # which keeps co-partitioned topics (all of an account's inputs) on one member.
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
 
     async def start(self) -> None:

@@ -78,9 +78,17 @@ class MemoryBus:
         for member in group.members:
             await member._revoke_all()
         members = list(group.members)
-        for i, member in enumerate(members):
-            tps = self._partitions_of(member.topics)
-            mine = {tp for j, tp in enumerate(sorted(tps)) if j % len(members) == i}
+        for member in members:
+            # Range assignment, like the Kafka adapter: per topic, contiguous partition ranges in member
+            # order, so a member gets the same partition numbers of co-partitioned topics.
+            mine: set[TopicPartition] = set()
+            for topic in member.topics:
+                sharing = [m for m in members if topic in m.topics]
+                count = len(self._topic(topic).partitions)
+                per, extra = divmod(count, len(sharing))
+                k = sharing.index(member)
+                start = k * per + min(k, extra)
+                mine.update(TopicPartition(topic, p) for p in range(start, start + per + (k < extra)))
             await member._assign(mine)
 
     async def _join(self, member: MemorySubscriber) -> None:

@@ -414,6 +414,108 @@ def steady_busy() -> Story:
                  b.done())
 
 
+# -- healthy accounts with the everyday episodes a naive detector mistakes for churn -----------------
+
+def _sessions(b: _Builder, day: int, user_id: str, chance: float,
+              features: Sequence[str] = _FEATURES[:6]) -> None:
+    """A person's day: with `chance`, one or two sessions of heavy-tailed use (as real usage counts are)."""
+    if b.rng.random() >= chance:
+        return
+    for _ in range(1 + (b.rng.random() < 0.2)):
+        when = at_day(day, b.rng.uniform(8.0, 18.0))
+        b.usage(when, b.rng.choice(features), user_id, 1 + int(b.rng.expovariate(0.2)))
+
+
+def champion_week_off() -> Story:
+    acc, name = "stark-104", "Stark Industries"
+    b = _Builder(acc, seed=104)
+    _setup(b, name, 0, renewal_days=320)
+    users = [f"stark-u{i}" for i in range(1, 7)]
+    b.contact(at_day(0, 1), "c-pepper", name="Pepper Potts", user_id="stark-u1", role="champion",
+              status="active")
+    last_seen, back = INCIDENT_DAY - 5, INCIDENT_DAY + 6       # a Friday, and the Tuesday after next
+    for day in range(WEEKS * 7):
+        b.usage_day(day, _volume(b.rng, _weekday_volume(day, 22, 4)), users[1:])
+        if day in (last_seen, back) or (day % 7 < 5 and not last_seen < day < back and b.rng.random() < 0.9):
+            b.person_uses(day, "stark-u1", 3)
+    b.weekly_tickets(0.8, prefix="STK")
+    b.sentiment(at_day(12, 10), "nps", 9, contact_id="c-pepper")
+    return Story("champion_week_off", acc, name,
+                 "The champion takes a week off: last seen on a Friday, back on the Tuesday after next "
+                 "(ten silent days spanning two weekends) while the team carries on.", b.done())
+
+
+def sponsor_checks_in() -> Story:
+    acc, name = "wonka-105", "Wonka Industries"
+    b = _Builder(acc, seed=105)
+    _setup(b, name, 1, renewal_days=290)
+    users = [f"wonka-u{i}" for i in range(1, 9)]
+    b.contact(at_day(0, 1), "c-charlie", name="Charlie Bucket", user_id="wonka-u1", role="champion",
+              status="active")
+    b.contact(at_day(0, 1), "c-willy", name="Willy Wonka", user_id="wonka-u8", role="sponsor",
+              status="active")
+    visits = (2, 9, 12, 19, 23, 30, 33)        # every week or two; then a month without a login
+    for day in range(WEEKS * 7):
+        b.usage_day(day, _volume(b.rng, _weekday_volume(day, 20, 4)), users[1:7])
+        if day % 7 < 5 and b.rng.random() < 0.9:
+            b.person_uses(day, "wonka-u1", 2)
+        if day in visits:
+            b.person_uses(day, "wonka-u8", 1, features=("dashboard.view", "report.view"))
+    b.weekly_tickets(0.8, prefix="WNK")
+    b.ticket(at_day(50, 10), "WNK-U1", "opened", "urgent", "Invoices export empty")
+    b.ticket(at_day(52, 15), "WNK-U1", "solved")
+    for i, day in enumerate(range(8, WEEKS * 7, 9)):
+        b.sentiment(at_day(day, 14), "nps", 8 + i % 3, contact_id=f"c-wu{i % 5}")
+    return Story("sponsor_checks_in", acc, name,
+                 "The executive sponsor looks at the dashboards every week or two, then not for a month.",
+                 b.done())
+
+
+def small_team_week_off() -> Story:
+    acc, name = "dunder-106", "Dunder Mifflin"
+    b = _Builder(acc, seed=106)
+    _setup(b, name, 2, renewal_days=260, arr=9_000, segment="smb")
+    b.contact(at_day(0, 1), "c-pam", name="Pam Beesly", user_id="dm-u1", role="champion", status="active")
+    b.contact(at_day(0, 1), "c-jan", name="Jan Levinson", user_id="dm-u4", role="sponsor", status="active")
+    off = range(INCIDENT_DAY - 2, INCIDENT_DAY + 3)    # Monday to Friday of week 7
+    people = (("dm-u1", 0.9), ("dm-u2", 0.7), ("dm-u3", 0.5))
+    for day in range(WEEKS * 7):
+        if day % 7 >= 5:
+            continue
+        for uid, chance in people:
+            if uid in ("dm-u1", "dm-u2") and day in off:
+                continue                                # two of the three are on vacation together
+            _sessions(b, day, uid, chance)
+        if b.rng.random() < 0.1:
+            b.person_uses(day, "dm-u4", 1, features=("dashboard.view",))
+    b.weekly_tickets(0.4, prefix="DM")
+    b.sentiment(at_day(20, 11), "csat", 5, contact_id="c-pam")
+    return Story("small_team_week_off", acc, name,
+                 "A team of three where two take the same week off: the week's usage falls to a fraction "
+                 "of normal, then comes back.", b.done())
+
+
+def ticket_busy_week() -> Story:
+    acc, name = "initrode-107", "Initrode"
+    b = _Builder(acc, seed=107)
+    _setup(b, name, 0, renewal_days=240)
+    users = [f"itr-u{i}" for i in range(1, 8)]
+    b.contact(at_day(0, 1), "c-milton", name="Milton Waddams", user_id="itr-u1", role="champion",
+              status="active")
+    for day in range(WEEKS * 7):
+        b.usage_day(day, _volume(b.rng, _weekday_volume(day, 18, 3)), users)
+        if day % 7 < 5:
+            b.person_uses(day, "itr-u1", 2)
+    b.weekly_tickets(0.7, last_day=INCIDENT_DAY - 2, prefix="ITR")
+    for i in range(5):                                  # one question a day, all week: chance, not a storm
+        opened = at_day(INCIDENT_DAY - 2 + i, 10 + i)
+        b.ticket(opened, f"ITR-W{i}", "opened", "normal", "Question about " + _FEATURES[i])
+        b.ticket(opened + timedelta(days=1), f"ITR-W{i}", "solved")
+    b.weekly_tickets(0.7, first_day=INCIDENT_DAY + 5, prefix="ITR-L")
+    return Story("ticket_busy_week", acc, name,
+                 "An account that files under a ticket a week files five in one week, one a day.", b.done())
+
+
 def steady_story(account_id: str, seed: int = 7, name: str | None = None) -> Story:
     """A healthy weekday-heavy account, for any account id (e.g. to keep each partition's clock moving)."""
     b = _Builder(account_id, seed=seed)
@@ -431,7 +533,8 @@ def steady_story(account_id: str, seed: int = 7, name: str | None = None) -> Sto
 
 def all_stories() -> list[Story]:
     return [champion_leaves(), champion_goes_quiet(), usage_fades(), ticket_storm(), sponsor_detractor(),
-            renewal_while_yellow(), steady_seasonal(), steady_low_volume(), steady_busy()]
+            renewal_while_yellow(), steady_seasonal(), steady_low_volume(), steady_busy(),
+            champion_week_off(), sponsor_checks_in(), small_team_week_off(), ticket_busy_week()]
 
 
 # -- driving the pure engine like the service does ----------------------------------------------------------

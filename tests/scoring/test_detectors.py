@@ -165,3 +165,74 @@ def test_no_health_drop_while_an_account_is_brand_new() -> None:
                                                         "priority": "urgent"}))
     assert "health_drop" not in _opened(d.run.transitions.get(ACC, []))
     assert d.engine.snapshot(d.run.states[ACC]).score < 60
+
+
+def test_usage_is_not_judged_before_four_weeks_of_history() -> None:
+    d = _driver()
+    for day in range(12):
+        if day % 7 < 5:
+            _use(d, day, f"u{day % 3}", 4)
+    d.advance(at_day(27))                       # two weeks of use, then silence: no baseline to judge by
+    assert "usage_drop" not in _opened(d.run.transitions.get(ACC, []))
+    d.advance(at_day(30))
+    [drop] = [t for t in d.run.transitions[ACC] if t.type == "usage_drop"]
+    assert drop.occurred_at == at_day(28) and drop.evidence["mode"] == "silent"
+
+
+def _team_day(d: Driver, day: int, users: list[str]) -> None:
+    for user in users:
+        d.send(event("usage", ACC, at_day(day, 10), {"feature": "task.update", "user_id": user}))
+
+
+def test_a_broad_team_is_judged_on_one_week_a_small_team_on_two() -> None:
+    broad = [f"b{i}" for i in range(14)]
+    d = _driver()
+    for day in range(42):
+        if day % 7 < 5:
+            _team_day(d, day, broad if day < 35 else broad[:6])     # week 6: fewer than half show up
+    d.advance(at_day(42))
+    [drop] = [t for t in d.run.transitions[ACC] if t.type == "usage_drop"]
+    assert at_day(36) <= drop.occurred_at <= at_day(42) and drop.evidence["judged_days"] == 7
+    assert drop.evidence["level"] < 0.5 and drop.summary.startswith("Usage at acc fell to ")
+
+    small = ["s1", "s2", "s3"]
+    d = _driver()
+    for day in range(42):
+        if day % 7 < 5:
+            _team_day(d, day, small if day < 35 else small[2:])     # two of three away for a week ...
+    d.advance(at_day(42))
+    assert d.run.transitions.get(ACC, []) == []                    # ... is an ordinary week off,
+    for day in range(42, 47):
+        _team_day(d, day, small[2:])
+    d.advance(at_day(49))                                          # ... but two weeks are a drop
+    [drop] = [t for t in d.run.transitions[ACC] if t.type == "usage_drop"]
+    assert at_day(43) <= drop.occurred_at <= at_day(49) and drop.evidence["judged_days"] == 14
+    assert drop.evidence["level"] < 0.4 and "has stayed low for two weeks" in drop.summary
+
+
+def test_a_trend_needs_several_negative_answers() -> None:
+    d = _driver()
+    def nps(day: int, score: int) -> list[RiskTransition]:
+        return d.send(event("sentiment", ACC, at_day(day, 12), {"source": "nps", "score": score,
+                                                                 "contact_id": f"c{day}"})).transitions
+
+    for day, score in ((2, 9), (10, 10), (20, 9)):
+        nps(day, score)
+    for day, score in ((60, 8), (61, 3), (62, 2)):             # two detractors among three: chance
+        nps(day, score)
+    assert "sentiment_drop" not in _opened(d.run.transitions.get(ACC, []))
+    [trend] = nps(63, 4)                                       # a third: the answers are turning
+    assert (trend.type, trend.severity, trend.evidence["mode"]) == ("sentiment_drop", "medium", "trend")
+
+
+def test_a_burst_of_tickets_is_a_spike_at_once_a_few_more_than_usual_is_not() -> None:
+    d = _driver()
+    for week in range(5):                       # about one ticket a week
+        d.send(event("ticket", ACC, at_day(7 * week + 1, 10), {"ticket_id": f"w{week}", "status": "opened"}))
+    spikes = []
+    for i in range(6):                          # six in one morning
+        ticket = event("ticket", ACC, at_day(38, 8 + i * 0.5), {"ticket_id": f"b{i}", "status": "opened"})
+        spikes += [t for t in d.send(ticket).transitions if t.type == "ticket_spike"]
+    [spike] = spikes
+    assert spike.transition == "opened" and spike.occurred_at == at_day(38, 10.5)
+    assert spike.evidence["opened_7d"] == 6

@@ -36,35 +36,53 @@ class Weights:
 
 @dataclass(frozen=True)
 class UsageDropRule:
-    """Usage well below the account's own norm, or silent far beyond its own usual gap."""
+    """Usage well below the account's own norm, or silent far beyond its own usual gap.
+
+    The level judged is the higher of two measures against their norm: raw uses and active user-days
+    (see `signals.UsageSignal`); a small team is judged over the last two weeks as well as the last one.
+    """
 
     recent_days: int = 7            # the trailing window (complete days)
     norm_windows: int = 4           # norm = median of this many earlier windows of `recent_days`
-    min_norm_windows: int = 3       # history needed before judging the ratio
-    min_norm: float = 10.0          # below this weekly volume only silence is judged
-    ratio: float = 0.40             # opens when recent < ratio * norm ...
-    max_probability: float = 0.01   # ... and P(X <= recent | Poisson(norm)) is below this
-    resolve_ratio: float = 0.60     # hysteresis: the ratio part clears at this level
-    gap_factor: float = 3.0         # silence opens when days silent > gap_factor * usual gap ...
-    min_silent_days: int = 4        # ... and more than this many days
-    min_active_days: int = 5        # active days needed before the usual gap is trusted
+    min_norm_windows: int = 3       # earlier windows needed before judging the level
+    min_history_days: int = 28      # days of usage history before a drop or silence is judged at all
+    min_norm: float = 10.0          # below this weekly volume only silence is judged ...
+    min_norm_user_days: float = 5.0  # ... and below this many active user-days a week
+    small_team: float = 10.0        # fewer people than this in a usual week: a small team (see above)
+    ratio: float = 0.50             # opens when the level is below this share of normal, ...
+    small_team_ratio: float = 0.40  # ... below this for a small team (the last week and fortnight), ...
+    quiet_week_ratio: float = 0.25  # ... or the last week alone below this, whatever the team size;
+    resolve_ratio: float = 0.60     # clears once the last week is back at this share (hysteresis)
+    gap_factor: float = 3.0         # silence opens when days silent >= gap_factor * usual gap ...
+    min_silent_days: int = 10       # ... and at least this many days (a team's week off spans 9)
+    min_active_days: int = 8        # active days needed before the usual gap is trusted
 
 
 @dataclass(frozen=True)
 class ChampionInactiveRule:
-    gap_factor: float = 3.0         # silent > gap_factor * the person's usual gap ...
-    min_silent_days: int = 7        # ... and more than this many days
-    min_active_days: int = 5        # the person's own active days needed before judging
+    """A key contact who used the product habitually has stopped, while the account carries on."""
+
+    gap_factor: float = 3.0         # silent >= gap_factor * the person's usual gap ...
+    min_silent_days: int = 11       # ... and at least this many days (a week off spans 9-10)
+    min_active_days: int = 12       # the person's own active days (of the 64 kept) before judging
+    max_usual_gap_days: int = 7     # only people who use the product at least weekly are judged
 
 
 @dataclass(frozen=True)
 class TicketSpikeRule:
+    """Tickets opened well above the account's own rate, judged over a burst and over the week.
+
+    The test runs at every ticket of every account, over several windows: the probability bound is
+    small enough that chance alone rarely crosses it among hundreds of accounts checked every day.
+    """
+
     recent_days: int = 7
-    min_count: int = 5              # never a spike below this many opened tickets
-    factor: float = 3.0             # and at least factor * the usual weekly rate ...
-    max_probability: float = 0.001  # ... and P(X >= recent | Poisson(baseline)) below this
+    burst_days: int = 3             # also judged over the last 1..burst_days days (today included)
+    min_count: int = 6              # never a spike below this many opened tickets in the window
+    factor: float = 4.0             # and at least factor * the usual weekly rate ...
+    max_probability: float = 1e-5   # ... and P(X >= n | Poisson(usual rate over the window)) below this
     min_baseline: float = 0.5       # floor of the weekly baseline (new or ticket-free accounts)
-    resolve_below: int = 3          # clears when fewer than max(this, 2 * baseline) remain in the window
+    resolve_below: int = 3          # clears when fewer than max(this, 2 * baseline) remain in the week
     stale_open_days: int = 60       # an open ticket untouched this long stops counting as open
 
 
@@ -77,6 +95,8 @@ class SentimentRule:
     detractor_normalized_max: float = -0.5  # other sources (and scored text)
     trend_days: int = 30            # "recent" responses for the trend
     trend_min_samples: int = 3
+    trend_min_negative: int = 3     # recent answers below zero needed for a trend (a lone bad week of
+                                    # surveys on a happy account is chance)
     trend_drop: float = 0.40        # recent mean at least this far below the earlier mean ...
     trend_negative_mean: float = -0.10  # ... and recent mean below this
     trend_min_earlier: int = 2      # a trend needs this many earlier answers to compare with
@@ -96,7 +116,7 @@ class HealthDropRule:
     drop: float = 20.0
     within_days: int = 7
     resolve_drop: float = 15.0      # hysteresis
-    min_history_days: int = 14      # an account's first data trickling in is not a drop
+    min_history_days: int = 28      # the components build their baselines over the first four weeks
 
 
 @dataclass(frozen=True)
@@ -120,10 +140,12 @@ class ScoringConfig:
         weights = [self.weights.of(c) for c in COMPONENTS]
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError("component weights must be >= 0 and not all zero")
-        if self.usage_drop.recent_days * (self.usage_drop.norm_windows + 1) > 56:
+        if self.usage_drop.recent_days * (self.usage_drop.norm_windows + 2) > 56:
             raise ValueError("usage_drop windows exceed the 56 days of usage kept per account")
         if self.ticket_spike.recent_days >= 56:
             raise ValueError("ticket_spike.recent_days must be below the 56 days kept per account")
+        if not 1 <= self.ticket_spike.burst_days <= self.ticket_spike.recent_days:
+            raise ValueError("ticket_spike.burst_days must be within 1..recent_days")
 
     def tier(self, score: float | None) -> str:
         if score is None:

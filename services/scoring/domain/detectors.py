@@ -8,24 +8,33 @@ changes (and for counts, only upwards: a storm calming down is not news until it
 `summary` turns evidence into one sentence a CSM understands.
 
 The rules (thresholds are `ScoringConfig` defaults; "complete days" are the days before the last clock
-tick, see `signals.py`):
+tick, see `signals.py`). Every rule is meant to stay quiet through an account's ordinary life: a week's
+vacation, a sponsor who looks in now and then, a small team's uneven weeks, a chance cluster of tickets.
 - champion_left (critical): a champion/sponsor whose status turned to "left" (someone first seen as
   "left" is an old departure and does not count), until a champion/sponsor is named active after it.
-- champion_inactive (high): a champion/sponsor's own usage (contact.user_id = usage.user_id) has been
-  silent for >= max(3 x their usual gap (p90 of gaps between their active days, >= 5 active days), 7)
-  complete days, while the account is otherwise active (uses in the last 7 days, not silent, not low).
-- usage_drop (high): the last 7 complete days < 40% of the median of the 4 earlier 7-day sums (>= 3 of
-  them, median >= 10, and P(X <= recent | Poisson(median)) < 1%), or no usage for >= max(3 x the
-  account's usual gap, 4) complete days; the ratio part clears at 60%.
-- ticket_spike (high): tickets opened in the last 7 days >= 5, >= 3 x the weekly baseline (opened per
-  day over the up-to-7 earlier weeks, >= 14 days of history, floor 0.5/week) and P(X >= n | Poisson)
-  < 0.1%; clears below max(3, 2 x baseline).
+- champion_inactive (high): a champion (SPEC: a champion's own usage; sponsors are executives, not daily
+  users) who uses the product habitually (usual gap: p90 of the gaps between their active days, from
+  >= 12 active days, at most 7 days) has been silent for >= max(3 x that gap, 11) complete days (an
+  ordinary week off, last seen on a Friday and back on the Monday after next, is 9 silent days), while
+  the account is otherwise active (uses in the last 7 days, not silent, not low).
+- usage_drop (high), judged from 28 days of usage history on: the usage level (`UsageSignal.level`:
+  active user-days against their norm, or raw uses when the account sends no user ids) is below 50%
+  over the last week for a team of 10+ people, below 40% over both the last week and the last two
+  weeks for a smaller team (one person's week off halves a small team's week, not its fortnight), or
+  below 25% over the last week whatever the size; or there was no usage for >= max(3 x the account's
+  usual gap, 10) complete days. It clears once the last week is back at 60%.
+- ticket_spike (high): tickets opened in a window of 1, 2 or 3 days (today included) or of the last 7
+  days reach 6, 4 x the usual weekly rate (opened per day over the up-to-7 earlier weeks, >= 14 days of
+  history, floor 0.5/week), and P(X >= n | Poisson(the rate over the window, a working day carrying up
+  to a fifth of a week)) < 1e-5; the bound is strict because every account is tested at every ticket.
+  Clears below max(3, 2 x baseline) in the week.
 - sentiment_drop: high for a detractor answer (NPS <= 6, CSAT <= 2, else value <= -0.5) that is the
-  latest answer of a champion/sponsor within 60 days; medium when the mean of the last 30 days (>= 3
-  answers) is < -0.1 and at least 0.4 below the mean of the answers 31-90 days old (>= 2 of them).
+  latest answer of a champion/sponsor within 60 days; medium when the last 30 days hold >= 3 answers,
+  >= 3 of them negative, averaging < -0.1 and at least 0.4 below the answers 31-90 days old (>= 2).
 - renewal_risk (high): renewal date within 0-90 days and tier yellow or red; clears at green + 5.
 - health_drop (medium): score >= 20 points below the day maxima of the last 7 days (same components
-  known, account older than 14 days); clears under a 15-point drop.
+  known, account older than 28 days); clears under a 15-point drop. It does not double-count an
+  ordinary week off: the usage, breadth and key-contact components are built to shrug those off.
 """
 
 from __future__ import annotations
@@ -36,9 +45,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from .config import ScoringConfig
-from .signals import KeyContact, Signals
-from .stats import poisson_cdf, poisson_sf
+from .config import ScoringConfig, TicketSpikeRule, UsageDropRule
+from .signals import KeyContact, Signals, TicketSignal, UsageSignal
+from .stats import poisson_sf
 
 RISK_TYPES = ("champion_left", "champion_inactive", "usage_drop", "ticket_spike", "sentiment_drop",
               "renewal_risk", "health_drop")
@@ -86,13 +95,14 @@ def champion_left(ctx: Context, current: list[Any] | None) -> Verdict | None:
 def champion_inactive(ctx: Context, current: list[Any] | None) -> Verdict | None:
     u = ctx.sig.usage
     rule = ctx.cfg.usage_drop
-    account_active = (u.known and u.recent > 0 and not u.silent
-                      and (u.ratio is None or u.ratio >= rule.ratio))
+    account_active = u.known and u.recent > 0 and not u.silent and not usage_low(u, rule, False)
     if not account_active:
         return None
+    # Champions only (SPEC): a sponsor is an executive, not a daily user; who looks in now and then is
+    # judged in the key-contacts component instead.
     quiet = [k for k in ctx.sig.contacts
-             if not k.left and k.threshold is not None and k.days_silent is not None
-             and k.days_silent >= k.threshold]
+             if k.role == "champion" and not k.left and k.threshold is not None
+             and k.days_silent is not None and k.days_silent >= k.threshold]
     if not quiet:
         return None
     quiet.sort(key=lambda k: (-(k.days_silent or 0), k.contact_id))
@@ -102,27 +112,47 @@ def champion_inactive(ctx: Context, current: list[Any] | None) -> Verdict | None
                    sorted(k.contact_id for k in quiet))
 
 
+def usage_low(u: UsageSignal, rule: UsageDropRule, is_open: bool) -> bool:
+    """Usage well below the account's own norm (`UsageSignal.level`), with enough history to tell."""
+    if u.level is None or u.week_level is None or u.norm is None:
+        return False
+    if is_open:  # hysteresis: a drop stays open until the last week is back near normal
+        return u.week_level < rule.resolve_ratio
+    return _judged_low(u, rule) is not None
+
+
+def _judged_low(u: UsageSignal, rule: UsageDropRule) -> tuple[float, int] | None:
+    """(level, days judged) when usage opens a drop: the team's level, or a near-silent last week."""
+    if u.level is None or u.week_level is None or u.norm is None:
+        return None
+    if len(u.windows) < rule.min_norm_windows or u.norm < rule.min_norm:
+        return None
+    if u.user_days_norm is not None and u.user_days_norm < rule.min_norm_user_days:
+        return None
+    if u.level < (rule.small_team_ratio if u.small_team else rule.ratio):
+        return u.level, rule.recent_days * (2 if u.level > u.week_level else 1)
+    if u.week_level < rule.quiet_week_ratio:
+        return u.week_level, rule.recent_days
+    return None
+
+
 def usage_drop(ctx: Context, current: list[Any] | None) -> Verdict | None:
     u = ctx.sig.usage
     rule = ctx.cfg.usage_drop
-    if not u.known:
-        return None
-    low = False
-    if u.norm is not None and u.ratio is not None and len(u.windows) >= rule.min_norm_windows \
-            and u.norm >= rule.min_norm:
-        if current is not None:
-            low = u.ratio < rule.resolve_ratio
-        else:
-            low = u.ratio < rule.ratio and poisson_cdf(u.recent, u.norm) < rule.max_probability
-    elif current is not None and u.norm is not None and u.norm > 0 and u.ratio is not None:
-        low = u.ratio < rule.resolve_ratio
+    if not u.known or u.history_days < rule.min_history_days:
+        return None  # no baseline yet: an account's first weeks say nothing about its norm
+    low = usage_low(u, rule, current is not None)
     if not (low or u.silent):
         return None
     mode = "silent" if u.silent else "low"
+    level, days = _judged_low(u, rule) or (u.week_level, rule.recent_days)
     evidence: dict[str, Any] = {
-        "mode": mode, "uses_7d": u.recent,
-        "usual_7d": None if u.norm is None else round(u.norm, 1),
+        "mode": mode, "level": None if level is None else round(level, 2), "judged_days": days,
+        "measured_in": "active_user_days" if u.by_user_days else "uses",
+        "uses_7d": u.recent, "usual_7d": None if u.norm is None else round(u.norm, 1),
         "ratio": None if u.ratio is None else round(u.ratio, 2),
+        "active_user_days_7d": None if u.user_days is None else round(u.user_days),
+        "usual_active_user_days_7d": None if u.user_days_norm is None else round(u.user_days_norm),
         "days_silent": u.days_silent, "usual_gap_days": u.usual_gap,
     }
     return Verdict("high", evidence, [mode])
@@ -138,14 +168,32 @@ def ticket_spike(ctx: Context, current: list[Any] | None) -> Verdict | None:
     if current is not None:
         holds = n >= max(rule.resolve_below, 2.0 * lam)
     else:
-        holds = (n >= rule.min_count and n >= rule.factor * lam
-                 and poisson_sf(n, lam) < rule.max_probability)
+        holds = spike_window(t, rule, lam) is not None
     if not holds:
         return None
-    evidence = {"opened_7d": n, "usual_per_week": round(lam, 1), "open_tickets": t.open_count,
-                "urgent_open": t.urgent_open}
+    evidence: dict[str, Any] = {"opened_7d": n, "usual_per_week": round(lam, 1), "open_tickets": t.open_count,
+                                "urgent_open": t.urgent_open}
+    burst = spike_window(t, rule, lam)
+    if burst is not None and burst < rule.recent_days:
+        evidence["burst"] = {"days": burst, "opened": t.opened_burst[burst - 1]}
     band = int(math.log2(max(n, 1)))
     return Verdict("high", evidence, [max(band, current[0]) if current else band])
+
+
+def spike_window(t: TicketSignal, rule: TicketSpikeRule, weekly: float) -> int | None:
+    """The shortest window (days) in which the opened tickets are a spike for this account, or None.
+
+    A window of k days is expected to carry `weekly * min(1, k / 5)` tickets (tickets come on working
+    days); the count must reach `min_count` and `factor` times the whole usual week, and be that unlikely.
+    """
+    windows = [(k, n) for k, n in enumerate(t.opened_burst, start=1) if k < rule.recent_days]
+    windows.append((rule.recent_days, t.opened_recent))
+    for days, n in windows:
+        if n < rule.min_count or n < rule.factor * weekly:
+            continue
+        if poisson_sf(n, weekly * min(1.0, days / 5.0)) < rule.max_probability:
+            return days
+    return None
 
 
 def sentiment_drop(ctx: Context, current: list[Any] | None) -> Verdict | None:
@@ -157,7 +205,8 @@ def sentiment_drop(ctx: Context, current: list[Any] | None) -> Verdict | None:
                     "role": d["role"], "source": d["source"], "score": d["score"],
                     "answered_at": _iso(d["answered_at"])}
         return Verdict("high", evidence, ["key_detractor", d["contact_id"]])
-    if s.recent_mean is None or s.recent_count < rule.trend_min_samples:
+    if s.recent_mean is None or s.recent_count < rule.trend_min_samples \
+            or s.recent_negative < rule.trend_min_negative:
         return None
     if s.earlier_mean is None or s.earlier_count < rule.trend_min_earlier:
         return None
@@ -239,12 +288,22 @@ def summary(risk_type: str, evidence: dict[str, Any], account: str) -> str:
             gap = e["usual_gap_days"]
             return (f"{account} has had no product usage for {e['days_silent']} days "
                     f"(it is usually active every {gap} day{'s' if gap != 1 else ''}).")
-        return (f"Usage at {account} fell to {round((e['ratio'] or 0) * 100)}% of its usual level "
-                f"({e['uses_7d']:,} uses in the last 7 days vs about {e['usual_7d']:,.0f}).")
+        people = ""
+        if e.get("active_user_days_7d") is not None and e.get("usual_active_user_days_7d"):
+            people = (f", {e['active_user_days_7d']:,} active user-days vs about "
+                      f"{e['usual_active_user_days_7d']:,}")
+        level = e.get("level", e["ratio"]) or 0
+        span = " and has stayed low for two weeks" if e.get("judged_days", 7) > 7 else ""
+        return (f"Usage at {account} fell to {round(level * 100)}% of its usual level{span} "
+                f"({e['uses_7d']:,} uses in the last 7 days vs about {e['usual_7d']:,.0f}{people}).")
     if risk_type == "ticket_spike":
         urgent = f", {e['urgent_open']} urgent still open" if e["urgent_open"] else ""
-        return (f"{account} opened {e['opened_7d']} support tickets in the last 7 days, against a usual "
-                f"{e['usual_per_week']:.1f} per week{urgent}.")
+        burst = ""
+        if e.get("burst"):
+            days = e["burst"]["days"]
+            burst = f" ({e['burst']['opened']} of them within {'a day' if days == 1 else f'{days} days'})"
+        return (f"{account} opened {e['opened_7d']} support tickets in the last 7 days{burst}, against a "
+                f"usual {e['usual_per_week']:.1f} per week{urgent}.")
     if risk_type == "sentiment_drop":
         if e["mode"] == "key_detractor":
             what = "an NPS score" if e["source"] == "nps" else f"a {e['source']} score"

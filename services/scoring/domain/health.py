@@ -74,10 +74,15 @@ def _usage_trend(sig: Signals) -> tuple[float | None, str, str]:
         if u.recent > 0:
             return 100.0, f"{u.recent:,} uses in 7 days after a quiet month", "usage resumed"
         return 0.0, "no product usage in the last 5 weeks", "no usage"
-    ratio = u.ratio or 0.0
-    score = clamp(100.0 * ratio / 0.8)
-    return (score, f"{u.recent:,} uses in the last 7 days, {_pct(ratio)} of its usual {u.norm:,.0f}",
-            f"usage at {_pct(ratio)} of norm")
+    level = u.level if u.level is not None else (u.ratio or 0.0)
+    score = clamp(100.0 * level / 0.8)
+    parts = [f"{u.recent:,} uses in the last 7 days ({_pct(u.ratio or 0.0)} of its usual {u.norm:,.0f})"]
+    if u.user_days is not None and u.user_days_norm:
+        parts.append(f"~{u.user_days:,.0f} active user-days (usually ~{u.user_days_norm:,.0f})")
+    reason = ", ".join(parts)
+    if u.week_level is not None and level > u.week_level:
+        reason += f"; {_pct(level)} of normal over two weeks"
+    return score, reason, f"usage at {_pct(level)} of norm"
 
 
 def _breadth(sig: Signals) -> tuple[float | None, str, str]:
@@ -142,7 +147,7 @@ def _contact_score(k: KeyContact) -> float | None:
         return 0.0 if k.departed_unreplaced else None
     if not k.has_usage or k.usual_gap is None or k.threshold is None or k.days_silent is None:
         return None
-    soft = max(2.0 * k.usual_gap, 3.0)
+    soft = max(2.0 * k.usual_gap, k.threshold - 3.0)  # an ordinary week off costs little
     if k.days_silent <= soft:
         return 100.0
     if k.days_silent >= k.threshold:

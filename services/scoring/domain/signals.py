@@ -10,10 +10,11 @@ Two reference days:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ScoringConfig
+from .config import ScoringConfig, UsageDropRule
 from .state import (
     BREADTH_DAYS,
     C_FIRST,
@@ -63,12 +64,35 @@ DAY = 86_400
 
 @dataclass(slots=True)
 class UsageSignal:
+    """The account's usage on complete days, against its own earlier weeks.
+
+    Two measures: raw uses, and active user-days (distinct users summed over the days, from the daily
+    user bitmaps; None when the account sends no user ids). Raw uses swing week to week with a few
+    heavy users and heavy sessions; active user-days are steadier, and fall with everyone when an
+    account really fades. `level` is what the usage trend and the usage-drop risk judge: the active
+    user-days of the last week against their norm (`week_level`; raw uses when the account sends no
+    user ids, or has more people a day than the bitmaps can count), and, for a small team (fewer
+    than `small_team` people in a usual week, or not known), the higher of that and the same over the
+    last two weeks: in a team of three, one person's week off halves a week, but not a fortnight.
+    """
+
     known: bool = False              # any usage on a complete day
     history_days: int = 0
     recent: int = 0                  # uses in the last `recent_days` complete days
     windows: list[int] = field(default_factory=list)  # earlier windows, most recent first
-    norm: float | None = None
-    ratio: float | None = None
+    norm: float | None = None        # median of the first `norm_windows` earlier windows
+    ratio: float | None = None       # recent / norm
+    user_days: float | None = None   # active user-days in the last `recent_days` complete days
+    user_day_windows: list[float] = field(default_factory=list)  # earlier windows, most recent first
+    user_days_norm: float | None = None
+    user_days_ratio: float | None = None
+    team: float | None = None        # people active in a usual week (median of the earlier weeks)
+    two_week_ratio: float | None = None             # the last two windows against the ones before
+    two_week_user_days_ratio: float | None = None
+    level: float | None = None       # the usage level judged, as a share of normal (see above)
+    week_level: float | None = None  # the same over the last week alone
+    small_team: bool = True
+    by_user_days: bool = False       # the level is measured in active user-days (else in raw uses)
     last_active_day: int | None = None
     days_silent: int | None = None   # complete days without usage since the last active day
     usual_gap: int | None = None     # days between active days (p90), as of the last clock tick
@@ -90,6 +114,7 @@ class BreadthSignal:
 class TicketSignal:
     known: bool = False
     opened_recent: int = 0
+    opened_burst: list[int] = field(default_factory=list)  # opened in the last 1, 2, ... burst_days days
     baseline: float | None = None    # opened per week, None while history is short
     open_count: int = 0
     urgent_open: int = 0
@@ -103,6 +128,7 @@ class SentimentSignal:
     detractors: int = 0
     recent_mean: float | None = None
     recent_count: int = 0
+    recent_negative: int = 0         # recent answers below zero
     earlier_mean: float | None = None
     earlier_count: int = 0
     key_detractor: dict[str, Any] | None = None
@@ -119,7 +145,7 @@ class KeyContact:
     has_usage: bool = False
     days_silent: int | None = None
     usual_gap: int | None = None
-    threshold: float | None = None
+    threshold: float | None = None   # days of silence that count as stopped; None: not a habitual user
 
 
 @dataclass(slots=True)
@@ -139,7 +165,7 @@ def measure(state: AccountState, cfg: ScoringConfig, at_day: int) -> Signals:
     return Signals(
         eval_day=d, at_day=at_day,
         usage=_usage(state, cfg, d),
-        breadth=_breadth(state, d),
+        breadth=_breadth(state, cfg, d),
         tickets=_tickets(state, cfg, at_day),
         sentiment=_sentiment(state, cfg, at_day),
         contacts=_key_contacts(state, cfg, d),
@@ -161,15 +187,18 @@ def _usage(st: AccountState, cfg: ScoringConfig, d: int) -> UsageSignal:
     out.history_days = d - st.first_usage_day
     out.recent = st.window_sum(st.usage, d - n, d - 1)
     oldest_kept = st.end_day - USAGE_DAYS + 1
-    for j in range(1, rule.norm_windows + 1):
+    for j in range(1, rule.norm_windows + 2):   # one more for the two-week comparison
         first = d - n * (j + 1)
         if first < st.first_usage_day or first < oldest_kept:
             break
         out.windows.append(st.window_sum(st.usage, first, d - n * j - 1))
     if out.windows:
-        out.norm = median(out.windows)
+        out.norm = median(out.windows[:rule.norm_windows])
         if out.norm > 0:
             out.ratio = out.recent / out.norm
+    out.two_week_ratio = _two_week_ratio(out.recent, out.windows)
+    _user_days(st, out, d, n)
+    _level(out, rule, n)
     out.last_active_day = st.last_active_day(d)
     out.days_silent = d - 1 - out.last_active_day
     out.usual_gap = st.usual_gap or None
@@ -179,37 +208,105 @@ def _usage(st: AccountState, cfg: ScoringConfig, d: int) -> UsageSignal:
     return out
 
 
-def _breadth(st: AccountState, d: int) -> BreadthSignal:
+def _two_week_ratio(recent: float, windows: Sequence[float]) -> float | None:
+    """The last two windows against twice the median of the (at most four) windows before them."""
+    if len(windows) < 3:
+        return None
+    norm = 2.0 * median(windows[1:5])
+    return (recent + windows[0]) / norm if norm > 0 else None
+
+
+def _user_days(st: AccountState, out: UsageSignal, d: int, n: int) -> None:
+    """Active user-days and people of the recent window and of the earlier ones the bitmaps keep."""
+    oldest_kept = st.end_day - BREADTH_DAYS + 1
+    sums: list[float] = []
+    people: list[float] = []
+    for j in range(BREADTH_DAYS // n):
+        first = d - n * (j + 1)
+        if first < oldest_kept or (j > 0 and first < st.first_usage_day):
+            break
+        days = [st.day_value(st.users, day) for day in range(first, first + n)]
+        sums.append(sum(distinct_estimate(bits, USER_BITS) for bits in days))
+        week = 0
+        for bits in days:
+            week |= bits
+        people.append(distinct_estimate(week, USER_BITS))
+    if not any(sums):
+        return  # no user ids in the recent past: the uses alone tell the level
+    out.user_days = sums[0]
+    out.user_day_windows = sums[1:]
+    if len(people) > 1:
+        out.team = median(people[1:])
+    if out.user_day_windows:
+        out.user_days_norm = median(out.user_day_windows)
+        if out.user_days_norm > 0:
+            out.user_days_ratio = out.user_days / out.user_days_norm
+    out.two_week_user_days_ratio = _two_week_ratio(out.user_days, out.user_day_windows)
+
+
+# Daily bitmaps this full (on an average day of the usual week) no longer count people reliably.
+_SATURATED_USERS_PER_DAY = 0.75 * USER_BITS
+
+
+def _level(out: UsageSignal, rule: UsageDropRule, n: int) -> None:
+    by_users = (out.user_days_ratio is not None and out.user_days_norm is not None
+                and out.user_days_norm / n < _SATURATED_USERS_PER_DAY)
+    out.by_user_days = by_users
+    week = out.user_days_ratio if by_users else out.ratio
+    if week is None:
+        return
+    fortnight = out.two_week_user_days_ratio if by_users else out.two_week_ratio
+    out.small_team = out.team is None or out.team < rule.small_team
+    out.week_level = week
+    out.level = max(week, fortnight) if out.small_team and fortnight is not None else week
+
+
+def _breadth(st: AccountState, cfg: ScoringConfig, d: int) -> BreadthSignal:
+    """Distinct users and features of the last week against the usual week.
+
+    A small team (see `UsageSignal`) is also judged over the last two weeks against the two before,
+    and the better of the two views counts: one person's week off is not a narrowing of use.
+    """
     out = BreadthSignal()
     if d == NONE or st.first_usage_day == NONE or st.first_usage_day >= d:
         return out
     oldest_kept = st.end_day - BREADTH_DAYS + 1
     users: list[float] = []
     features: list[float] = []
-    any_users = False
     for j in range(0, 4):
         first, last = d - 7 * (j + 1), d - 7 * j - 1
         if j > 0 and (first < st.first_usage_day or first < oldest_kept):
             break
-        u = st.window_or(st.users, first, last)
-        any_users = any_users or bool(u)
-        users.append(distinct_estimate(u, USER_BITS))
+        users.append(distinct_estimate(st.window_or(st.users, first, last), USER_BITS))
         features.append(distinct_estimate(st.window_or(st.features, first, last), FEATURE_BITS))
     if len(users) < 3:  # the recent week and at least two earlier ones
         return out
     out.known = True
-    ratios = []
     out.features_recent = features[0]
     out.features_norm = median(features[1:])
-    if out.features_norm > 0:
-        ratios.append(out.features_recent / out.features_norm)
+    any_users = any(users)
     if any_users:
         out.users_recent = users[0]
         out.users_norm = median(users[1:])
-        if out.users_norm > 0:
-            ratios.append(out.users_recent / out.users_norm)
-    out.ratio = sum(ratios) / len(ratios) if ratios else 0.0
+    out.ratio = _breadth_ratio(out.users_recent, out.users_norm, out.features_recent, out.features_norm)
+    small = out.users_norm is None or out.users_norm < cfg.usage_drop.small_team
+    if small and len(users) == 4:
+        halves = [(d - 14, d - 1), (d - 28, d - 15)]
+        f2 = [distinct_estimate(st.window_or(st.features, a, b), FEATURE_BITS) for a, b in halves]
+        u2 = [distinct_estimate(st.window_or(st.users, a, b), USER_BITS) for a, b in halves] if any_users \
+            else [None, None]
+        out.ratio = max(out.ratio, _breadth_ratio(u2[0], u2[1], f2[0], f2[1]))
     return out
+
+
+def _breadth_ratio(users: float | None, users_norm: float | None, features: float,
+                   features_norm: float | None) -> float:
+    ratios = []
+    if features_norm:
+        ratios.append(features / features_norm)
+    if users is not None and users_norm:
+        ratios.append(users / users_norm)
+    return sum(ratios) / len(ratios) if ratios else 0.0
 
 
 def _tickets(st: AccountState, cfg: ScoringConfig, a: int) -> TicketSignal:
@@ -219,6 +316,7 @@ def _tickets(st: AccountState, cfg: ScoringConfig, a: int) -> TicketSignal:
     rule = cfg.ticket_spike
     out.known = True
     out.opened_recent = st.window_sum(st.tickets_opened, a - rule.recent_days + 1, a)
+    out.opened_burst = [st.window_sum(st.tickets_opened, a - k + 1, a) for k in range(1, rule.burst_days + 1)]
     lo = max(st.end_day - len(st.tickets_opened) + 1, st.first_day)
     hi = a - rule.recent_days
     if hi - lo + 1 >= 14:
@@ -266,6 +364,7 @@ def _sentiment(st: AccountState, cfg: ScoringConfig, a: int) -> SentimentSignal:
         if s[S_TS] >= recent_start:
             rsum += norm
             out.recent_count += 1
+            out.recent_negative += norm < 0
         else:
             esum += norm
             out.earlier_count += 1
@@ -315,7 +414,9 @@ def _key_contacts(st: AccountState, cfg: ScoringConfig, d: int) -> list[KeyConta
                 k.has_usage = True
                 k.days_silent = d - 1 - last
                 k.usual_gap = rec[K_GAP] or None
-                if k.usual_gap is not None:
+                # Only a habitual user's silence means something: a sponsor who looks in every other
+                # week is not judged on a month without a login.
+                if k.usual_gap is not None and k.usual_gap <= rule.max_usual_gap_days:
                     k.threshold = max(rule.gap_factor * k.usual_gap, float(rule.min_silent_days))
         out.append(k)
     return out

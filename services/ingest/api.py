@@ -1,0 +1,128 @@
+"""HTTP edge of ingest: `POST /v1/events`, served as a plain ASGI endpoint.
+
+It is the hot path (thousands of requests a second on one core), so it skips the web framework's
+per-request machinery (dependency solving, response models, routing tables): `EventsRoute` sits in
+the app's middleware stack (inside its 500 handler) and hands `/v1/events` to `EventsEndpoint`,
+everything else to the FastAPI app. The endpoint reads the raw body itself (bounded, before any
+parsing), so it can name where JSON breaks, cap gzip bombs and skip any per-event model round-trip
+beyond validation. The operation is documented in the OpenAPI schema by `services.ingest.openapi`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.ingest.body import Encoding, body_format, content_encoding, gunzip, parse_events
+from services.ingest.intake import Intake, may_ingest
+from shared.errors import BadRequest, ChurnsignalError, Forbidden, PayloadTooLarge
+from shared.http import KeyRing, error_response
+from shared.metrics import IngestMetrics
+
+PATH = "/v1/events"
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_NOT_ALLOWED = orjson.dumps({"error": f"method not allowed on {PATH}: use POST"})
+
+
+class _Headers:
+    """The few request headers the endpoint reads, from the raw ASGI list (one pass)."""
+
+    __slots__ = ("authorization", "content_type", "content_encoding", "content_length")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.authorization: str | None = None
+        self.content_type: str | None = None
+        self.content_encoding: str | None = None
+        self.content_length: str | None = None
+        for name, value in raw:
+            if name == b"authorization":
+                self.authorization = value.decode("latin-1")
+            elif name == b"content-type":
+                self.content_type = value.decode("latin-1")
+            elif name == b"content-encoding":
+                self.content_encoding = value.decode("latin-1")
+            elif name == b"content-length":
+                self.content_length = value.decode("latin-1")
+
+
+async def read_body(receive: Receive, declared_length: str | None, limit: int) -> bytes:
+    """The raw body, refusing to hold more than `limit` bytes (checked before and while reading)."""
+    if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
+        raise PayloadTooLarge(f"body is over the limit of {limit} bytes", limit_bytes=limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes", limit_bytes=limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class EventsEndpoint:
+    """`POST /v1/events` (SPEC §3): authenticate, read, parse, validate, publish, answer."""
+
+    def __init__(self, intake: Intake, keyring: KeyRing, metrics: IngestMetrics, *, max_body_bytes: int,
+                 max_events: int) -> None:
+        self._intake = intake
+        self._keyring = keyring
+        self._metrics = metrics
+        self._max_body_bytes = max_body_bytes
+        self._max_events = max_events
+        self._accepted_requests = metrics.requests.labels("202")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        try:
+            accepted = await self._accept(scope, receive)
+        except ChurnsignalError as exc:
+            self._metrics.requests.labels(str(exc.status_code)).inc()
+            self._metrics.request_latency.observe(time.perf_counter() - started)
+            await error_response(exc)(scope, receive, send)
+            return
+        payload = b'{"accepted":%d}' % accepted
+        await send({"type": "http.response.start", "status": 202,
+                    "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(payload))]})
+        await send({"type": "http.response.body", "body": payload})
+        self._accepted_requests.inc()
+        self._metrics.request_latency.observe(time.perf_counter() - started)
+
+    async def _accept(self, scope: Scope, receive: Receive) -> int:
+        headers = _Headers(scope["headers"])
+        key = self._keyring.authenticate(headers.authorization)
+        if not may_ingest(key):
+            raise Forbidden(f"API key '{key.name}' lacks the 'ingest' scope")
+        fmt = body_format(headers.content_type)
+        encoding = content_encoding(headers.content_encoding)
+        body = await read_body(receive, headers.content_length, self._max_body_bytes)
+        if encoding is Encoding.GZIP:
+            body = gunzip(body, self._max_body_bytes)
+        raws = parse_events(body, fmt, self._max_events)
+        self._metrics.batch_size.observe(len(raws))
+        return await self._intake.accept(key, raws)
+
+
+class EventsRoute:
+    """Middleware giving `/v1/events` to the endpoint (405 but for POST); the rest to the app."""
+
+    def __init__(self, app: ASGIApp, endpoint: EventsEndpoint) -> None:
+        self._app = app
+        self._endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH:
+            await self._app(scope, receive, send)
+        elif scope["method"] == "POST":
+            await self._endpoint(scope, receive, send)
+        else:
+            await send({"type": "http.response.start", "status": 405,
+                        "headers": [*_JSON_HEADERS, (b"allow", b"POST"),
+                                    (b"content-length", b"%d" % len(_NOT_ALLOWED))]})
+            await send({"type": "http.response.body", "body": _NOT_ALLOWED})

@@ -1,0 +1,78 @@
+"""Composition root of ingest: settings, bus, publisher, topics, metrics and the HTTP app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from services.ingest.api import PATH, EventsEndpoint, EventsRoute
+from services.ingest.intake import Intake
+from services.ingest.openapi import install_openapi
+from services.ingest.provisioning import TopicProvisioner
+from shared.bus import Bus, build_bus
+from shared.http import KeyRing, install_common
+from shared.metrics import IngestMetrics, new_registry
+from shared.settings import Settings
+from shared.topics import Topics
+
+
+def create_app(settings: Settings, *, bus: Bus | None = None,
+               registry: CollectorRegistry | None = None) -> FastAPI:
+    """The ingest app. With `bus` None it builds (and owns) the bus from the settings."""
+    own_bus = bus is None
+    the_bus: Bus = build_bus(settings) if bus is None else bus
+    registry = new_registry() if registry is None else registry
+    metrics = IngestMetrics(registry)
+    topics = Topics(settings.topic_prefix)
+    publisher = the_bus.publisher()
+    provisioner = TopicProvisioner(the_bus, topics.all, settings.topic_partitions,
+                                   attempt_timeout_s=settings.ingest_publish_timeout_s)
+    intake = Intake(publisher, topics, metrics, retry_after_s=settings.ingest_retry_after_s,
+                    accepting=lambda: provisioner.ready)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Both return even while Kafka is down; the publisher reconnects and the topics are retried in
+        # the background, and requests meanwhile get 503 + Retry-After.
+        await publisher.start()
+        provisioning: asyncio.Task[None] | None = None
+        if not await provisioner.attempt():
+            provisioning = asyncio.create_task(provisioner.run(), name="ingest-topics")
+        try:
+            yield
+        finally:
+            if provisioning is not None:
+                provisioning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await provisioning
+            await publisher.stop()
+            if own_bus:
+                await the_bus.close()
+
+    # Observability is Prometheus (/metrics); FastAPI's OpenTelemetry hooks stay off, as they cost a
+    # provider lookup on every request of the hot path.
+    app = FastAPI(title="churnsignal ingest", version="0.1.0", lifespan=lifespan,
+                  description="HTTP → Kafka for usage, ticket, sentiment, account and contact events.",
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
+    endpoint = EventsEndpoint(intake, KeyRing(settings.api_keys), metrics,
+                              max_body_bytes=settings.ingest_max_body_bytes,
+                              max_events=settings.ingest_max_events)
+    app.add_middleware(EventsRoute, endpoint=endpoint)
+
+    async def readiness() -> dict[str, bool]:
+        return {"kafka": await publisher.ready(), "topics": provisioner.ready}
+
+    install_common(app, registry=registry, readiness=readiness)
+    install_openapi(app, path=PATH, max_events=settings.ingest_max_events)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app from `CHURNSIGNAL_*` variables, for ASGI servers that import a factory, e.g. several
+    worker processes on one host: `uvicorn --factory services.ingest.bootstrap:app_from_environment
+    --workers 2` (`churnsignal serve ingest` runs one)."""
+    return create_app(Settings())

@@ -1,0 +1,403 @@
+"""The scoring unit of work: one transaction per consumed batch, plus the loads done on assignment.
+
+PostgreSQL writes go through the asyncpg connection underneath SQLAlchemy, one `INSERT ... SELECT FROM
+unnest(...)` statement per table (a whole batch in one round trip); SQLite uses SQLAlchemy Core
+`INSERT ... ON CONFLICT` with executemany.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.scoring.adapters import tables as t
+from services.scoring.adapters.errors import SchemaMissing, classified
+from shared.bus.port import TopicPartition
+from shared.db import is_postgres
+
+_SQLITE_CHUNK = 500  # bound parameters per IN (...) on SQLite
+
+
+@dataclass(slots=True)
+class AccountRow:
+    account_id: str
+    partition: int
+    state: bytes
+    next_due: datetime | None
+    # The last health snapshot's listing columns; None when no new snapshot was recorded in this batch.
+    health: HealthColumns | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthColumns:
+    score: float | None
+    tier: str
+    as_of: datetime
+    config_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    account_id: str
+    as_of: datetime
+    cause: str | None
+    score: float | None
+    tier: str
+    snapshot: str  # JSON
+
+
+@dataclass(slots=True)
+class RiskRow:
+    risk_id: str
+    account_id: str
+    type: str
+    severity: str
+    status: str  # "open" | "resolved"
+    seq: int
+    summary: str
+    evidence: str  # JSON
+    opened_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None
+    trigger_event_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    event_id: str
+    partition: int
+    key: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class BatchWrite:
+    """Everything one consumed batch changes, committed together."""
+
+    accounts: list[AccountRow] = field(default_factory=list)
+    processed_ids: list[str] = field(default_factory=list)
+    history: list[HistoryRow] = field(default_factory=list)
+    risks: list[RiskRow] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
+    watermarks: dict[int, datetime | None] = field(default_factory=dict)
+    published: list[str] = field(default_factory=list)  # outbox rows published since the last commit
+
+
+@dataclass(slots=True)
+class PartitionLoad:
+    """What a consumer needs to own a partition number: states, timers, watermark, positions."""
+
+    states: dict[str, bytes]
+    timers: list[tuple[str, datetime]]
+    watermark: datetime | None
+    positions: dict[str, int]  # topic -> next offset
+
+
+class ScoringStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._pg = is_postgres(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    # -- checks ------------------------------------------------------------------------------
+    async def ping(self) -> bool:
+        with classified():
+            async with self._engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        return True
+
+    async def check_schema(self) -> None:
+        """Raise SchemaMissing, naming the missing tables, when the migration has not run."""
+        with classified():
+            async with self._engine.connect() as conn:
+                names = await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
+        missing = sorted(table.name for table in t.ALL_TABLES if table.name not in names)
+        if missing:
+            raise SchemaMissing(f"scoring tables missing ({', '.join(missing)}): run `churnsignal migrate` "
+                                "against CHURNSIGNAL_DATABASE_URL first")
+
+    # -- assignment --------------------------------------------------------------------------
+    async def load_partitions(self, numbers: Iterable[int],
+                              topics: Sequence[str]) -> dict[int, PartitionLoad]:
+        numbers = sorted(set(numbers))
+        out = {n: PartitionLoad({}, [], None, {}) for n in numbers}
+        if not numbers:
+            return out
+        with classified():
+            async with self._engine.connect() as conn:
+                rows = await conn.execute(
+                    sa.select(t.accounts.c.account_id, t.accounts.c.partition, t.accounts.c.state,
+                              t.accounts.c.next_due).where(t.accounts.c.partition.in_(numbers)))
+                for account_id, partition, state, next_due in rows:
+                    load = out[partition]
+                    load.states[account_id] = bytes(state)
+                    if next_due is not None:
+                        load.timers.append((account_id, next_due))
+                rows = await conn.execute(
+                    sa.select(t.partitions.c.partition, t.partitions.c.watermark)
+                    .where(t.partitions.c.partition.in_(numbers)))
+                for partition, watermark in rows:
+                    out[partition].watermark = watermark
+                rows = await conn.execute(
+                    sa.select(t.positions.c.topic, t.positions.c.partition, t.positions.c.next_offset)
+                    .where(t.positions.c.partition.in_(numbers), t.positions.c.topic.in_(list(topics))))
+                for topic, partition, next_offset in rows:
+                    out[partition].positions[topic] = int(next_offset)
+        return out
+
+    # -- dedup -------------------------------------------------------------------------------
+    async def already_processed(self, ids: Sequence[str]) -> set[str]:
+        """The subset of `ids` already recorded as processed (one query on PostgreSQL)."""
+        if not ids:
+            return set()
+        with classified():
+            async with self._engine.connect() as conn:
+                if self._pg:
+                    apg = await _driver(conn)
+                    rows = await apg.fetch(
+                        "SELECT event_id FROM scoring_processed_events WHERE event_id = ANY($1::text[])",
+                        list(ids))
+                    return {r[0] for r in rows}
+                seen: set[str] = set()
+                col = t.processed_events.c.event_id
+                for i in range(0, len(ids), _SQLITE_CHUNK):
+                    chunk = list(ids[i:i + _SQLITE_CHUNK])
+                    seen.update(r[0] for r in await conn.execute(sa.select(col).where(col.in_(chunk))))
+                return seen
+
+    # -- the batch transaction -----------------------------------------------------------------
+    async def write_batch(self, batch: BatchWrite, now: datetime) -> None:
+        """Commit one batch atomically. Raises StoreConflict / StoreUnavailable (retryable)."""
+        with classified():
+            if self._pg:
+                async with self._engine.connect() as conn:
+                    apg = await _driver(conn)
+                    async with apg.transaction():
+                        await _pg_write(apg, batch, now)
+            else:
+                async with self._engine.begin() as conn:
+                    await _sqlite_write(conn, batch, now)
+
+    # -- outbox ------------------------------------------------------------------------------
+    async def unpublished(self, partitions: Iterable[int]) -> list[OutboxRow]:
+        numbers = sorted(set(partitions))
+        if not numbers:
+            return []
+        o = t.outbox.c
+        with classified():
+            async with self._engine.connect() as conn:
+                rows = await conn.execute(
+                    sa.select(o.event_id, o.partition, o.key, o.payload)
+                    .where(o.published_at.is_(None), o.partition.in_(numbers)).order_by(o.id))
+                return [OutboxRow(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+
+    async def mark_published(self, event_ids: Sequence[str], now: datetime) -> None:
+        if not event_ids:
+            return
+        with classified():
+            async with self._engine.begin() as conn:
+                await _mark_published(conn, self._pg, list(event_ids), now)
+
+    async def open_risk_counts(self) -> dict[str, int]:
+        r = t.risks.c
+        with classified():
+            async with self._engine.connect() as conn:
+                rows = await conn.execute(
+                    sa.select(r.type, sa.func.count()).where(r.status == "open").group_by(r.type))
+                return {row[0]: int(row[1]) for row in rows}
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+async def _mark_published(conn: AsyncConnection, pg: bool, event_ids: list[str], now: datetime) -> None:
+    if pg:
+        apg = await _driver(conn)
+        await apg.execute("UPDATE scoring_outbox SET published_at = $2 "
+                          "WHERE event_id = ANY($1::text[]) AND published_at IS NULL", event_ids, now)
+        return
+    o = t.outbox.c
+    for i in range(0, len(event_ids), _SQLITE_CHUNK):
+        await conn.execute(sa.update(t.outbox).where(o.event_id.in_(event_ids[i:i + _SQLITE_CHUNK]),
+                                                     o.published_at.is_(None)).values(published_at=now))
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+_PG_ACCOUNTS_FULL = """
+INSERT INTO scoring_accounts (account_id, partition, state, next_due, score, tier, as_of, config_version,
+                              updated_at)
+SELECT a, p, s, d, sc, tr, ao, cv, $9
+FROM unnest($1::text[], $2::int[], $3::bytea[], $4::timestamptz[], $5::float8[], $6::text[],
+            $7::timestamptz[], $8::text[]) AS u(a, p, s, d, sc, tr, ao, cv)
+ON CONFLICT (account_id) DO UPDATE SET
+    partition = EXCLUDED.partition, state = EXCLUDED.state, next_due = EXCLUDED.next_due,
+    score = EXCLUDED.score, tier = EXCLUDED.tier, as_of = EXCLUDED.as_of,
+    config_version = EXCLUDED.config_version, updated_at = EXCLUDED.updated_at
+"""
+
+_PG_ACCOUNTS_STATE = """
+INSERT INTO scoring_accounts (account_id, partition, state, next_due, tier, updated_at)
+SELECT a, p, s, d, 'unknown', $5
+FROM unnest($1::text[], $2::int[], $3::bytea[], $4::timestamptz[]) AS u(a, p, s, d)
+ON CONFLICT (account_id) DO UPDATE SET
+    partition = EXCLUDED.partition, state = EXCLUDED.state, next_due = EXCLUDED.next_due,
+    updated_at = EXCLUDED.updated_at
+"""
+
+_PG_PROCESSED = "INSERT INTO scoring_processed_events (event_id) SELECT unnest($1::text[])"
+
+_PG_HISTORY = """
+INSERT INTO scoring_history (account_id, as_of, cause, score, tier, snapshot)
+SELECT a, ao, c, sc, tr, sn
+FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::float8[], $5::text[], $6::text[])
+     WITH ORDINALITY AS u(a, ao, c, sc, tr, sn, ord)
+ORDER BY ord
+"""
+
+_PG_RISKS = """
+INSERT INTO scoring_risks (risk_id, account_id, type, severity, status, seq, summary, evidence, opened_at,
+                           updated_at, resolved_at, trigger_event_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
+                     $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[])
+ON CONFLICT (risk_id) DO UPDATE SET
+    severity = EXCLUDED.severity, status = EXCLUDED.status, seq = EXCLUDED.seq, summary = EXCLUDED.summary,
+    evidence = EXCLUDED.evidence, updated_at = EXCLUDED.updated_at, resolved_at = EXCLUDED.resolved_at,
+    trigger_event_id = EXCLUDED.trigger_event_id
+WHERE scoring_risks.seq < EXCLUDED.seq
+"""
+
+_PG_OUTBOX = """
+INSERT INTO scoring_outbox (event_id, partition, key, payload, created_at)
+SELECT e, p, k, pl, $5
+FROM unnest($1::text[], $2::int[], $3::text[], $4::bytea[]) WITH ORDINALITY AS u(e, p, k, pl, ord)
+ORDER BY ord
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+_PG_POSITIONS = """
+INSERT INTO scoring_positions (topic, partition, next_offset, updated_at)
+SELECT tp, p, o, $4 FROM unnest($1::text[], $2::int[], $3::int8[]) AS u(tp, p, o)
+ON CONFLICT (topic, partition) DO UPDATE SET
+    next_offset = EXCLUDED.next_offset, updated_at = EXCLUDED.updated_at
+"""
+
+_PG_WATERMARKS = """
+INSERT INTO scoring_partitions (partition, watermark, updated_at)
+SELECT p, w, $3 FROM unnest($1::int[], $2::timestamptz[]) AS u(p, w)
+ON CONFLICT (partition) DO UPDATE SET watermark = EXCLUDED.watermark, updated_at = EXCLUDED.updated_at
+"""
+
+
+async def _pg_write(apg: Any, b: BatchWrite, now: datetime) -> None:
+    if b.processed_ids:
+        await apg.execute(_PG_PROCESSED, b.processed_ids)
+    full = [a for a in b.accounts if a.health is not None]
+    bare = [a for a in b.accounts if a.health is None]
+    if full:
+        await apg.execute(
+            _PG_ACCOUNTS_FULL, [a.account_id for a in full], [a.partition for a in full],
+            [a.state for a in full], [a.next_due for a in full],
+            [a.health.score for a in full if a.health is not None],
+            [a.health.tier for a in full if a.health is not None],
+            [a.health.as_of for a in full if a.health is not None],
+            [a.health.config_version for a in full if a.health is not None], now)
+    if bare:
+        await apg.execute(_PG_ACCOUNTS_STATE, [a.account_id for a in bare], [a.partition for a in bare],
+                          [a.state for a in bare], [a.next_due for a in bare], now)
+    if b.history:
+        h = b.history
+        await apg.execute(_PG_HISTORY, [r.account_id for r in h], [r.as_of for r in h], [r.cause for r in h],
+                          [r.score for r in h], [r.tier for r in h], [r.snapshot for r in h])
+    if b.risks:
+        r = b.risks
+        await apg.execute(
+            _PG_RISKS, [x.risk_id for x in r], [x.account_id for x in r], [x.type for x in r],
+            [x.severity for x in r], [x.status for x in r], [x.seq for x in r], [x.summary for x in r],
+            [x.evidence for x in r], [x.opened_at for x in r], [x.updated_at for x in r],
+            [x.resolved_at for x in r], [x.trigger_event_id for x in r])
+    if b.outbox:
+        o = b.outbox
+        await apg.execute(_PG_OUTBOX, [x.event_id for x in o], [x.partition for x in o], [x.key for x in o],
+                          [x.payload for x in o], now)
+    if b.positions:
+        tps = sorted(b.positions)
+        await apg.execute(_PG_POSITIONS, [tp.topic for tp in tps], [tp.partition for tp in tps],
+                          [b.positions[tp] for tp in tps], now)
+    if b.watermarks:
+        parts = sorted(b.watermarks)
+        await apg.execute(_PG_WATERMARKS, parts, [b.watermarks[p] for p in parts], now)
+    if b.published:
+        await apg.execute("UPDATE scoring_outbox SET published_at = $2 "
+                          "WHERE event_id = ANY($1::text[]) AND published_at IS NULL", b.published, now)
+
+
+# -- SQLite ----------------------------------------------------------------------------------------
+
+def _sqlite_upsert(table: sa.Table, keys: Sequence[str], update: Sequence[str]) -> Any:
+    stmt = sqlite_dialect.insert(table)
+    return stmt.on_conflict_do_update(index_elements=list(keys),
+                                      set_={c: stmt.excluded[c] for c in update})
+
+
+async def _sqlite_write(conn: AsyncConnection, b: BatchWrite, now: datetime) -> None:
+    if b.processed_ids:
+        await conn.execute(sa.insert(t.processed_events), [{"event_id": i} for i in b.processed_ids])
+    full = [a for a in b.accounts if a.health is not None]
+    bare = [a for a in b.accounts if a.health is None]
+    if full:
+        await conn.execute(
+            _sqlite_upsert(t.accounts, ["account_id"], ["partition", "state", "next_due", "score", "tier",
+                                                        "as_of", "config_version", "updated_at"]),
+            [{"account_id": a.account_id, "partition": a.partition, "state": a.state, "next_due": a.next_due,
+              "score": a.health.score, "tier": a.health.tier, "as_of": a.health.as_of,
+              "config_version": a.health.config_version, "updated_at": now}
+             for a in full if a.health is not None])
+    if bare:
+        await conn.execute(
+            _sqlite_upsert(t.accounts, ["account_id"], ["partition", "state", "next_due", "updated_at"]),
+            [{"account_id": a.account_id, "partition": a.partition, "state": a.state, "next_due": a.next_due,
+              "tier": "unknown", "updated_at": now} for a in bare])
+    if b.history:
+        await conn.execute(sa.insert(t.history), [
+            {"account_id": h.account_id, "as_of": h.as_of, "cause": h.cause, "score": h.score, "tier": h.tier,
+             "snapshot": h.snapshot} for h in b.history])
+    if b.risks:
+        stmt = sqlite_dialect.insert(t.risks)
+        cols = ["severity", "status", "seq", "summary", "evidence", "updated_at", "resolved_at",
+                "trigger_event_id"]
+        stmt = stmt.on_conflict_do_update(index_elements=["risk_id"],
+                                          set_={c: stmt.excluded[c] for c in cols},
+                                          where=t.risks.c.seq < stmt.excluded.seq)
+        await conn.execute(stmt, [
+            {"risk_id": r.risk_id, "account_id": r.account_id, "type": r.type, "severity": r.severity,
+             "status": r.status, "seq": r.seq, "summary": r.summary, "evidence": r.evidence,
+             "opened_at": r.opened_at, "updated_at": r.updated_at, "resolved_at": r.resolved_at,
+             "trigger_event_id": r.trigger_event_id} for r in b.risks])
+    if b.outbox:
+        stmt = sqlite_dialect.insert(t.outbox).on_conflict_do_nothing(index_elements=["event_id"])
+        await conn.execute(stmt, [{"event_id": o.event_id, "partition": o.partition, "key": o.key,
+                                   "payload": o.payload, "created_at": now} for o in b.outbox])
+    if b.positions:
+        await conn.execute(
+            _sqlite_upsert(t.positions, ["topic", "partition"], ["next_offset", "updated_at"]),
+            [{"topic": tp.topic, "partition": tp.partition, "next_offset": off, "updated_at": now}
+             for tp, off in sorted(b.positions.items())])
+    if b.watermarks:
+        await conn.execute(
+            _sqlite_upsert(t.partitions, ["partition"], ["watermark", "updated_at"]),
+            [{"partition": p, "watermark": w, "updated_at": now} for p, w in sorted(b.watermarks.items())])
+    if b.published:
+        await _mark_published(conn, False, b.published, now)

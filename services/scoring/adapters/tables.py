@@ -1,0 +1,110 @@
+"""SQLAlchemy Core tables of the scoring service (the schema itself is the Alembic revision 0001)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on PostgreSQL (timestamptz) and SQLite (naive text, UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+_BIGID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+
+accounts = sa.Table(
+    "scoring_accounts", metadata,
+    sa.Column("account_id", sa.String(128), primary_key=True),
+    sa.Column("partition", sa.Integer(), nullable=False),
+    sa.Column("state", sa.LargeBinary(), nullable=False),
+    sa.Column("next_due", UtcDateTime(), nullable=True),
+    sa.Column("score", sa.Float(), nullable=True),
+    sa.Column("tier", sa.String(16), nullable=False),
+    sa.Column("as_of", UtcDateTime(), nullable=True),
+    sa.Column("config_version", sa.String(128), nullable=True),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+processed_events = sa.Table(
+    "scoring_processed_events", metadata,
+    sa.Column("event_id", sa.String(128), primary_key=True),
+)
+
+positions = sa.Table(
+    "scoring_positions", metadata,
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer(), primary_key=True),
+    sa.Column("next_offset", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+partitions = sa.Table(
+    "scoring_partitions", metadata,
+    sa.Column("partition", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("watermark", UtcDateTime(), nullable=True),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+history = sa.Table(
+    "scoring_history", metadata,
+    sa.Column("id", _BIGID, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(128), nullable=False),
+    sa.Column("as_of", UtcDateTime(), nullable=False),
+    sa.Column("cause", sa.String(160), nullable=True),
+    sa.Column("score", sa.Float(), nullable=True),
+    sa.Column("tier", sa.String(16), nullable=False),
+    sa.Column("snapshot", sa.Text(), nullable=False),
+)
+
+risks = sa.Table(
+    "scoring_risks", metadata,
+    sa.Column("id", _BIGID, primary_key=True, autoincrement=True),
+    sa.Column("risk_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("account_id", sa.String(128), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("seq", sa.Integer(), nullable=False),
+    sa.Column("summary", sa.Text(), nullable=False),
+    sa.Column("evidence", sa.Text(), nullable=False),
+    sa.Column("opened_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("resolved_at", UtcDateTime(), nullable=True),
+    sa.Column("trigger_event_id", sa.String(128), nullable=True),
+)
+
+outbox = sa.Table(
+    "scoring_outbox", metadata,
+    sa.Column("id", _BIGID, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(200), nullable=False, unique=True),
+    sa.Column("partition", sa.Integer(), nullable=False),
+    sa.Column("key", sa.String(128), nullable=False),
+    sa.Column("payload", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("published_at", UtcDateTime(), nullable=True),
+)
+
+ALL_TABLES = (accounts, processed_events, positions, partitions, history, risks, outbox)

@@ -1,0 +1,83 @@
+"""What the scoring service needs from the pure domain (services/scoring/domain), as protocols.
+
+The consumer and the read API are written against these, so the plumbing can be exercised with a small
+stand-in model; `bootstrap.py` wires the real domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from shared.events import Event
+from shared.risks import AccountBrief
+
+
+class Snapshot(Protocol):
+    account_id: str
+    score: float | None
+    tier: str
+    as_of: datetime
+    config_version: str
+    cause: str | None
+
+    def reasons(self, n: int = ...) -> list[str]: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Transition(Protocol):
+    risk_id: str
+    seq: int
+    transition: str
+    account_id: str
+    type: str
+    severity: str
+    summary: str
+    evidence: dict[str, Any]
+    occurred_at: datetime
+    trigger_event_id: str | None
+    health: Snapshot
+
+
+class Outcome(Protocol):
+    health: Snapshot | None
+    transitions: Sequence[Transition]
+    next_due: datetime | None
+
+
+class Engine(Protocol):
+    def new_state(self, account_id: str) -> Any: ...
+
+    def apply(self, state: Any, event: Event) -> Outcome: ...
+
+    def evaluate(self, state: Any, at: datetime) -> Outcome: ...
+
+    def snapshot(self, state: Any) -> Snapshot: ...
+
+    def open_risks(self, state: Any) -> list[dict[str, Any]]: ...
+
+    def account_brief(self, state: Any) -> AccountBrief: ...
+
+
+class Clock(Protocol):
+    watermark: datetime | None
+
+    def observe(self, occurred_at: datetime) -> None: ...
+
+    def schedule(self, account_id: str, due: datetime | None) -> None: ...
+
+    def pop_due(self) -> list[tuple[datetime, str]]: ...
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """The domain pieces the service uses, bundled: engine, state codec, clock factory."""
+
+    engine: Engine
+    encode_state: Callable[[Any], bytes]
+    decode_state: Callable[[bytes], Any]
+    new_clock: Callable[[timedelta, datetime | None], Clock]
+    config_version: str
