@@ -433,7 +433,7 @@ def champion_week_off() -> Story:
     users = [f"stark-u{i}" for i in range(1, 7)]
     b.contact(at_day(0, 1), "c-pepper", name="Pepper Potts", user_id="stark-u1", role="champion",
               status="active")
-    last_seen, back = INCIDENT_DAY - 5, INCIDENT_DAY + 6       # a Friday, and the Tuesday after next
+    last_seen, back = INCIDENT_DAY - 6, INCIDENT_DAY + 6       # a Thursday, and the Tuesday after next
     for day in range(WEEKS * 7):
         b.usage_day(day, _volume(b.rng, _weekday_volume(day, 22, 4)), users[1:])
         if day in (last_seen, back) or (day % 7 < 5 and not last_seen < day < back and b.rng.random() < 0.9):
@@ -441,8 +441,8 @@ def champion_week_off() -> Story:
     b.weekly_tickets(0.8, prefix="STK")
     b.sentiment(at_day(12, 10), "nps", 9, contact_id="c-pepper")
     return Story("champion_week_off", acc, name,
-                 "The champion takes a week off: last seen on a Friday, back on the Tuesday after next "
-                 "(ten silent days spanning two weekends) while the team carries on.", b.done())
+                 "The champion takes a long week off: last seen on a Thursday, back on the Tuesday after "
+                 "next (eleven silent days spanning two weekends) while the team carries on.", b.done())
 
 
 def sponsor_checks_in() -> Story:

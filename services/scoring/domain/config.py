@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-DEFAULT_VERSION = "default-1"
+DEFAULT_VERSION = "default-2"  # bumped whenever the defaults change what is raised
 
 COMPONENTS = ("usage_trend", "breadth", "support_load", "sentiment", "key_contacts", "renewal")
 
@@ -38,8 +38,9 @@ class Weights:
 class UsageDropRule:
     """Usage well below the account's own norm, or silent far beyond its own usual gap.
 
-    The level judged is the higher of two measures against their norm: raw uses and active user-days
-    (see `signals.UsageSignal`); a small team is judged over the last two weeks as well as the last one.
+    The level judged is the account's active user-days against their norm (raw uses when it sends no
+    user ids), see `signals.UsageSignal`; a small team is judged over the last two weeks as well as the
+    last one, so that one or two people's week off is not mistaken for the account fading.
     """
 
     recent_days: int = 7            # the trailing window (complete days)
@@ -51,7 +52,8 @@ class UsageDropRule:
     small_team: float = 10.0        # fewer people than this in a usual week: a small team (see above)
     ratio: float = 0.50             # opens when the level is below this share of normal, ...
     small_team_ratio: float = 0.40  # ... below this for a small team (the last week and fortnight), ...
-    quiet_week_ratio: float = 0.25  # ... or the last week alone below this, whatever the team size;
+    quiet_week_days: int = 1        # ... or, whatever the team size, usage on at most this many days of
+    quiet_week_usual_days: float = 4.0  # the last week where there usually is on at least this many;
     resolve_ratio: float = 0.60     # clears once the last week is back at this share (hysteresis)
     gap_factor: float = 3.0         # silence opens when days silent >= gap_factor * usual gap ...
     min_silent_days: int = 10       # ... and at least this many days (a team's week off spans 9)
@@ -60,10 +62,12 @@ class UsageDropRule:
 
 @dataclass(frozen=True)
 class ChampionInactiveRule:
-    """A key contact who used the product habitually has stopped, while the account carries on."""
+    """A champion who used the product habitually has stopped, while the account carries on."""
 
     gap_factor: float = 3.0         # silent >= gap_factor * the person's usual gap ...
-    min_silent_days: int = 11       # ... and at least this many days (a week off spans 9-10)
+    min_silent_days: int = 12       # ... and at least this many days: a week off, last seen on a Friday
+                                    # and back on the Monday after next, is 9 silent days; a day skipped
+                                    # on either side, or a time zone moving the UTC day, adds one or two
     min_active_days: int = 12       # the person's own active days (of the 64 kept) before judging
     max_usual_gap_days: int = 7     # only people who use the product at least weekly are judged
 

@@ -14,15 +14,16 @@ vacation, a sponsor who looks in now and then, a small team's uneven weeks, a ch
   "left" is an old departure and does not count), until a champion/sponsor is named active after it.
 - champion_inactive (high): a champion (SPEC: a champion's own usage; sponsors are executives, not daily
   users) who uses the product habitually (usual gap: p90 of the gaps between their active days, from
-  >= 12 active days, at most 7 days) has been silent for >= max(3 x that gap, 11) complete days (an
-  ordinary week off, last seen on a Friday and back on the Monday after next, is 9 silent days), while
-  the account is otherwise active (uses in the last 7 days, not silent, not low).
+  >= 12 active days, at most 7 days) has been silent for >= max(3 x that gap, 12) complete days (an
+  ordinary week off, last seen on a Friday and back on the Monday after next, is 9 silent days, 10 or
+  11 with a day skipped on either side), while the account is otherwise active (uses in the last 7
+  days, not silent, not low).
 - usage_drop (high), judged from 28 days of usage history on: the usage level (`UsageSignal.level`:
   active user-days against their norm, or raw uses when the account sends no user ids) is below 50%
   over the last week for a team of 10+ people, below 40% over both the last week and the last two
-  weeks for a smaller team (one person's week off halves a small team's week, not its fortnight), or
-  below 25% over the last week whatever the size; or there was no usage for >= max(3 x the account's
-  usual gap, 10) complete days. It clears once the last week is back at 60%.
+  weeks for a smaller team (one person's week off halves a small team's week, not its fortnight); or
+  the last week had usage on at most one day where there usually is on 4+; or there was no usage for
+  >= max(3 x the account's usual gap, 10) complete days. It clears once the last week is back at 60%.
 - ticket_spike (high): tickets opened in a window of 1, 2 or 3 days (today included) or of the last 7
   days reach 6, 4 x the usual weekly rate (opened per day over the up-to-7 earlier weeks, >= 14 days of
   history, floor 0.5/week), and P(X >= n | Poisson(the rate over the window, a working day carrying up
@@ -131,8 +132,8 @@ def _judged_low(u: UsageSignal, rule: UsageDropRule) -> tuple[float, int] | None
         return None
     if u.level < (rule.small_team_ratio if u.small_team else rule.ratio):
         return u.level, rule.recent_days * (2 if u.level > u.week_level else 1)
-    if u.week_level < rule.quiet_week_ratio:
-        return u.week_level, rule.recent_days
+    if u.active_days <= rule.quiet_week_days and (u.usual_active_days or 0) >= rule.quiet_week_usual_days:
+        return u.week_level, rule.recent_days   # a near-silent week, whoever took it off
     return None
 
 
@@ -239,6 +240,9 @@ def health_drop(ctx: Context, current: list[Any] | None) -> Verdict | None:
     rule = ctx.cfg.health_drop
     if ctx.score is None or ctx.peak_score is None or ctx.history_days < rule.min_history_days:
         return None
+    u = ctx.sig.usage
+    if u.known and u.history_days < rule.min_history_days:
+        return None  # the usage components are still building their baselines
     drop = ctx.peak_score - ctx.score
     if drop < (rule.resolve_drop if current is not None else rule.drop):
         return None

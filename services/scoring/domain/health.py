@@ -147,12 +147,15 @@ def _contact_score(k: KeyContact) -> float | None:
         return 0.0 if k.departed_unreplaced else None
     if not k.has_usage or k.usual_gap is None or k.threshold is None or k.days_silent is None:
         return None
-    soft = max(2.0 * k.usual_gap, k.threshold - 3.0)  # an ordinary week off costs little
+    # Full marks through an ordinary week off, then down to nothing a week after the silence counts as
+    # stopped (`threshold`, where champion_inactive opens): a late return costs a little, not everything.
+    soft = max(2.0 * k.usual_gap, k.threshold - 3.0)
+    zero = k.threshold + 7.0
     if k.days_silent <= soft:
         return 100.0
-    if k.days_silent >= k.threshold:
+    if k.days_silent >= zero:
         return 0.0
-    return 100.0 * (k.threshold - k.days_silent) / (k.threshold - soft)
+    return 100.0 * (zero - k.days_silent) / (zero - soft)
 
 
 def _key_contacts(sig: Signals) -> tuple[float | None, str, str]:

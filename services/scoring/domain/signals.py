@@ -80,6 +80,8 @@ class UsageSignal:
     history_days: int = 0
     recent: int = 0                  # uses in the last `recent_days` complete days
     windows: list[int] = field(default_factory=list)  # earlier windows, most recent first
+    active_days: int = 0             # days with usage in the last `recent_days` complete days
+    usual_active_days: float | None = None  # the same in a usual earlier window (median)
     norm: float | None = None        # median of the first `norm_windows` earlier windows
     ratio: float | None = None       # recent / norm
     user_days: float | None = None   # active user-days in the last `recent_days` complete days
@@ -186,13 +188,17 @@ def _usage(st: AccountState, cfg: ScoringConfig, d: int) -> UsageSignal:
     out.known = True
     out.history_days = d - st.first_usage_day
     out.recent = st.window_sum(st.usage, d - n, d - 1)
+    out.active_days = _active_days(st, d - n, d - 1)
     oldest_kept = st.end_day - USAGE_DAYS + 1
+    active: list[int] = []
     for j in range(1, rule.norm_windows + 2):   # one more for the two-week comparison
         first = d - n * (j + 1)
         if first < st.first_usage_day or first < oldest_kept:
             break
         out.windows.append(st.window_sum(st.usage, first, d - n * j - 1))
+        active.append(_active_days(st, first, d - n * j - 1))
     if out.windows:
+        out.usual_active_days = median(active[:rule.norm_windows])
         out.norm = median(out.windows[:rule.norm_windows])
         if out.norm > 0:
             out.ratio = out.recent / out.norm
@@ -206,6 +212,20 @@ def _usage(st: AccountState, cfg: ScoringConfig, d: int) -> UsageSignal:
         out.silence_threshold = max(rule.gap_factor * out.usual_gap, float(rule.min_silent_days))
         out.silent = out.days_silent >= out.silence_threshold
     return out
+
+
+def _days(st: AccountState, values: list[int], first: int, last: int) -> list[int]:
+    """The values of a daily array for days first..last (0 for days it does not keep)."""
+    n = len(values)
+    lo = n - 1 - (st.end_day - first)
+    hi = n - 1 - (st.end_day - last)
+    if lo >= 0 and hi < n:
+        return values[lo:hi + 1]
+    return [values[i] if 0 <= i < n else 0 for i in range(lo, hi + 1)]
+
+
+def _active_days(st: AccountState, first: int, last: int) -> int:
+    return sum(1 for v in _days(st, st.usage, first, last) if v)
 
 
 def _two_week_ratio(recent: float, windows: Sequence[float]) -> float | None:
@@ -225,7 +245,7 @@ def _user_days(st: AccountState, out: UsageSignal, d: int, n: int) -> None:
         first = d - n * (j + 1)
         if first < oldest_kept or (j > 0 and first < st.first_usage_day):
             break
-        days = [st.day_value(st.users, day) for day in range(first, first + n)]
+        days = _days(st, st.users, first, first + n - 1)
         sums.append(sum(distinct_estimate(bits, USER_BITS) for bits in days))
         week = 0
         for bits in days:

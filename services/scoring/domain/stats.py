@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 
 def median(values: Sequence[float]) -> float:
@@ -57,10 +58,19 @@ def _normal_cdf(z: float) -> float:
 
 def distinct_estimate(bitmap: int, bits: int) -> float:
     """Linear-counting estimate of how many distinct items were hashed into a `bits`-wide bitmap."""
-    zeros = bits - bitmap.bit_count()
-    if zeros <= 0:
-        zeros = 0.5  # saturated: the estimate caps at about bits * ln(2 * bits)
-    return bits * math.log(bits / zeros)
+    return _estimates(bits)[min(bitmap.bit_count(), bits)]
+
+
+@lru_cache(maxsize=8)
+def _estimates(bits: int) -> tuple[float, ...]:
+    """The estimate for every number of bits set (it depends on nothing else)."""
+    out = []
+    for ones in range(bits + 1):
+        zeros: float = bits - ones
+        if zeros <= 0:
+            zeros = 0.5  # saturated: the estimate caps at about bits * ln(2 * bits)
+        out.append(bits * math.log(bits / zeros))
+    return tuple(out)
 
 
 def clamp(x: float, low: float = 0.0, high: float = 100.0) -> float:
