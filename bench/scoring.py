@@ -278,41 +278,57 @@ async def _memory_per_account(url: str, prefix: str) -> dict[str, float]:
         await engine.dispose()
 
 
+def _throughput(workers: int, accounts: int, total: int, non_usage: float, scored: dict[str, float],
+                raw: float) -> Result:
+    label = "1 worker process" if workers == 1 else f"{workers} worker processes, one consumer group"
+    return Result(
+        f"scoring throughput, {label} ({accounts} accounts, {total:,} events)", scored["rate"],
+        "events/s", baseline=raw, baseline_name="raw aiokafka consumer, same records",
+        target=Target(at_least=10_000),
+        notes=f"{scored['events']:,.0f} events measured once the group was stable; {non_usage:.0%} "
+              f"non-usage events; CPU over the window: scoring {scored['cpu']:.0%}, broker "
+              f"{scored['broker']:.0%} of one core; {scored['per_cpu_second']:,.0f} events per "
+              f"CPU-second of scoring; machine load average {scored['load']:.1f} at the end")
+
+
+async def _delete_topics(bootstrap: str, names: tuple[str, ...]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(list(names), timeout_ms=30_000)
+    finally:
+        await admin.close()
+
+
 async def run(ctx: Context) -> list[Result]:
     if not ctx.test_database_url:
         raise SystemExit("CHURNSIGNAL_TEST_DATABASE_URL is not set (run `make services`)")
     accounts = 60 if ctx.quick else 200
     prefix = ctx.topic_prefix("scoring")
     topics = Topics(prefix)
-    bus = KafkaBus(ctx.kafka_bootstrap_servers)
-    await bus.ensure_topics(topics.all, partitions=PARTITIONS)
     events = _events(accounts, seed=17, prefix=f"b{ctx.run_id}-")
     non_usage = sum(1 for e in events if e["type"] != "usage") / len(events)
-    await _produce(bus, topics, events)
     total = len(events)
-
-    raw = await _raw_consume(ctx.kafka_bootstrap_servers, topics.inputs, total)
     log = ROOT / "var" / "bench-scoring-worker.log"
     results: list[Result] = []
     memory: dict[str, float] = {}
-    for workers in (1, 2):
-        db_name = f"bench_{ctx.run_id}_scoring{workers}"
-        url = await _create_database(ctx.test_database_url, db_name)
-        try:
-            scored = await _score(ctx, prefix, url, total, log, workers)
-            if workers == 1:
-                memory = await _memory_per_account(url, prefix)
-        finally:
-            await _drop_database(ctx.test_database_url, db_name)
-        label = "1 worker process" if workers == 1 else f"{workers} worker processes, one consumer group"
-        results.append(Result(
-            f"scoring throughput, {label} ({accounts} accounts, {total:,} events)", scored["rate"],
-            "events/s", baseline=raw, baseline_name="raw aiokafka consumer, same records",
-            target=Target(at_least=10_000),
-            notes=f"{scored['events']:,.0f} events measured once the group was stable; {non_usage:.0%} "
-                  f"non-usage events; CPU over the window: scoring {scored['cpu']:.0%}, broker "
-                  f"{scored['broker']:.0%} of one core; {scored['per_cpu_second']:,.0f} events per "
-                  f"CPU-second of scoring; machine load average {scored['load']:.1f} at the end"))
+    bus = KafkaBus(ctx.kafka_bootstrap_servers)
+    try:
+        await bus.ensure_topics(topics.all, partitions=PARTITIONS)
+        await _produce(bus, topics, events)
+        raw = await _raw_consume(ctx.kafka_bootstrap_servers, topics.inputs, total)
+        for workers in (1, 2):
+            db_name = f"bench_{ctx.run_id}_scoring{workers}"
+            url = await _create_database(ctx.test_database_url, db_name)
+            try:
+                scored = await _score(ctx, prefix, url, total, log, workers)
+                if workers == 1:
+                    memory = await _memory_per_account(url, prefix)
+            finally:
+                await _drop_database(ctx.test_database_url, db_name)
+            results.append(_throughput(workers, accounts, total, non_usage, scored, raw))
+    finally:
+        await _delete_topics(ctx.kafka_bootstrap_servers, topics.all)
     return [
         *results,
         Result(f"memory per tracked account ({MEMORY_ACCOUNTS:,} accounts)", memory["traced"], "bytes",

@@ -13,7 +13,7 @@ from shared.bus.memory import MemoryBus
 from shared.settings import Settings
 from shared.topics import Topics
 from tests.conftest import KAFKA, PG_URL, _create_pg_database, _drop_pg_database, test_api_keys
-from tests.scoring_service.harness import Stack
+from tests.scoring_service.harness import Stack, delete_topics
 
 
 @pytest.fixture(params=["embedded", pytest.param("real", marks=pytest.mark.integration)])
@@ -38,6 +38,7 @@ async def stack(request: pytest.FixtureRequest, topic_prefix: str, tmp_path: Pat
     finally:
         await bus.close()
         await _drop_pg_database(url)
+        await delete_topics(Topics(topic_prefix).all)
 
 
 @pytest.fixture

@@ -209,3 +209,23 @@ def comparable_risk_event(payload: dict[str, Any]) -> dict[str, Any]:
     if out.get("trigger"):
         out["trigger"] = {k: v for k, v in out["trigger"].items() if k != "received_at"}
     return out
+
+
+async def delete_topics(names: Sequence[str]) -> None:
+    """Remove a test's topics from the shared broker (every test makes its own; they add up)."""
+    import logging
+
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        doomed = [n for n in names if n in existing]
+        if doomed:
+            await admin.delete_topics(doomed, timeout_ms=30_000)
+    except KafkaError as exc:  # cleanup only: a broker hiccup must not fail the test
+        logging.getLogger(__name__).warning("could not delete test topics (%s)", type(exc).__name__)
+    finally:
+        await admin.close()

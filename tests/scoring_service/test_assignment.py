@@ -11,7 +11,7 @@ from tests.scoring_service.harness import Stack
 
 
 async def _settled(subscribers: list[Subscriber], expected: int) -> list[set]:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while True:
         for s in subscribers:  # Kafka assigns while the members poll
             await s.getmany(timeout_ms=100)

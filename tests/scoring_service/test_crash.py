@@ -27,6 +27,7 @@ from tests.scoring_service.harness import (
     Stack,
     comparable_risk_event,
     database_contents,
+    delete_topics,
     end_offsets,
     positions,
     produce,
@@ -144,3 +145,4 @@ async def test_kill_9_at_random_points_ends_like_one_clean_run(tmp_path: Path):
         await _drop_pg_database(clean_url)
         await _drop_pg_database(crash_url)
         await kafka.close()
+        await delete_topics(topics.all)
