@@ -87,6 +87,9 @@ class EventsEndpoint:
             self._metrics.request_latency.observe(time.perf_counter() - started)
             await error_response(exc)(scope, receive, send)
             return
+        except Exception:
+            self._metrics.requests.labels("500").inc()  # the app's error middleware answers and logs it
+            raise
         payload = b'{"accepted":%d}' % accepted
         await send({"type": "http.response.start", "status": 202,
                     "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(payload))]})
@@ -105,8 +108,9 @@ class EventsEndpoint:
         if encoding is Encoding.GZIP:
             body = gunzip(body, self._max_body_bytes)
         raws = parse_events(body, fmt, self._max_events)
+        del body
         self._metrics.batch_size.observe(len(raws))
-        return await self._intake.accept(key, raws)
+        return await self._intake.accept(key, raws)  # empties `raws` before awaiting Kafka
 
 
 class EventsRoute:

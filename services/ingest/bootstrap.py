@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -42,6 +43,12 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
         provisioning: asyncio.Task[None] | None = None
         if not await provisioner.attempt():
             provisioning = asyncio.create_task(provisioner.run(), name="ingest-topics")
+        if own_bus:
+            # Ingest runs as its own process (`churnsignal serve ingest`): move everything built at
+            # start-up out of the collector's reach, so that full collections only walk request
+            # objects (a third of the CPU per event otherwise, measured under load).
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

@@ -3,8 +3,10 @@ and a way to read back what was published on either bus."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +15,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
+from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -23,6 +26,8 @@ from shared.metrics import new_registry
 from shared.settings import Settings
 from shared.topics import Topics
 from tests.conftest import INGEST_KEY, KAFKA
+
+log = logging.getLogger(__name__)
 
 AUTH = {"Authorization": f"Bearer {INGEST_KEY}"}
 JSON = {**AUTH, "Content-Type": "application/json"}
@@ -115,6 +120,30 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest.test") as client:
             yield client
+
+
+async def drop_topics(prefix: str) -> None:
+    """Delete the topics of a prefix (best effort: a topic that does not exist is fine)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        response = await admin.delete_topics(list(Topics(prefix).all))
+    finally:
+        await admin.close()
+    for topic, code in response.topic_error_codes:
+        if code not in (0, 3):  # 3: unknown topic
+            log.warning("could not delete test topic %s (Kafka error code %d)", topic, code)
+
+
+@pytest.fixture(autouse=True)
+def _drop_topics_of_kafka_tests(request: pytest.FixtureRequest, topic_prefix: str) -> Iterator[None]:
+    """Every Kafka test gets topics of its own; drop them afterwards, so that the shared broker does not
+    pile up thousands of partitions (which makes it slow to restart and to answer metadata)."""
+    yield
+    callspec = getattr(request.node, "callspec", None)
+    on_kafka = callspec is not None and callspec.params.get("bus") == "kafka"
+    if KAFKA and (on_kafka or request.node.get_closest_marker("integration")):
+        asyncio.run(drop_topics(topic_prefix))
 
 
 @pytest.fixture

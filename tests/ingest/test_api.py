@@ -123,7 +123,7 @@ async def test_ndjson_with_a_broken_line_is_400_naming_the_line(ingest: Ingest):
     (b"\n\n", NDJSON, "no events"),
     (b"not gzip", {**JSON, "Content-Encoding": "gzip"}, "not valid gzip"),
     (gzip.compress(b"[1, 2, 3]")[:-6], {**JSON, "Content-Encoding": "gzip"}, "truncated"),
-])
+], ids=["empty", "blank", "empty-array", "blank-ndjson", "not-gzip", "truncated-gzip"])
 async def test_bodies_without_events_are_400(ingest: Ingest, body: bytes, headers: dict[str, str], says: str):
     resp = await ingest.post(body, headers)
     assert resp.status_code == 400

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from pathlib import Path
@@ -49,9 +50,21 @@ async def test_unreachable_broker_gives_503_with_retry_after_and_not_ready(setti
 async def services_sh(command: str) -> None:
     script = str(ROOT / "scripts" / "services.sh")
     pipe, merged = asyncio.subprocess.PIPE, asyncio.subprocess.STDOUT
-    proc = await asyncio.create_subprocess_exec("bash", script, command, cwd=ROOT, stdout=pipe, stderr=merged)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=180)
+    # A broker holding many partitions takes minutes to load them on a busy machine.
+    env = {**os.environ, "CHURNSIGNAL_START_TIMEOUT": "400"}
+    proc = await asyncio.create_subprocess_exec("bash", script, command, cwd=ROOT, stdout=pipe, stderr=merged,
+                                                env=env)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=450)
     assert proc.returncode == 0, f"services.sh {command} failed:\n{out.decode(errors='replace')}"
+
+
+def broker_listening() -> bool:
+    host, _, port = KAFKA.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 @pytest.mark.integration
@@ -67,28 +80,35 @@ async def test_stopping_the_real_broker_gives_503_never_202_then_202_again(setti
                 assert resp.headers["retry-after"] == str(settings.ingest_retry_after_s)
             return resp.status_code
 
-        assert await send(0) == 202
-        accepted = {0}
+        async def accepted_within(first: int, seconds: float) -> int:
+            """Send until one is accepted (503 meanwhile, nothing else); returns its number."""
+            deadline = time.monotonic() + seconds
+            for i in range(first, first + 10_000):
+                status = await send(i)
+                if status == 202:
+                    return i
+                assert status == 503, status
+                assert time.monotonic() < deadline, f"no 202 within {seconds:.0f}s of the broker being up"
+                await asyncio.sleep(0.5)
+            raise AssertionError("unreachable")
+
+        accepted = {await accepted_within(0, 60)}
         try:
             await services_sh("kafka-stop")
-            # The broker is gone: every answer must be a 503, none a 202.
+            # The broker is gone: every answer must be a 503, none a 202 (judged only if the broker was
+            # verifiably down throughout: the shared one could be restarted by someone else meanwhile).
+            assert not broker_listening()
             while_down = [await send(i) for i in range(1, 6)]
             while_down += await asyncio.gather(*(send(i) for i in range(6, 16)))
+            ready = await client.get("/readyz")
+            if broker_listening():
+                pytest.skip("another process restarted the shared broker during the outage window")
             assert set(while_down) == {503}, while_down
-            assert (await client.get("/readyz")).status_code == 503
+            assert ready.status_code == 503
         finally:
             await services_sh("kafka-start")
-        deadline = time.monotonic() + 90
-        i = 100
-        while True:
-            status = await send(i)
-            if status == 202:
-                accepted.add(i)
-                break
-            assert status == 503
-            assert time.monotonic() < deadline, "ingest did not recover after the broker came back"
-            i += 1
-            await asyncio.sleep(0.5)
+        # Back up: ingest reconnects by itself (a big broker may take a while to lead its partitions).
+        accepted.add(await accepted_within(100, 240))
         assert (await client.get("/readyz")).status_code == 200
         stored = {int(orjson.loads(r.value)["id"].removeprefix("u-"))
                   for r in await read_topics(KafkaBus(KAFKA), [f"{settings.topic_prefix}usage"])}
