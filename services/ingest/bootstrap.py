@@ -16,7 +16,7 @@ from services.ingest.openapi import install_openapi
 from services.ingest.provisioning import TopicProvisioner
 from shared.bus import Bus, build_bus
 from shared.http import KeyRing, install_common
-from shared.metrics import IngestMetrics, new_registry
+from shared.metrics import CommonMetrics, IngestMetrics, new_registry
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -28,6 +28,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
     the_bus: Bus = build_bus(settings) if bus is None else bus
     registry = new_registry() if registry is None else registry
     metrics = IngestMetrics(registry)
+    common = CommonMetrics(registry, "ingest")
     topics = Topics(settings.topic_prefix)
     publisher = the_bus.publisher()
     provisioner = TopicProvisioner(the_bus, topics.all, settings.topic_partitions,
@@ -71,7 +72,9 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
     app.add_middleware(EventsRoute, endpoint=endpoint)
 
     async def readiness() -> dict[str, bool]:
-        return {"kafka": await publisher.ready(), "topics": provisioner.ready}
+        checks = {"kafka": await publisher.ready(), "topics": provisioner.ready}
+        common.ready.set(1 if all(checks.values()) else 0)
+        return checks
 
     install_common(app, registry=registry, readiness=readiness)
     install_openapi(app, path=PATH, max_events=settings.ingest_max_events)
