@@ -221,7 +221,7 @@ def write_report(path: Path, blocks: dict[str, str], order: Iterable[str]) -> No
         previous = {m["name"]: m.group(0) for m in _BLOCK.finditer(path.read_text())}
     merged = {**previous, **blocks}
     ordered = [n for n in order if n in merged] + sorted(n for n in merged if n not in order)
-    text = HEADER + "\n" + "\n".join(merged[n] for n in ordered)
+    text = HEADER + "\n" + "\n\n".join(merged[n].strip() for n in ordered) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 

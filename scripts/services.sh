@@ -22,7 +22,7 @@
 #     set and reachable, nothing is started and these values are written instead.
 #   CHURNSIGNAL_CACHE           jar cache (default ~/.cache/churnsignal)
 #   CHURNSIGNAL_KAFKA_VERSION   Kafka version from Maven Central (default 4.1.1)
-#   CHURNSIGNAL_KAFKA_HEAP      JVM heap options (default "-Xms256m -Xmx512m")
+#   CHURNSIGNAL_KAFKA_HEAP      JVM heap options (default "-Xms256m -Xmx1g")
 #   CHURNSIGNAL_START_TIMEOUT   seconds to wait for each server (default 120)
 set -euo pipefail
 
@@ -45,7 +45,7 @@ KAFKA_CONF="$KAFKA_DIR/config"
 KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_LOGS="$KAFKA_DIR/logs"
 KAFKA_PID_FILE="$KAFKA_DIR/kafka.pid"
-KAFKA_HEAP="${CHURNSIGNAL_KAFKA_HEAP:--Xms256m -Xmx512m}"
+KAFKA_HEAP="${CHURNSIGNAL_KAFKA_HEAP:--Xms256m -Xmx1g}"
 
 PG_HOST="127.0.0.1"
 PG_PORT=55432

@@ -1,19 +1,21 @@
 """HTTP edge of ingest: `POST /v1/events`, served as a plain ASGI endpoint.
 
 It is the hot path (thousands of requests a second on one core), so it skips the web framework's
-per-request machinery (dependency solving, response models, routing tables): `EventsRoute` sits in
-the app's middleware stack (inside its 500 handler) and hands `/v1/events` to `EventsEndpoint`,
-everything else to the FastAPI app. The endpoint reads the raw body itself (bounded, before any
-parsing), so it can name where JSON breaks, cap gzip bombs and skip any per-event model round-trip
-beyond validation. The operation is documented in the OpenAPI schema by `services.ingest.openapi`.
+per-request machinery (middleware stack, dependency solving, response models, routing tables):
+`IngestApp` hands `/v1/events` straight to `EventsEndpoint`, everything else to FastAPI. The endpoint
+reads the raw body itself (bounded, before any parsing), so it can name where JSON breaks, cap gzip
+bombs and skip any per-event model round-trip beyond validation. The operation is documented in the
+OpenAPI schema by `services.ingest.openapi`.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from services.ingest.body import Encoding, body_format, content_encoding, gunzip, parse_events
 from services.ingest.intake import Intake, may_ingest
@@ -88,7 +90,7 @@ class EventsEndpoint:
             await error_response(exc)(scope, receive, send)
             return
         except Exception:
-            self._metrics.requests.labels("500").inc()  # the app's error middleware answers and logs it
+            self._metrics.requests.labels("500").inc()  # the ASGI server logs it and answers 500
             raise
         payload = b'{"accepted":%d}' % accepted
         await send({"type": "http.response.start", "status": 202,
@@ -113,18 +115,20 @@ class EventsEndpoint:
         return await self._intake.accept(key, raws)  # empties `raws` before awaiting Kafka
 
 
-class EventsRoute:
-    """Middleware giving `/v1/events` to the endpoint (405 but for POST); the rest to the app."""
+class IngestApp(FastAPI):
+    """The ingest app: FastAPI for everything but `/v1/events`, which is answered before the framework's
+    middleware and routing (405 but for POST). Errors the endpoint does not map itself reach the ASGI
+    server, which logs them and answers 500."""
 
-    def __init__(self, app: ASGIApp, endpoint: EventsEndpoint) -> None:
-        self._app = app
-        self._endpoint = endpoint
+    def __init__(self, *, endpoint: EventsEndpoint, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.events_endpoint = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH:
-            await self._app(scope, receive, send)
+            await super().__call__(scope, receive, send)
         elif scope["method"] == "POST":
-            await self._endpoint(scope, receive, send)
+            await self.events_endpoint(scope, receive, send)
         else:
             await send({"type": "http.response.start", "status": 405,
                         "headers": [*_JSON_HEADERS, (b"allow", b"POST"),

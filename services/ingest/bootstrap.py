@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.ingest.api import PATH, EventsEndpoint, EventsRoute
+from services.ingest.api import PATH, EventsEndpoint, IngestApp
 from services.ingest.intake import Intake
 from services.ingest.openapi import install_openapi
 from services.ingest.provisioning import TopicProvisioner
@@ -61,15 +61,14 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
             if own_bus:
                 await the_bus.close()
 
-    # Observability is Prometheus (/metrics); FastAPI's OpenTelemetry hooks stay off, as they cost a
-    # provider lookup on every request of the hot path.
-    app = FastAPI(title="churnsignal ingest", version="0.1.0", lifespan=lifespan,
-                  description="HTTP → Kafka for usage, ticket, sentiment, account and contact events.",
-                  telemetry={"tracing": False, "metrics": False, "logs": False})
     endpoint = EventsEndpoint(intake, KeyRing(settings.api_keys), metrics,
                               max_body_bytes=settings.ingest_max_body_bytes,
                               max_events=settings.ingest_max_events)
-    app.add_middleware(EventsRoute, endpoint=endpoint)
+    # Observability is Prometheus (/metrics); FastAPI's OpenTelemetry hooks stay off, as they cost a
+    # provider lookup on every request.
+    app = IngestApp(endpoint=endpoint, title="churnsignal ingest", version="0.1.0", lifespan=lifespan,
+                    description="HTTP → Kafka for usage, ticket, sentiment, account and contact events.",
+                    telemetry={"tracing": False, "metrics": False, "logs": False})
 
     async def readiness() -> dict[str, bool]:
         checks = {"kafka": await publisher.ready(), "topics": provisioner.ready}

@@ -136,13 +136,11 @@ async def drop_topics(prefix: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _drop_topics_of_kafka_tests(request: pytest.FixtureRequest, topic_prefix: str) -> Iterator[None]:
-    """Every Kafka test gets topics of its own; drop them afterwards, so that the shared broker does not
-    pile up thousands of partitions (which makes it slow to restart and to answer metadata)."""
+def _drop_topics_of_broker_tests(request: pytest.FixtureRequest, topic_prefix: str) -> Iterator[None]:
+    """Tests that reach the real broker without the `bus` fixture (which cleans up after itself) get
+    their topics dropped too, so that the shared broker does not pile up thousands of partitions."""
     yield
-    callspec = getattr(request.node, "callspec", None)
-    on_kafka = callspec is not None and callspec.params.get("bus") == "kafka"
-    if KAFKA and (on_kafka or request.node.get_closest_marker("integration")):
+    if KAFKA and request.node.get_closest_marker("integration") and "bus" not in request.fixturenames:
         asyncio.run(drop_topics(topic_prefix))
 
 
