@@ -16,6 +16,8 @@ from typing import Protocol, runtime_checkable
 import httpx
 
 from services.alerts.domain.content import Notification
+from services.alerts.domain.targets import Target
+from services.alerts.notify.secrets import SecretLookup
 from shared.errors import PermanentFailure, RetryableFailure
 
 MAX_RETRY_AFTER_S = 3600.0
@@ -68,6 +70,15 @@ def raise_for_status(response: httpx.Response, what: str, code: str | None = Non
         raise RetryableFailure(f"{what}: HTTP {status} {code}", retry_after=parse_retry_after(
             response.headers.get("retry-after")), status=status, code=code)
     raise PermanentFailure(f"{what}: HTTP {status} {code}", code=code, status=status)
+
+
+def require_url(secrets: SecretLookup, target: Target) -> str:
+    """The target's webhook URL, resolved from its reference; permanent when it is not configured."""
+    url = secrets.get(target.url_ref)
+    if url is None:
+        raise PermanentFailure(f"{target.key}: webhook URL not configured ({target.url_ref})",
+                               code="not_configured")
+    return url
 
 
 def transport_failure(exc: httpx.HTTPError | OSError, what: str) -> RetryableFailure:

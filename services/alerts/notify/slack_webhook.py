@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from services.alerts.domain.content import Notification
-from services.alerts.notify.channel import raise_for_status, transport_failure
+from services.alerts.notify.channel import raise_for_status, require_url, transport_failure
 from services.alerts.notify.secrets import SecretLookup
 from shared.errors import PermanentFailure
 
@@ -21,10 +21,7 @@ class SlackWebhookChannel:
     async def send(self, notification: Notification) -> None:
         target = notification.target
         what = target.key
-        url = self._secrets.get(target.url_ref)
-        if url is None:
-            raise PermanentFailure(f"{what}: webhook URL not configured ({target.url_ref})",
-                                   code="not_configured")
+        url = require_url(self._secrets, target)
         payload = notification.slack_payload()
         if target.channel:
             payload["channel"] = target.channel

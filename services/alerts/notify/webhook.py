@@ -18,7 +18,7 @@ from collections.abc import Callable
 import httpx
 
 from services.alerts.domain.content import Notification
-from services.alerts.notify.channel import raise_for_status, transport_failure
+from services.alerts.notify.channel import raise_for_status, require_url, transport_failure
 from services.alerts.notify.secrets import SecretLookup
 from shared.errors import PermanentFailure
 
@@ -52,10 +52,7 @@ class WebhookChannel:
     async def send(self, notification: Notification) -> None:
         target = notification.target
         what = target.key
-        url = self._secrets.get(target.url_ref)
-        if url is None:
-            raise PermanentFailure(f"{what}: webhook URL not configured ({target.url_ref})",
-                                   code="not_configured")
+        url = require_url(self._secrets, target)
         secret = self._secrets.get(target.secret_ref)
         if secret is None:
             raise PermanentFailure(f"{what}: webhook secret not configured ({target.secret_ref})",
