@@ -83,7 +83,8 @@ async def scoring_runtime(settings: Settings, *, bus: Bus | None = None,
     registry = new_registry() if registry is None else registry
     metrics = ScoringMetrics(registry)
     common = CommonMetrics(registry, "scoring")
-    engine = create_engine(settings.database_url)
+    # No ping per checkout: the store invalidates a broken connection and the batch is retried.
+    engine = create_engine(settings.database_url, pre_ping=False)
     try:
         store = ScoringStore(engine)
         await prepare_database(settings, engine, store)

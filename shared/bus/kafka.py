@@ -380,6 +380,12 @@ class KafkaSubscriber:
     async def committed(self, tp: TopicPartition) -> int | None:
         return await self._consumer.committed(KafkaTP(tp.topic, tp.partition))
 
+    def highwater(self, tp: TopicPartition) -> int | None:
+        kafka_tp = KafkaTP(tp.topic, tp.partition)
+        if kafka_tp not in self._consumer.assignment():
+            return None
+        return self._consumer.highwater(kafka_tp)
+
     async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         ends = await self._consumer.end_offsets([KafkaTP(tp.topic, tp.partition) for tp in partitions])
         return {TopicPartition(tp.topic, tp.partition): off for tp, off in ends.items()}

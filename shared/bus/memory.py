@@ -207,4 +207,10 @@ class MemorySubscriber:
         return None if group is None else group.committed.get(tp)
 
     async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: len(self._bus._topic(tp.topic).partitions[tp.partition]) for tp in partitions}
+        return {tp: self._end(tp) for tp in partitions}
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self._end(tp)
+
+    def _end(self, tp: TopicPartition) -> int:
+        return len(self._bus._topic(tp.topic).partitions[tp.partition])

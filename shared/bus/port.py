@@ -82,6 +82,10 @@ class Subscriber(Protocol):
 
     async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]: ...
 
+    def highwater(self, tp: TopicPartition) -> int | None:
+        """The partition's end offset as of the last fetch (no request); None until one answered."""
+        ...
+
     async def committed(self, tp: TopicPartition) -> int | None: ...
 
 

@@ -30,6 +30,7 @@ class SchemaMissing(ChurnsignalError):
 _TRANSIENT_PG = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by a failure
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.SerializationError,

@@ -1,17 +1,19 @@
 """The scoring unit of work: one transaction per consumed batch, plus the loads done on assignment.
 
-PostgreSQL writes go through the asyncpg connection underneath SQLAlchemy, one `INSERT ... SELECT FROM
-unnest(...)` statement per table (a whole batch in one round trip); SQLite uses SQLAlchemy Core
+PostgreSQL writes go through the asyncpg connection underneath SQLAlchemy: the whole batch is one statement
+of `INSERT ... SELECT FROM unnest(...)` CTEs (one round trip, atomic by itself); SQLite uses SQLAlchemy Core
 `INSERT ... ON CONFLICT` with executemany.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -161,13 +163,13 @@ class ScoringStore:
         if not ids:
             return set()
         with classified():
-            async with self._engine.connect() as conn:
-                if self._pg:
-                    apg = await _driver(conn)
+            if self._pg:
+                async with self._pg_connection() as apg:
                     rows = await apg.fetch(
                         "SELECT event_id FROM scoring_processed_events WHERE event_id = ANY($1::text[])",
                         list(ids))
-                    return {r[0] for r in rows}
+                return {r[0] for r in rows}
+            async with self._engine.connect() as conn:
                 seen: set[str] = set()
                 col = t.processed_events.c.event_id
                 for i in range(0, len(ids), _SQLITE_CHUNK):
@@ -180,10 +182,8 @@ class ScoringStore:
         """Commit one batch atomically. Raises StoreConflict / StoreUnavailable (retryable)."""
         with classified():
             if self._pg:
-                async with self._engine.connect() as conn:
-                    apg = await _driver(conn)
-                    async with apg.transaction():
-                        await _pg_write(apg, batch, now)
+                async with self._pg_connection() as apg:
+                    await apg.execute(_PG_BATCH, *_pg_batch_args(batch, now))
             else:
                 async with self._engine.begin() as conn:
                     await _sqlite_write(conn, batch, now)
@@ -217,6 +217,24 @@ class ScoringStore:
                 return {row[0]: int(row[1]) for row in rows}
 
 
+    @contextlib.asynccontextmanager
+    async def _pg_connection(self) -> AsyncIterator[Any]:
+        """The asyncpg connection under a pooled one. The engine does not ping connections on checkout
+        (a round trip per batch); a connection that failed here is invalidated, so the retried batch gets
+        a fresh one from the pool."""
+        async with self._engine.connect() as conn:
+            apg = await _driver(conn)
+            try:
+                yield apg
+            except asyncpg.UniqueViolationError:
+                raise  # the connection is fine: only the statement failed
+            except BaseException:
+                # Broken, terminated by the server, or interrupted mid-statement: never reuse it.
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                raise
+
+
 async def _driver(conn: AsyncConnection) -> Any:
     raw = await conn.get_raw_connection()
     return raw.driver_connection
@@ -236,112 +254,96 @@ async def _mark_published(conn: AsyncConnection, pg: bool, event_ids: list[str],
 
 # -- PostgreSQL ------------------------------------------------------------------------------------
 
-_PG_ACCOUNTS_FULL = """
-INSERT INTO scoring_accounts (account_id, partition, state, next_due, score, tier, as_of, config_version,
-                              updated_at)
-SELECT a, p, s, d, sc, tr, ao, cv, $9
-FROM unnest($1::text[], $2::int[], $3::bytea[], $4::timestamptz[], $5::float8[], $6::text[],
-            $7::timestamptz[], $8::text[]) AS u(a, p, s, d, sc, tr, ao, cv)
-ON CONFLICT (account_id) DO UPDATE SET
-    partition = EXCLUDED.partition, state = EXCLUDED.state, next_due = EXCLUDED.next_due,
-    score = EXCLUDED.score, tier = EXCLUDED.tier, as_of = EXCLUDED.as_of,
-    config_version = EXCLUDED.config_version, updated_at = EXCLUDED.updated_at
+# The whole batch is ONE statement: data-modifying CTEs, each fed by `unnest` of array parameters, all
+# applied atomically by the statement's own transaction (one round trip, one commit). The CTEs touch
+# disjoint rows (new processed ids; distinct accounts, risks, positions, partitions; new outbox rows
+# versus earlier ones marked published), which is what PostgreSQL requires of them.
+_PG_BATCH = """
+WITH processed AS (
+    INSERT INTO scoring_processed_events (event_id) SELECT unnest($1::text[])
+), accounts_full AS (
+    INSERT INTO scoring_accounts (account_id, partition, state, next_due, score, tier, as_of, config_version,
+                                  updated_at)
+    SELECT a, p, s, d, sc, tr, ao, cv, $41
+    FROM unnest($2::text[], $3::int[], $4::bytea[], $5::timestamptz[], $6::float8[], $7::text[],
+                $8::timestamptz[], $9::text[]) AS u(a, p, s, d, sc, tr, ao, cv)
+    ON CONFLICT (account_id) DO UPDATE SET
+        partition = EXCLUDED.partition, state = EXCLUDED.state, next_due = EXCLUDED.next_due,
+        score = EXCLUDED.score, tier = EXCLUDED.tier, as_of = EXCLUDED.as_of,
+        config_version = EXCLUDED.config_version, updated_at = EXCLUDED.updated_at
+), accounts_state AS (
+    INSERT INTO scoring_accounts (account_id, partition, state, next_due, tier, updated_at)
+    SELECT a, p, s, d, 'unknown', $41
+    FROM unnest($10::text[], $11::int[], $12::bytea[], $13::timestamptz[]) AS u(a, p, s, d)
+    ON CONFLICT (account_id) DO UPDATE SET
+        partition = EXCLUDED.partition, state = EXCLUDED.state, next_due = EXCLUDED.next_due,
+        updated_at = EXCLUDED.updated_at
+), history AS (
+    INSERT INTO scoring_history (account_id, as_of, cause, score, tier, snapshot)
+    SELECT a, ao, c, sc, tr, sn
+    FROM unnest($14::text[], $15::timestamptz[], $16::text[], $17::float8[], $18::text[], $19::text[])
+         WITH ORDINALITY AS u(a, ao, c, sc, tr, sn, ord)
+    ORDER BY ord
+), risks AS (
+    INSERT INTO scoring_risks (risk_id, account_id, type, severity, status, seq, summary, evidence, opened_at,
+                               updated_at, resolved_at, trigger_event_id)
+    SELECT * FROM unnest($20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $25::int[],
+                         $26::text[], $27::text[], $28::timestamptz[], $29::timestamptz[], $30::timestamptz[],
+                         $31::text[])
+    ON CONFLICT (risk_id) DO UPDATE SET
+        severity = EXCLUDED.severity, status = EXCLUDED.status, seq = EXCLUDED.seq, summary = EXCLUDED.summary,
+        evidence = EXCLUDED.evidence, updated_at = EXCLUDED.updated_at, resolved_at = EXCLUDED.resolved_at,
+        trigger_event_id = EXCLUDED.trigger_event_id
+    WHERE scoring_risks.seq < EXCLUDED.seq
+), outbox AS (
+    INSERT INTO scoring_outbox (event_id, partition, key, payload, created_at)
+    SELECT e, p, k, pl, $41
+    FROM unnest($32::text[], $33::int[], $34::text[], $35::bytea[]) WITH ORDINALITY AS u(e, p, k, pl, ord)
+    ORDER BY ord
+    ON CONFLICT (event_id) DO NOTHING
+), positions AS (
+    INSERT INTO scoring_positions (topic, partition, next_offset, updated_at)
+    SELECT tp, p, o, $41 FROM unnest($36::text[], $37::int[], $38::int8[]) AS u(tp, p, o)
+    ON CONFLICT (topic, partition) DO UPDATE SET
+        next_offset = EXCLUDED.next_offset, updated_at = EXCLUDED.updated_at
+), watermarks AS (
+    INSERT INTO scoring_partitions (partition, watermark, updated_at)
+    SELECT p, w, $41 FROM unnest($39::int[], $40::timestamptz[]) AS u(p, w)
+    ON CONFLICT (partition) DO UPDATE SET watermark = EXCLUDED.watermark, updated_at = EXCLUDED.updated_at
+), published AS (
+    UPDATE scoring_outbox SET published_at = $41
+    WHERE event_id = ANY($42::text[]) AND published_at IS NULL
+)
+SELECT 1
 """
 
-_PG_ACCOUNTS_STATE = """
-INSERT INTO scoring_accounts (account_id, partition, state, next_due, tier, updated_at)
-SELECT a, p, s, d, 'unknown', $5
-FROM unnest($1::text[], $2::int[], $3::bytea[], $4::timestamptz[]) AS u(a, p, s, d)
-ON CONFLICT (account_id) DO UPDATE SET
-    partition = EXCLUDED.partition, state = EXCLUDED.state, next_due = EXCLUDED.next_due,
-    updated_at = EXCLUDED.updated_at
-"""
 
-_PG_PROCESSED = "INSERT INTO scoring_processed_events (event_id) SELECT unnest($1::text[])"
-
-_PG_HISTORY = """
-INSERT INTO scoring_history (account_id, as_of, cause, score, tier, snapshot)
-SELECT a, ao, c, sc, tr, sn
-FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::float8[], $5::text[], $6::text[])
-     WITH ORDINALITY AS u(a, ao, c, sc, tr, sn, ord)
-ORDER BY ord
-"""
-
-_PG_RISKS = """
-INSERT INTO scoring_risks (risk_id, account_id, type, severity, status, seq, summary, evidence, opened_at,
-                           updated_at, resolved_at, trigger_event_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
-                     $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[])
-ON CONFLICT (risk_id) DO UPDATE SET
-    severity = EXCLUDED.severity, status = EXCLUDED.status, seq = EXCLUDED.seq, summary = EXCLUDED.summary,
-    evidence = EXCLUDED.evidence, updated_at = EXCLUDED.updated_at, resolved_at = EXCLUDED.resolved_at,
-    trigger_event_id = EXCLUDED.trigger_event_id
-WHERE scoring_risks.seq < EXCLUDED.seq
-"""
-
-_PG_OUTBOX = """
-INSERT INTO scoring_outbox (event_id, partition, key, payload, created_at)
-SELECT e, p, k, pl, $5
-FROM unnest($1::text[], $2::int[], $3::text[], $4::bytea[]) WITH ORDINALITY AS u(e, p, k, pl, ord)
-ORDER BY ord
-ON CONFLICT (event_id) DO NOTHING
-"""
-
-_PG_POSITIONS = """
-INSERT INTO scoring_positions (topic, partition, next_offset, updated_at)
-SELECT tp, p, o, $4 FROM unnest($1::text[], $2::int[], $3::int8[]) AS u(tp, p, o)
-ON CONFLICT (topic, partition) DO UPDATE SET
-    next_offset = EXCLUDED.next_offset, updated_at = EXCLUDED.updated_at
-"""
-
-_PG_WATERMARKS = """
-INSERT INTO scoring_partitions (partition, watermark, updated_at)
-SELECT p, w, $3 FROM unnest($1::int[], $2::timestamptz[]) AS u(p, w)
-ON CONFLICT (partition) DO UPDATE SET watermark = EXCLUDED.watermark, updated_at = EXCLUDED.updated_at
-"""
-
-
-async def _pg_write(apg: Any, b: BatchWrite, now: datetime) -> None:
-    if b.processed_ids:
-        await apg.execute(_PG_PROCESSED, b.processed_ids)
+def _pg_batch_args(b: BatchWrite, now: datetime) -> list[Any]:
+    """The parameters of _PG_BATCH, in order."""
     full = [a for a in b.accounts if a.health is not None]
     bare = [a for a in b.accounts if a.health is None]
-    if full:
-        await apg.execute(
-            _PG_ACCOUNTS_FULL, [a.account_id for a in full], [a.partition for a in full],
-            [a.state for a in full], [a.next_due for a in full],
-            [a.health.score for a in full if a.health is not None],
-            [a.health.tier for a in full if a.health is not None],
-            [a.health.as_of for a in full if a.health is not None],
-            [a.health.config_version for a in full if a.health is not None], now)
-    if bare:
-        await apg.execute(_PG_ACCOUNTS_STATE, [a.account_id for a in bare], [a.partition for a in bare],
-                          [a.state for a in bare], [a.next_due for a in bare], now)
-    if b.history:
-        h = b.history
-        await apg.execute(_PG_HISTORY, [r.account_id for r in h], [r.as_of for r in h], [r.cause for r in h],
-                          [r.score for r in h], [r.tier for r in h], [r.snapshot for r in h])
-    if b.risks:
-        r = b.risks
-        await apg.execute(
-            _PG_RISKS, [x.risk_id for x in r], [x.account_id for x in r], [x.type for x in r],
-            [x.severity for x in r], [x.status for x in r], [x.seq for x in r], [x.summary for x in r],
-            [x.evidence for x in r], [x.opened_at for x in r], [x.updated_at for x in r],
-            [x.resolved_at for x in r], [x.trigger_event_id for x in r])
-    if b.outbox:
-        o = b.outbox
-        await apg.execute(_PG_OUTBOX, [x.event_id for x in o], [x.partition for x in o], [x.key for x in o],
-                          [x.payload for x in o], now)
-    if b.positions:
-        tps = sorted(b.positions)
-        await apg.execute(_PG_POSITIONS, [tp.topic for tp in tps], [tp.partition for tp in tps],
-                          [b.positions[tp] for tp in tps], now)
-    if b.watermarks:
-        parts = sorted(b.watermarks)
-        await apg.execute(_PG_WATERMARKS, parts, [b.watermarks[p] for p in parts], now)
-    if b.published:
-        await apg.execute("UPDATE scoring_outbox SET published_at = $2 "
-                          "WHERE event_id = ANY($1::text[]) AND published_at IS NULL", b.published, now)
+    health = [a.health for a in full if a.health is not None]
+    h, r, o = b.history, b.risks, b.outbox
+    tps = sorted(b.positions)
+    parts = sorted(b.watermarks)
+    return [
+        b.processed_ids,
+        [a.account_id for a in full], [a.partition for a in full], [a.state for a in full],
+        [a.next_due for a in full], [x.score for x in health], [x.tier for x in health],
+        [x.as_of for x in health], [x.config_version for x in health],
+        [a.account_id for a in bare], [a.partition for a in bare], [a.state for a in bare],
+        [a.next_due for a in bare],
+        [x.account_id for x in h], [x.as_of for x in h], [x.cause for x in h], [x.score for x in h],
+        [x.tier for x in h], [x.snapshot for x in h],
+        [x.risk_id for x in r], [x.account_id for x in r], [x.type for x in r], [x.severity for x in r],
+        [x.status for x in r], [x.seq for x in r], [x.summary for x in r], [x.evidence for x in r],
+        [x.opened_at for x in r], [x.updated_at for x in r], [x.resolved_at for x in r],
+        [x.trigger_event_id for x in r],
+        [x.event_id for x in o], [x.partition for x in o], [x.key for x in o], [x.payload for x in o],
+        [tp.topic for tp in tps], [tp.partition for tp in tps], [b.positions[tp] for tp in tps],
+        parts, [b.watermarks[p] for p in parts],
+        now, b.published,
+    ]
 
 
 # -- SQLite ----------------------------------------------------------------------------------------

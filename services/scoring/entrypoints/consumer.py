@@ -63,6 +63,7 @@ class ConsumerOptions:
     # only while fetches come back empty (while records keep coming, the lagging ones are on their way).
     max_wait_s: float = 5.0
     ends_refresh_s: float = 1.0
+    offsets_every_s: float = 0.5
     recent_ids: int = 20_000
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
@@ -94,6 +95,16 @@ class _Work:
     dead: list[OutMessage] = field(default_factory=list)
     dead_reasons: Counter[str] = field(default_factory=Counter)
     latencies: list[datetime] = field(default_factory=list)  # received_at of the processed events
+
+
+@dataclass(slots=True)
+class _Built:
+    """A batch applied in memory, ready for its transaction."""
+
+    batch: BatchWrite
+    work: _Work
+    started: float       # perf_counter() when the batch was taken
+    now: datetime
 
 
 class _Poisoned(Exception):
@@ -141,6 +152,10 @@ class ScoringConsumer:
         self._poison: set[tuple[str, int, int]] = set()
         self._poison_timers: set[tuple[str, datetime]] = set()
         self._ends_at = 0.0
+        self._offsets: dict[TopicPartition, int] = {}   # positions committed in the database, not yet in Kafka
+        self._offsets_task: asyncio.Task[None] | None = None
+        self._offsets_at = 0.0
+        self._inflight: asyncio.Task[None] | None = None  # the commit of the last batch built
         self._idle_since: float | None = None  # since when fetches come back empty
         self._risk_gauge_at = 0.0
         self._backoff = self._opt.backoff_initial_s
@@ -197,8 +212,10 @@ class ScoringConsumer:
                     await self._sleep(delay)
         finally:
             self._active = False
+            await self._settle_quietly()
             await self._flush_published()
             try:
+                await self._drain_offsets(subscriber)
                 await subscriber.stop()
             finally:
                 await publisher.stop()
@@ -236,12 +253,18 @@ class ScoringConsumer:
             if done is None:
                 break
             processed += done
-        if not processed and self._published:
-            await self._flush_published()
+        if not processed:
+            # Idle: let the last batch's commit land (its failure surfaces here), then mark what it published.
+            async with self._lock:
+                await self._settle()
+            if self._published:
+                await self._flush_published()
 
     # -- rebalance listener --------------------------------------------------------------------
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:
+            # The batch in flight lands before the partitions go: their next owner loads what it wrote.
+            await self._settle_quietly()
             numbers = {tp.partition for tp in partitions if tp.topic in self._inputs}
             for n in numbers:
                 self._owned.pop(n, None)
@@ -253,6 +276,7 @@ class ScoringConsumer:
 
     async def on_assigned(self, partitions: set[TopicPartition], consumer: Subscriber) -> None:
         async with self._lock:
+            await self._settle_quietly()
             self._subscriber = consumer
             by_number: dict[int, set[str]] = {}
             for tp in partitions:
@@ -279,9 +303,10 @@ class ScoringConsumer:
         if self._republish:
             await self._republish_outbox()
         now = time.monotonic()
-        if now >= self._ends_at and self._owned:
-            await self._refresh_ends(subscriber)
-            self._ends_at = now + self._opt.ends_refresh_s
+        if self._owned:
+            await self._refresh_ends(subscriber, ask=now >= self._ends_at)
+            if now >= self._ends_at:
+                self._ends_at = now + self._opt.ends_refresh_s
         if now >= self._risk_gauge_at:
             self._risk_gauge_at = now + self._opt.risk_gauge_refresh_s
             counts = await self._store.open_risk_counts()
@@ -307,19 +332,36 @@ class ScoringConsumer:
         self._ends_at = 0.0
         self._metrics.tracked_accounts.set(self._tracked())
 
-    async def _refresh_ends(self, subscriber: Subscriber) -> None:
+    async def _refresh_ends(self, subscriber: Subscriber, *, ask: bool) -> None:
+        """The end of every owned topic-partition, for the merge's gating and the lag metric.
+
+        The fetcher's high watermarks (known from each fetch answer, no request) are read every turn; the
+        broker is asked (`ask`, every `ends_refresh_s`) only for partitions no fetch has answered yet."""
         tps = [TopicPartition(topic, n) for n in self._owned for topic in self._inputs]
-        try:
-            ends = await subscriber.end_offsets(tps)
-        except Exception as exc:  # advisory (lag metric, merge gating): try again next time
-            log.warning("could not read the end offsets (%s)", type(exc).__name__)
-            return
-        lag: Counter[str] = Counter()
+        ends: dict[TopicPartition, int] = {}
+        unknown: list[TopicPartition] = []
+        for tp in tps:
+            end = subscriber.highwater(tp)
+            if end is None:
+                unknown.append(tp)
+            else:
+                ends[tp] = end
+        if unknown and ask:
+            try:
+                ends.update(await subscriber.end_offsets(unknown))
+            except Exception as exc:  # advisory (lag metric, merge gating): try again next time
+                log.warning("could not read the end offsets (%s)", type(exc).__name__)
+        by_number: dict[int, dict[str, int]] = {}
+        for tp, end in ends.items():
+            by_number.setdefault(tp.partition, {})[tp.topic] = end
         for n, owned in self._owned.items():
-            owned.feed.set_ends({tp.topic: off for tp, off in ends.items() if tp.partition == n})
-            lag.update(owned.feed.lag())
-        for topic in self._inputs:
-            self._metrics.consumer_lag.labels(SERVICE, topic).set(lag.get(topic, 0))
+            owned.feed.set_ends(by_number.get(n, {}))
+        if ask:
+            lag: Counter[str] = Counter()
+            for owned in self._owned.values():
+                lag.update(owned.feed.lag())
+            for topic in self._inputs:
+                self._metrics.consumer_lag.labels(SERVICE, topic).set(lag.get(topic, 0))
 
     async def _republish_outbox(self) -> None:
         numbers = self._republish & set(self._owned)
@@ -393,35 +435,74 @@ class ScoringConsumer:
         return out
 
     async def _next_batch(self, subscriber: Subscriber) -> int | None:
-        """Process and commit the next batch; its size, or None when nothing is ready."""
+        """Build the next batch and start its commit; its size, or None when nothing is ready.
+
+        Batches are pipelined: batch N+1 is built (decoded, applied to the in-memory states) while batch
+        N's transaction and outbox publish are in flight; N+1's commit starts only once N's has landed, so
+        commits, outbox publishes and offsets keep their order. Memory runs ahead of the database by at
+        most the batch in flight; any failure forgets all of it and reloads from the database."""
         entries = self._select()
         if not entries:
             return None
         try:
-            await self._process(entries, subscriber)
+            built = await self._build(entries)
         except _Poisoned:
             # Redo from the committed state; the poisoned input is dead-lettered on the way.
-            self._reset()
+            await self._forget_all()
             await self._load_pending(subscriber)
             return 0
         except BaseException:
-            # Whatever this batch did in memory is forgotten and reloaded from the database.
-            self._reset()
+            await self._forget_all()
             raise
+        await self._settle()
+        self._inflight = asyncio.create_task(self._commit(built, subscriber), name="scoring-commit")
         return len(entries)
 
-    def _reset(self) -> None:
+    async def _settle(self) -> None:
+        """Wait for the batch in flight to commit; if it failed, forget the in-memory work and raise."""
+        task, self._inflight = self._inflight, None
+        if task is None:
+            return
+        try:
+            await task
+        except BaseException:
+            self._forget()
+            raise
+
+    async def _settle_quietly(self) -> None:
+        try:
+            await self._settle()
+        except (RetryableFailure, BusUnavailable) as exc:
+            log.warning("scoring batch not committed (%s: %s); redone from the database",
+                        type(exc).__name__, exc.message)
+
+    async def _forget_all(self) -> None:
+        """After a failure: wait out the commit in flight (whatever its fate), then forget everything."""
+        task, self._inflight = self._inflight, None
+        if task is not None:
+            try:
+                await task
+            except (RetryableFailure, BusUnavailable) as exc:
+                log.warning("scoring batch not committed (%s: %s)", type(exc).__name__, exc.message)
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop every owned partition's memory; they are reloaded from the database before going on."""
         self._pending_load |= set(self._owned)
         self._owned.clear()
+        # Ids remembered from batches that may not have committed.
+        self._recent.clear()
+        self._recent_old.clear()
 
     def _tracked(self) -> int:
         return sum(len(o.states) for o in self._owned.values())
 
     # -- one batch -----------------------------------------------------------------------------
-    async def _process(self, entries: list[Entry], subscriber: Subscriber) -> None:
+    async def _build(self, entries: list[Entry]) -> _Built:
+        """Apply a batch to the in-memory states and gather everything its transaction writes."""
         started = time.perf_counter()
         now = self._now()
-        batch = BatchWrite(published=list(self._published))
+        batch = BatchWrite()
         work = _Work()
         seen_lately = self._seen_lately
         candidates = list(dict.fromkeys(e.event.id for e in entries
@@ -479,19 +560,25 @@ class ScoringConsumer:
         batch.accounts = [AccountRow(account, work.partition_of[account], raw, work.due.get(account),
                                      work.health.get(account)) for account, raw in encoded.items()]
         batch.risks = list(work.risks.values())
+        # Memory goes ahead of the database; `_forget` undoes it if this batch does not commit.
+        for account, raw in encoded.items():
+            self._owned[work.partition_of[account]].states[account] = raw
+        self._remember(in_batch)
+        # Risk events published since the last batch are marked so in this one's transaction.
+        batch.published, self._published = self._published, []
+        return _Built(batch, work, started, now)
+
+    async def _commit(self, built: _Built, subscriber: Subscriber) -> None:
+        """Dead letters, then the batch transaction, then the outbox publish; offsets in the background."""
+        batch, work = built.batch, built.work
         if work.dead:
             # Before the commit: a dead letter is never lost (at worst sent twice after a crash).
             assert self._publisher is not None
             await self._publisher.publish(work.dead)
-        await self._store.write_batch(batch, now)
-        # Committed. Make memory match the database.
-        self._published = self._published[len(batch.published):]
-        for account, raw in encoded.items():
-            self._owned[work.partition_of[account]].states[account] = raw
-        self._remember(in_batch)
+        await self._store.write_batch(batch, built.now)
         self.batches += 1
         self.committed_at = time.monotonic()
-        self._observe(work, started)
+        self._observe(work, built.started)
         if batch.outbox:
             try:
                 await self._publish_outbox(batch.outbox)
@@ -499,11 +586,37 @@ class ScoringConsumer:
                 # Committed but not sent: sent before anything else once the bus is back.
                 self._republish |= {row.partition for row in batch.outbox}
                 raise
+        self._commit_offsets(subscriber, batch.positions)
+
+    # -- Kafka offsets: advisory, committed in the background -----------------------------------
+    def _commit_offsets(self, subscriber: Subscriber, positions: dict[TopicPartition, int]) -> None:
+        """Queue committed positions for the group's offsets; one commit in flight at a time, at most
+        every `offsets_every_s`. The database positions are the truth (a consumer seeks to them on
+        assignment), so a late offset commit costs nothing but a less accurate lag in Kafka's tools."""
+        self._offsets.update(positions)
+        if self._offsets_task is not None and not self._offsets_task.done():
+            return
+        if time.monotonic() < self._offsets_at:
+            return
+        self._offsets_task = asyncio.create_task(self._send_offsets(subscriber))
+
+    async def _send_offsets(self, subscriber: Subscriber) -> None:
+        self._offsets_at = time.monotonic() + self._opt.offsets_every_s
+        assigned = subscriber.assignment()
+        offsets = {tp: off for tp, off in self._offsets.items() if tp in assigned}
+        self._offsets.clear()
         try:
-            await subscriber.commit(batch.positions)
+            await subscriber.commit(offsets)
         except Exception as exc:  # advisory only: positions live in the database
             log.warning("kafka offset commit failed (%s); positions are safe in the database",
                         type(exc).__name__)
+
+    async def _drain_offsets(self, subscriber: Subscriber) -> None:
+        task = self._offsets_task
+        if task is not None:
+            await task
+        if self._offsets:
+            await self._send_offsets(subscriber)
 
     def _state(self, owned: _Owned, account_id: str, work: _Work) -> Any:
         state = work.states.get(account_id)
