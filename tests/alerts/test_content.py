@@ -153,3 +153,25 @@ def test_unknown_health_and_missing_account_facts() -> None:
 def test_round_trip_through_json() -> None:
     n = render(make_risk(), DM, URL)
     assert Notification.from_dict(json.loads(json.dumps(n.to_dict()))) == n
+
+
+def test_every_control_character_but_newline_and_tab_is_dropped() -> None:
+    import unicodedata
+
+    controls = "".join(chr(i) for i in range(0x20000) if unicodedata.category(chr(i)) == "Cc")
+    assert escape_mrkdwn(f"a{controls}b") == "a\t\nb"
+    assert header_safe(f"a{controls}b") == "a b"
+    assert escape_mrkdwn("é ✓ \u200b") == "é ✓ \u200b"  # other categories stay
+
+
+def test_only_the_causing_event_sets_the_signal_time() -> None:
+    from datetime import UTC, datetime
+
+    from shared.risks import Trigger
+
+    received = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    risk = make_risk().model_copy(update={"trigger": Trigger(event_id="e-1", received_at=received)})
+    assert render(risk, DM, URL).source_received_at == received
+    assert render(risk, DM, URL, kind="escalated").source_received_at == received
+    # A reminder is caused by the clock: measuring it from the original event would inflate the latency.
+    assert render(risk, DM, URL, kind="repeat", dedup_suffix="repeat:1").source_received_at is None

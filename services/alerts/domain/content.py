@@ -12,7 +12,6 @@ import hashlib
 import html
 import json
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -114,9 +113,14 @@ class Notification:
 
 # --- escaping and limits ---------------------------------------------------------------------------------
 
+# Unicode category Cc is exactly C0 (U+0000-U+001F), DEL and C1 (U+007F-U+009F).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _clean(text: str) -> str:
     """Drop control characters other than newline and tab (they have no business in a message)."""
-    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+    return _CONTROL.sub("", text)
 
 
 def escape_mrkdwn(text: str) -> str:
@@ -146,7 +150,7 @@ def mrkdwn(text: str, limit: int) -> str:
 def header_safe(text: str, limit: int = EMAIL_SUBJECT_MAX) -> str:
     """One line for a mail header: every line break (and other control character) becomes a space."""
     single = _HEADER_BREAKS.sub(" ", text)
-    single = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in single)
+    single = _ANY_CONTROL.sub(" ", single)
     return truncate(re.sub(r"\s{2,}", " ", single).strip(), limit)
 
 
@@ -211,7 +215,9 @@ def render(risk: RiskEvent, target: Target, public_url: str, *, kind: str | None
     severity = risk.severity
     reasons = [truncate(r, 300) for r in risk.health.reasons[:TOP_REASONS]]
     evidence = evidence_lines(risk.evidence)
-    received = risk.trigger.received_at if risk.trigger is not None else None
+    # Signal-to-notification latency is about the event that caused this notification: a reminder's
+    # cause is the clock, not the (long past) event that opened the risk.
+    received = risk.trigger.received_at if risk.trigger is not None and kind != "repeat" else None
 
     # Slack
     blocks: list[dict[str, Any]] = [
