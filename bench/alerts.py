@@ -36,9 +36,10 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.framework import ROOT, Context, Result, Target
+from bench.framework import ROOT, Context, Result, Target, broker_process, cpu_seconds, postgres_process
 from shared.migrate import upgrade_async
 from shared.settings import hash_key
 from shared.topics import Topics
@@ -199,7 +200,7 @@ def serve_slack(port_file: Path, out_file: Path, channels: int) -> None:
 
 
 @contextlib.contextmanager
-def _slack_receiver(ctx: Context, workdir: Path, channels: int) -> Iterator[tuple[str, Path]]:
+def _slack_receiver(ctx: Context, workdir: Path, channels: int) -> Iterator[tuple[str, Path, int]]:
     port_file, out_file = workdir / "slack.url", workdir / "slack.jsonl"
     proc = subprocess.Popen(
         [ctx.python, "-m", "bench.alerts", "--slack-receiver", str(port_file), str(out_file), str(channels)],
@@ -212,7 +213,7 @@ def _slack_receiver(ctx: Context, workdir: Path, channels: int) -> Iterator[tupl
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the Slack receiver did not start")
             time.sleep(0.05)
-        yield port_file.read_text(), out_file
+        yield port_file.read_text(), out_file, proc.pid
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
@@ -253,8 +254,11 @@ async def _drop_database(test_url: str, name: str) -> None:
 
 
 @contextlib.contextmanager
-def _services(ctx: Context, env: dict[str, str], logdir: Path) -> Iterator[dict[str, int]]:
-    """ingest, scoring and alerts as `churnsignal serve` processes; yields their ports once all are ready."""
+def _services(
+    ctx: Context, env: dict[str, str], logdir: Path
+) -> Iterator[tuple[dict[str, int], dict[str, int]]]:
+    """ingest, scoring and alerts as `churnsignal serve` processes; yields their ports and pids once all
+    are ready."""
     ports = {name: _free_port() for name in ("ingest", "scoring", "alerts")}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -291,7 +295,7 @@ def _services(ctx: Context, env: dict[str, str], logdir: Path) -> Iterator[dict[
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not ready within 90 s: {sorted(waiting)}; see {logdir}")
             time.sleep(0.2)
-        yield ports
+        yield ports, {name: proc.pid for name, proc in procs.items()}
     finally:
         for proc in procs.values():
             proc.terminate()
@@ -404,7 +408,7 @@ async def end_to_end(ctx: Context, seconds: float) -> dict[str, Any]:
     try:
         with (
             tempfile.TemporaryDirectory(prefix="bench-alerts-") as tmp,
-            _slack_receiver(ctx, Path(tmp), accounts + hop_count) as (slack_api_url, arrivals_file),
+            _slack_receiver(ctx, Path(tmp), accounts + hop_count) as (slack_api_url, arrivals_file, slack_pid),
         ):
             env = {
                 "CHURNSIGNAL_KAFKA_BOOTSTRAP_SERVERS": ctx.kafka_bootstrap_servers,
@@ -423,7 +427,7 @@ async def end_to_end(ctx: Context, seconds: float) -> dict[str, Any]:
                 "CHURNSIGNAL_ROUTING_FILE": "",
                 "CHURNSIGNAL_SLACK_WEBHOOK_URL": "",
             }
-            with _services(ctx, env, ROOT / "var") as ports:
+            with _services(ctx, env, ROOT / "var") as (ports, pids):
                 ingest = f"http://127.0.0.1:{ports['ingest']}/v1/events"
                 limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
                 async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
@@ -454,6 +458,14 @@ async def end_to_end(ctx: Context, seconds: float) -> dict[str, Any]:
                         if r.status_code == 202:
                             sent_at[seq] = time.monotonic()
 
+                    meters = {
+                        **{name: psutil.Process(pid) for name, pid in pids.items()},
+                        "Slack stand-in": psutil.Process(slack_pid),
+                        "Kafka broker": broker_process(),
+                        "PostgreSQL": postgres_process(),
+                    }
+                    driver = psutil.Process()  # this process; the services are its children
+                    cpu_before: dict[str, float] = {}
                     tasks = []
                     start = time.monotonic()
                     seq = 0
@@ -464,10 +476,18 @@ async def end_to_end(ctx: Context, seconds: float) -> dict[str, Any]:
                         measured = seq >= warmup
                         if seq == warmup:
                             window_start = time.monotonic()
+                            cpu_before = {name: cpu_seconds(p) for name, p in meters.items()}
+                            cpu_before["load driver"] = cpu_seconds(driver, children=False)
                         tasks.append(asyncio.create_task(post(seq, measured)))
                         seq += 1
                     await asyncio.gather(*tasks)
                     send_window = time.monotonic() - window_start
+                    cpu_after = {name: cpu_seconds(p) for name, p in meters.items()}
+                    cpu_after["load driver"] = cpu_seconds(driver, children=False)
+                    cpu_share = {
+                        name: (cpu_after[name] - cpu_before.get(name, 0.0)) / send_window for name in cpu_after
+                    }
+                    load_average = os.getloadavg()[0]
                     settle = time.monotonic() + SETTLE_S
                     while time.monotonic() < settle:
                         arrived = {
@@ -516,6 +536,8 @@ async def end_to_end(ctx: Context, seconds: float) -> dict[str, Any]:
         "events_per_s": len(sent_at) * BATCH / send_window,
         "setup_messages": setup_messages,
         "duplicates": len(champion) - len(first),
+        "cpu_share": cpu_share,
+        "load_average": load_average,
     }
 
 
@@ -603,6 +625,9 @@ async def run(ctx: Context) -> list[Result]:
         f"alerts signal→Slack {e2e['signal_avg_s'] * 1000:,.0f} ms, one Slack attempt "
         f"{e2e['slack_attempt_avg_s'] * 1000:,.0f} ms"
     )
+    summary += "; CPU over the window (share of one core): " + ", ".join(
+        f"{name} {share:.0%}" for name, share in e2e["cpu_share"].items()
+    ) + f"; machine load average {e2e['load_average']:.1f} at the end"
     hop = e2e["hop_latencies"]
     hop_notes = (
         f"{len(hop)}/{e2e['hop_expected']} delivered; {HOP_RATE_S} risk events/s published to the risks "

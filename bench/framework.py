@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -239,3 +241,41 @@ def as_dict(result: Result) -> dict[str, Any]:
             "baseline_name": result.baseline_name, "ratio": result.ratio, "met": result.met,
             "target": None if result.target is None else result.target.describe(result.unit),
             "notes": result.notes}
+
+
+# -- CPU accounting of the processes under test ---------------------------------------------------
+
+def broker_process() -> psutil.Process | None:
+    """The Kafka broker started by scripts/services.sh, if this checkout started it."""
+    try:
+        return psutil.Process(int((ROOT / "var" / "kafka" / "kafka.pid").read_text().strip()))
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
+def postgres_process() -> psutil.Process | None:
+    """The PostgreSQL postmaster started by scripts/services.sh (its backends are its children)."""
+    try:
+        first = (ROOT / "var" / "pg" / "data" / "postmaster.pid").read_text().split("\n", 1)[0]
+        return psutil.Process(int(first.strip()))
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
+def cpu_seconds(proc: psutil.Process | None, *, children: bool = True) -> float:
+    """User + system CPU time of a process and (unless `children` is False) its live children (uvicorn
+    workers, PostgreSQL backends); 0 when the process is gone or unknown."""
+    if proc is None:
+        return 0.0
+    try:
+        family = [proc, *proc.children(recursive=True)] if children else [proc]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in family:
+        try:
+            times = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total

@@ -37,7 +37,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTP
 
-from bench.framework import ROOT, Context, Result, Target, fmt_number
+from bench.framework import ROOT, Context, Result, Target, broker_process, cpu_seconds, fmt_number
 from bench.loadgen import write_bodies
 from shared.bus.kafka import KafkaBus
 from shared.bus.port import OutMessage
@@ -235,32 +235,6 @@ def _ingest_server(ctx: Context, prefix: str, workers: int,
             proc.wait()
 
 
-def _broker_process() -> psutil.Process | None:
-    pid_file = ROOT / "var" / "kafka" / "kafka.pid"
-    try:
-        return psutil.Process(int(pid_file.read_text().strip()))
-    except (OSError, ValueError, psutil.Error):
-        return None
-
-
-def _cpu_seconds(proc: psutil.Process | None) -> float:
-    """CPU time of a process and its children (uvicorn's workers)."""
-    if proc is None:
-        return 0.0
-    total = 0.0
-    try:
-        family = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    for p in family:
-        try:
-            times = p.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
-
-
 @dataclass
 class _Run:
     report: dict[str, Any]
@@ -280,11 +254,11 @@ async def _drive(ctx: Context, port: int, server: psutil.Process, bodies: list[b
            "--concurrency", str(connections), "--warmup", str(warmup), "--duration", str(window),
            "--header", f"Authorization: Bearer {BENCH_KEY}", "--header", "Content-Type: application/json"]
     proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
-    loadgen, broker = psutil.Process(proc.pid), _broker_process()
+    loadgen, broker = psutil.Process(proc.pid), broker_process()
     await asyncio.sleep(0.2 + warmup)
-    before = (_cpu_seconds(server), _cpu_seconds(loadgen), _cpu_seconds(broker), time.perf_counter())
+    before = (cpu_seconds(server), cpu_seconds(loadgen), cpu_seconds(broker), time.perf_counter())
     await asyncio.sleep(window)
-    after = (_cpu_seconds(server), _cpu_seconds(loadgen), _cpu_seconds(broker), time.perf_counter())
+    after = (cpu_seconds(server), cpu_seconds(loadgen), cpu_seconds(broker), time.perf_counter())
     stdout, _ = await asyncio.wait_for(proc.communicate(), timeout=window + warmup + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed with {proc.returncode}")

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.framework import ROOT, Context, Result, Target
+from bench.framework import ROOT, Context, Result, Target, broker_process, cpu_seconds
 from services.scoring.adapters import tables
 from services.scoring.adapters.store import AccountRow, BatchWrite, ScoringStore
 from services.scoring.bootstrap import build_model
@@ -140,23 +140,6 @@ async def _committed(conn: asyncpg.Connection) -> int:
     return int(value)
 
 
-def _cpu(proc: psutil.Process | None) -> float:
-    if proc is None:
-        return 0.0
-    try:
-        times = proc.cpu_times()
-    except psutil.Error:
-        return 0.0
-    return times.user + times.system
-
-
-def _broker() -> psutil.Process | None:
-    try:
-        return psutil.Process(int((ROOT / "var" / "kafka" / "kafka.pid").read_text().strip()))
-    except (OSError, ValueError, psutil.Error):
-        return None
-
-
 async def _group_stable(admin: AIOKafkaAdminClient, group: str, members: int) -> bool:
     (response,) = await admin.describe_consumer_groups([group])
     (described,) = response.to_object()["groups"]
@@ -182,7 +165,7 @@ async def _score(ctx: Context, prefix: str, url: str, total: int, log: Path,
                     ctx.python, "-m", "services.scoring.entrypoints.worker", cwd=ROOT, env=env, stdout=out,
                     stderr=subprocess.STDOUT))
         procs = [psutil.Process(w.pid) for w in running]
-        broker = _broker()
+        broker = broker_process()
         deadline = time.monotonic() + 600
 
         def check(what: str) -> None:
@@ -195,7 +178,7 @@ async def _score(ctx: Context, prefix: str, url: str, total: int, log: Path,
             first = await _committed(conn)
             await asyncio.sleep(0.02)
         first = await _committed(conn)
-        t0, cpu0, broker0 = time.perf_counter(), sum(map(_cpu, procs)), _cpu(broker)
+        t0, cpu0, broker0 = time.perf_counter(), sum(map(cpu_seconds, procs)), cpu_seconds(broker)
         done = first
         while done < total:
             check(f"stopped at {done} of {total}")
@@ -204,10 +187,10 @@ async def _score(ctx: Context, prefix: str, url: str, total: int, log: Path,
         elapsed = time.perf_counter() - t0
         if total - first < total // 2:
             raise RuntimeError(f"the group took too long to settle: {first} of {total} already scored")
-        cpu_seconds = sum(map(_cpu, procs)) - cpu0
-        return {"rate": (total - first) / elapsed, "cpu": cpu_seconds / elapsed,
-                "per_cpu_second": (total - first) / cpu_seconds if cpu_seconds > 0 else 0.0,
-                "broker": (_cpu(broker) - broker0) / elapsed, "events": total - first,
+        used = sum(map(cpu_seconds, procs)) - cpu0
+        return {"rate": (total - first) / elapsed, "cpu": used / elapsed,
+                "per_cpu_second": (total - first) / used if used > 0 else 0.0,
+                "broker": (cpu_seconds(broker) - broker0) / elapsed, "events": total - first,
                 "load": os.getloadavg()[0]}
     finally:
         for worker in running:

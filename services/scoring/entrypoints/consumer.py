@@ -19,7 +19,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,6 +65,9 @@ class ConsumerOptions:
     ends_refresh_s: float = 1.0
     offsets_every_s: float = 0.5
     recent_ids: int = 20_000
+    # Decoded states of the accounts touched most recently, kept beside their encoded form so a busy
+    # account is not decoded again for every batch (bounded: the encoded states are what scales).
+    live_states: int = 5_000
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
     risk_gauge_refresh_s: float = 30.0
@@ -79,6 +82,8 @@ class _Owned:
     clock: Clock
     feed: PartitionFeed
     blocked_since: float | None = None
+    # The decoded form of some of `states` (the most recently used), identical in content.
+    live: OrderedDict[str, Any] = field(default_factory=OrderedDict)
 
 
 @dataclass
@@ -562,7 +567,10 @@ class ScoringConsumer:
         batch.risks = list(work.risks.values())
         # Memory goes ahead of the database; `_forget` undoes it if this batch does not commit.
         for account, raw in encoded.items():
-            self._owned[work.partition_of[account]].states[account] = raw
+            owned = self._owned[work.partition_of[account]]
+            owned.states[account] = raw
+            owned.live[account] = work.states[account]
+        self._trim_live()
         self._remember(in_batch)
         # Risk events published since the last batch are marked so in this one's transaction.
         batch.published, self._published = self._published, []
@@ -621,12 +629,21 @@ class ScoringConsumer:
     def _state(self, owned: _Owned, account_id: str, work: _Work) -> Any:
         state = work.states.get(account_id)
         if state is None:
-            raw = owned.states.get(account_id)
-            state = (self._model.decode_state(raw) if raw is not None
-                     else self._engine.new_state(account_id))
+            state = owned.live.pop(account_id, None)
+            if state is None:
+                raw = owned.states.get(account_id)
+                state = (self._model.decode_state(raw) if raw is not None
+                         else self._engine.new_state(account_id))
             work.states[account_id] = state
             work.partition_of[account_id] = owned.number
         return state
+
+    def _trim_live(self) -> None:
+        per_partition = max(1, self._opt.live_states // max(1, len(self._owned)))
+        for owned in self._owned.values():
+            live = owned.live
+            while len(live) > per_partition:
+                live.popitem(last=False)
 
     def _fire_timers(self, work: _Work, batch: BatchWrite, owned: _Owned, now: datetime) -> None:
         for _ in range(1000):
