@@ -168,8 +168,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await prepare_database(settings, engine)
+        # Sends in flight are bounded per channel kind (MAX_SENDS_IN_FLIGHT); the pool only needs to keep
+        # that many connections. A bigger idle pool costs CPU: httpcore checks every pooled connection
+        # on each request.
         client = httpx.AsyncClient(
-            timeout=10.0, limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
+            timeout=10.0, limits=httpx.Limits(max_connections=128, max_keepalive_connections=32)
         )
         background: list[asyncio.Task[Any]] = []
         consuming: asyncio.Task[None] | None = None

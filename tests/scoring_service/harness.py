@@ -20,6 +20,7 @@ from shared.bus.memory import MemoryBus
 from shared.bus.port import Bus, OutMessage, TopicPartition
 from shared.codec import encode_input
 from shared.db import create_engine
+from shared.errors import BusUnavailable
 from shared.metrics import new_registry
 from shared.risks import RiskEvent
 from shared.settings import Settings
@@ -215,17 +216,9 @@ async def delete_topics(names: Sequence[str]) -> None:
     """Remove a test's topics from the shared broker (every test makes its own; they add up)."""
     import logging
 
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
+    from shared.bus.kafka import KafkaBus
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
     try:
-        await admin.start()
-        existing = set(await admin.list_topics())
-        doomed = [n for n in names if n in existing]
-        if doomed:
-            await admin.delete_topics(doomed, timeout_ms=30_000)
-    except KafkaError as exc:  # cleanup only: a broker hiccup must not fail the test
-        logging.getLogger(__name__).warning("could not delete test topics (%s)", type(exc).__name__)
-    finally:
-        await admin.close()
+        await KafkaBus(KAFKA).delete_topics(names)
+    except BusUnavailable as exc:  # cleanup only: a broker hiccup must not fail the test
+        logging.getLogger(__name__).warning("could not delete test topics (%s)", exc.message)

@@ -420,7 +420,7 @@ class AlertsRepository:
         self, *, account_id: str | None, status: str | None, before_id: int | None, limit: int
     ) -> list[AlertRow]:
         a = t.alerts
-        q = sa.select(a).order_by(a.c.id.desc()).limit(limit)
+        q = _newest_first(a, before_id, limit)
         if account_id is not None:
             q = q.where(a.c.account_id == account_id)
         if status == "open":
@@ -429,8 +429,6 @@ class AlertsRepository:
             q = q.where(a.c.status == "open", a.c.acked_at.is_not(None))
         elif status == "resolved":
             q = q.where(a.c.status == "resolved")
-        if before_id is not None:
-            q = q.where(a.c.id < before_id)
         return [_alert(r) for r in await self.conn.execute(q)]
 
     # -- silences ------------------------------------------------------------------------------
@@ -633,13 +631,11 @@ class AlertsRepository:
         self, *, status: str | None, alert_id: int | None, before_id: int | None, limit: int
     ) -> list[DeliveryRow]:
         d = t.deliveries
-        q = sa.select(d).order_by(d.c.id.desc()).limit(limit)
+        q = _newest_first(d, before_id, limit)
         if status is not None:
             q = q.where(d.c.status == status)
         if alert_id is not None:
             q = q.where(d.c.alert_id == alert_id)
-        if before_id is not None:
-            q = q.where(d.c.id < before_id)
         return [_delivery(r) for r in await self.conn.execute(q)]
 
     async def attempts_of(self, delivery_ids: Iterable[int]) -> dict[int, list[AttemptRow]]:
@@ -712,3 +708,9 @@ class AlertsRepository:
             )
             done += res.rowcount or 0
         return done == len(assignments)
+
+
+def _newest_first(table: sa.Table, before_id: int | None, limit: int) -> sa.Select[Any]:
+    """One page of `table` by descending id, starting below the cursor `before_id` when given."""
+    q = sa.select(table).order_by(table.c.id.desc()).limit(limit)
+    return q if before_id is None else q.where(table.c.id < before_id)

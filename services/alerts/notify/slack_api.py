@@ -7,6 +7,7 @@ unknown user, invalid blocks...) except the few that say "try again later".
 from __future__ import annotations
 
 import httpx
+import orjson
 from pydantic import SecretStr
 
 from services.alerts.domain.content import Notification
@@ -35,7 +36,7 @@ class SlackApiChannel:
         headers = {"Authorization": f"Bearer {self._token.get_secret_value()}",
                    "Content-Type": "application/json; charset=utf-8"}
         try:
-            response = await self._client.post(self._url, json=payload, headers=headers,
+            response = await self._client.post(self._url, content=orjson.dumps(payload), headers=headers,
                                                timeout=self._timeout)
         except (httpx.UnsupportedProtocol, httpx.InvalidURL):
             raise PermanentFailure(f"{what}: Slack API URL is not a valid http(s) URL",

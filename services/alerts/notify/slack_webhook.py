@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import httpx
+import orjson
 
 from services.alerts.domain.content import Notification
 from services.alerts.notify.channel import raise_for_status, require_url, transport_failure
 from services.alerts.notify.secrets import SecretLookup
 from shared.errors import PermanentFailure
+
+_JSON = {"Content-Type": "application/json"}
 
 
 class SlackWebhookChannel:
@@ -26,7 +29,8 @@ class SlackWebhookChannel:
         if target.channel:
             payload["channel"] = target.channel
         try:
-            response = await self._client.post(url, json=payload, timeout=self._timeout)
+            response = await self._client.post(url, content=orjson.dumps(payload), headers=_JSON,
+                                               timeout=self._timeout)
         except (httpx.UnsupportedProtocol, httpx.InvalidURL):
             raise PermanentFailure(f"{what}: webhook URL is not a valid http(s) URL",
                                    code="invalid_url") from None
