@@ -165,9 +165,7 @@ class ScoringStore:
         with classified():
             if self._pg:
                 async with self._pg_connection() as apg:
-                    rows = await apg.fetch(
-                        "SELECT event_id FROM scoring_processed_events WHERE event_id = ANY($1::text[])",
-                        list(ids))
+                    rows = await apg.fetch(_PG_ALREADY_PROCESSED, list(ids))
                 return {r[0] for r in rows}
             async with self._engine.connect() as conn:
                 seen: set[str] = set()
@@ -253,6 +251,15 @@ async def _mark_published(conn: AsyncConnection, pg: bool, event_ids: list[str],
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------
+
+# One primary-key probe per id. Written as a LATERAL lookup on purpose: `event_id = ANY($1)` (or a join)
+# lets the planner pick a sequential scan while the table is young or not analyzed yet, and the prepared
+# statement keeps that plan as the table grows (seconds per batch at a few hundred thousand ids).
+_PG_ALREADY_PROCESSED = """
+SELECT u.event_id
+FROM unnest($1::text[]) AS u(event_id),
+     LATERAL (SELECT 1 FROM scoring_processed_events p WHERE p.event_id = u.event_id LIMIT 1) AS hit
+"""
 
 # The whole batch is ONE statement: data-modifying CTEs, each fed by `unnest` of array parameters, all
 # applied atomically by the statement's own transaction (one round trip, one commit). The CTEs touch
