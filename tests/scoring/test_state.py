@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.scoring.domain import AccountState, ScoringConfig, ScoringEngine, decode_state, encode_state
-from services.scoring.domain.state import MAX_CONTACTS, MAX_KEY_USERS, MAX_OPEN_TICKETS, MAX_SENTIMENTS
+from services.scoring.domain.state import (
+    MAX_CONTACTS,
+    MAX_KEY_USERS,
+    MAX_OPEN_TICKETS,
+    MAX_SENTIMENTS,
+    STATE_FIELDS,
+)
 from shared.events import Event
 
 from .conftest import LATENESS
@@ -19,7 +25,7 @@ from .stories import Driver, Story, StoryRun, at_day, event
 
 
 def _fields(state: AccountState) -> dict[str, object]:
-    return {name: getattr(state, name) for name in AccountState.__slots__}
+    return {name: getattr(state, name) for name in STATE_FIELDS}
 
 
 def test_round_trip_keeps_every_field(stories: list[Story], story_run: StoryRun) -> None:

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.codec import BadRecord, decode_input, encode_input
-from shared.events import Event, EventType, validate_event, validate_events
+from shared.events import (
+    Event,
+    EventError,
+    EventType,
+    _checked_event,
+    _plain_event,
+    validate_event,
+    validate_events,
+)
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -68,3 +81,101 @@ def test_wire_round_trip_and_bad_records():
             assert exc.reason
         else:
             raise AssertionError("accepted a bad record")
+
+
+# -- the shortcut for plain events -----------------------------------------------------------------------
+
+_TIMESTAMPS = ["2026-06-01T11:00:00+00:00", "2026-06-01T11:00:00Z", "2026-06-01t11:00:00z",
+               "2026-06-01T11:00:00.123456789+02:00", "2026-06-01T11:00:00.5-05:30", "2026-06-01 11:00:00Z",
+               "2026-06-01T11:00Z", "2026-02-30T00:00:00Z", "2026-06-01T25:00:00Z", "2026-06-01T11:00:60Z",
+               "2026-06-01T11:00:00+24:00", "2026-06-01T11:00:00", "1717239600", 1717239600, None,
+               "２０２６-06-01T11:00:00Z", "2026-06-01T11:00:00Z\n"]
+_IDS = ["e1", "x" * 128, "x" * 129, "", "é", "a b", 5, None, True]
+_DATA = {
+    "usage": [{"feature": "login"}, {"feature": "login", "user_id": "u", "count": 3},
+              {"feature": "login", "count": 5.0}, {"feature": "login", "count": 5.5},
+              {"feature": "login", "count": True}, {"feature": "login", "count": "5"},
+              {"feature": "login", "count": 0}, {"feature": "login", "count": 10**9 + 1},
+              {"feature": "login", "browser": {"name": "firefox"}}, {"feature": ""}, {}, {"feature": 5},
+              {"feature": "login", "user_id": None}],
+    "ticket": [{"ticket_id": "t", "status": "opened"}, {"ticket_id": "t", "status": "opened", "priority": "high"},
+               {"ticket_id": "t", "status": "lost"}, {"ticket_id": "t"}],
+    "sentiment": [{"source": "nps", "score": 9}, {"source": "nps", "score": 9.5}, {"source": "csat", "score": 7},
+                  {"source": "survey", "score": -0.5, "contact_id": "c"}, {"source": "conversation", "text": "ok"},
+                  {"source": "nps"}, {"source": "nps", "score": "9"}],
+    "account": [{"name": "Acme", "renewal_date": "2026-12-31", "arr": 1000, "seats": 5.0,
+                 "csm": {"email": "a@b.c", "slack_user_id": "U1"}}, {"renewal_date": "2026-13-01"},
+                {"renewal_date": 20261231}, {"csm": {"email": "not an address"}}, {"arr": -1}, {}],
+    "contact": [{"contact_id": "c", "role": "champion", "status": "left", "user_id": "u"},
+                {"contact_id": "c", "role": "boss"}, {"role": "champion"}],
+}
+
+
+_VALID_TIMESTAMPS = _TIMESTAMPS[:5]
+
+
+@st.composite
+def _raw_events(draw: st.DrawFn) -> dict[str, Any]:
+    """Mostly plain events, with a few of their parts swapped for something odd (valid or not)."""
+    kind = draw(st.sampled_from(list(_DATA)))
+    raw: dict[str, Any] = {
+        "id": draw(st.sampled_from(_IDS[:2])), "type": kind, "account_id": draw(st.sampled_from(_IDS[:2])),
+        "occurred_at": draw(st.sampled_from(_VALID_TIMESTAMPS)),
+        "data": dict(draw(st.sampled_from(_DATA[kind]))),
+    }
+    if draw(st.booleans()):
+        raw["received_at"] = draw(st.sampled_from(_VALID_TIMESTAMPS))
+    for part in draw(st.lists(st.sampled_from(["id", "type", "account_id", "occurred_at", "received_at",
+                                               "data", "missing", "extra"]), max_size=2)):
+        if part in ("id", "account_id"):
+            raw[part] = draw(st.sampled_from(_IDS))
+        elif part == "type":
+            raw[part] = draw(st.sampled_from([*_DATA, "Usage", "other", 3, None]))
+        elif part in ("occurred_at", "received_at"):
+            raw[part] = draw(st.sampled_from(_TIMESTAMPS))
+        elif part == "data":
+            raw[part] = dict(draw(st.sampled_from(_DATA[draw(st.sampled_from(list(_DATA)))])))
+        elif part == "missing":
+            raw.pop(draw(st.sampled_from(sorted(raw))))
+        else:
+            raw[draw(st.sampled_from(["extra", "acount_id"]))] = "x"
+    return raw
+
+
+def _same(a: Event | list[EventError], b: Event | list[EventError]) -> bool:
+    if isinstance(a, Event) and isinstance(b, Event):
+        return repr(a) == repr(b) and a.data.model_fields_set == b.data.model_fields_set
+    return a == b
+
+
+@settings(max_examples=500, deadline=None)
+@given(_raw_events(), st.booleans())
+def test_the_shortcut_for_plain_events_decides_like_the_models(raw: dict[str, Any], allow_received_at: bool):
+    plain = _plain_event(raw, allow_received_at)
+    checked = _checked_event(raw, 0, now=NOW, allow_received_at=allow_received_at, check_future=False)
+    if plain is not None:
+        assert isinstance(checked, Event) and _same(plain, checked)
+    # and what validate_event answers, errors included, is the models' answer
+    assert _same(validate_event(raw, 0, now=NOW, allow_received_at=allow_received_at, check_future=False),
+                 checked)
+    assert _same(validate_event(raw, 0, now=NOW, allow_received_at=allow_received_at),
+                 _checked_event(raw, 0, now=NOW, allow_received_at=allow_received_at, check_future=True))
+
+
+def test_plain_records_take_the_shortcut():
+    value = encode_input(usage(data={"feature": "login", "user_id": "u1", "count": 2}), NOW)
+    raw = orjson.loads(value)
+    assert _plain_event(raw, True) is not None
+    assert _same(decode_input(value), _checked_event(raw, 0, now=NOW, allow_received_at=True, check_future=False))
+
+
+def test_bad_records_name_the_problem():
+    value = encode_input(usage(occurred_at="2026-06-01 11:00:00Z", data={"feature": "", "count": 1.5}), NOW)
+    try:
+        decode_input(value)
+    except BadRecord as exc:
+        assert exc.reason == ("occurred_at: must be an RFC 3339 timestamp with offset, e.g. 2026-01-31T12:00:00Z; "
+                              "data.feature: String should have at least 1 character; "
+                              "data.count: Input should be a valid integer, got a number with a fractional part")
+    else:
+        raise AssertionError("accepted a bad record")

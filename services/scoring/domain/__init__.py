@@ -26,6 +26,8 @@ Days are UTC days. Notes on the interface (scoring_interface.md); no name was ch
 - The event time of an event-caused transition is max(the account's clock, the event's occurred_at),
   as specified; under out-of-order arrival it can be later than the event itself (within the lateness).
 - `HealthSnapshot.cause` is "current" for `engine.snapshot(state)` (the read API's view).
+- `AccountState.memo` keeps an account's measurements between its evaluations (`signals.Memo`); it is never
+  encoded, and a state without it (fresh or decoded) produces exactly the same outcomes.
 - Added: `Component.configured_weight` / `.label`, `HealthSnapshot.brief()` / `.component()`,
   `RiskTransition.event_id` / `.to_dict()`, `PartitionClock.due_at()` / `len()`,
   `ScoringConfig.from_dict()` / `.tier()` / `.to_dict()`, `open_risks()` items also carry `seq`.

@@ -47,11 +47,12 @@ class PartitionClock:
 
         Evaluating them usually schedules new timers; call again until it returns nothing.
         """
-        out: list[tuple[datetime, str]] = []
-        if self.watermark is None:
-            return out
         heap = self._heap
-        while heap and heap[0][0] <= self.watermark:
+        watermark = self.watermark
+        if not heap or watermark is None or heap[0][0] > watermark:
+            return []   # (the common case: called after every event)
+        out: list[tuple[datetime, str]] = []
+        while heap and heap[0][0] <= watermark:
             due, account_id = heapq.heappop(heap)
             if self._due.get(account_id) == due:
                 del self._due[account_id]

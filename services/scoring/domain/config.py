@@ -9,6 +9,7 @@ file's `version:` key, or a short hash of the file's content.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -105,6 +106,12 @@ class SentimentRule:
     trend_negative_mean: float = -0.10  # ... and recent mean below this
     trend_min_earlier: int = 2      # a trend needs this many earlier answers to compare with
 
+    @functools.cached_property
+    def window_edges(self) -> tuple[int, ...]:
+        """The ages (days after an answer's day) at which it moves between windows: into the window,
+        out of the trend's recent days, out of the key-contact window, out of the window."""
+        return tuple(sorted({0, self.trend_days, self.key_window_days, self.window_days}))
+
 
 @dataclass(frozen=True)
 class RenewalRule:
@@ -150,6 +157,11 @@ class ScoringConfig:
             raise ValueError("ticket_spike.recent_days must be below the 56 days kept per account")
         if not 1 <= self.ticket_spike.burst_days <= self.ticket_spike.recent_days:
             raise ValueError("ticket_spike.burst_days must be within 1..recent_days")
+
+    @functools.cached_property
+    def component_weights(self) -> tuple[float, ...]:
+        """The configured weight of every component, in COMPONENTS order."""
+        return tuple(self.weights.of(c) for c in COMPONENTS)
 
     def tier(self, score: float | None) -> str:
         if score is None:

@@ -44,9 +44,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .config import ScoringConfig, TicketSpikeRule, UsageDropRule
+from .health import Assessment
 from .signals import KeyContact, Signals, TicketSignal, UsageSignal
 from .stats import poisson_sf
 
@@ -61,17 +62,21 @@ class Verdict:
     material: list[Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
-    """What every detector may look at."""
+class Context(NamedTuple):
+    """What every detector may look at (a tuple: one is built for every evaluation)."""
 
     cfg: ScoringConfig
     sig: Signals
     score: float | None
     tier: str
     peak_score: float | None      # highest score within the health-drop window
-    main_factor: str | None       # the component costing the most points now
+    health: Assessment            # the health model's numbers now
     history_days: int             # days since the account's first event
+
+    @property
+    def main_factor(self) -> str | None:
+        """The component costing the most points now."""
+        return self.health.main_factor()
 
 
 Detector = Callable[[Context, list[Any] | None], Verdict | None]

@@ -32,10 +32,18 @@ from shared.risks import AccountBrief, CsmRef
 
 from . import health as health_model
 from .config import COMPONENTS, ScoringConfig
-from .detectors import DETECTORS, RISK_TYPES, Context, Verdict, summary
-from .model import Component, Delta, HealthSnapshot, Outcome, RiskTransition
+from .detectors import DETECTORS, RISK_TYPES, Context, summary
+from .model import Delta, HealthSnapshot, Outcome, RiskTransition
 from .sentiment import answer_value
-from .signals import measure, refresh_usual_gaps
+from .signals import (
+    complete_days_changed,
+    contacts_changed,
+    key_usage_changed,
+    measure,
+    refresh_usual_gaps,
+    sentiments_changed,
+    tickets_changed,
+)
 from .state import (
     BREADTH_DAYS,
     C_FIRST,
@@ -80,6 +88,8 @@ RISK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://churnsignal.dev/risk")
 # An account with no event for this long (and nothing time-bound pending) stops being ticked daily.
 LIVE_DAYS = 100
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+# Risks that resolve as time passes, so an account holding one is ticked daily however quiet it is.
+_TIME_BOUND = frozenset({"health_drop", "ticket_spike", "sentiment_drop", "renewal_risk"})
 
 
 def risk_id(account_id: str, risk_type: str, opened_ts: int, n: int) -> str:
@@ -97,17 +107,24 @@ def _dt(ts: int) -> datetime:
 class ScoringEngine:
     def __init__(self, config: ScoringConfig) -> None:
         self.config = config
-        # Memos of pure functions on the hot path (bounded; cleared when full).
-        self._hashes: dict[str, int] = {}
+        # Memos of pure functions on the hot path (bounded; cleared when full): a user's hash and bit in
+        # the daily users bitmap, a feature's bit in the daily features bitmap, times of day boundaries.
+        self._users: dict[str, tuple[int, int]] = {}
+        self._features: dict[str, int] = {}
         self._times: dict[int, datetime] = {}
 
-    def _hash(self, text: str) -> int:
-        h = self._hashes.get(text)
-        if h is None:
-            if len(self._hashes) >= 100_000:
-                self._hashes.clear()
-            h = self._hashes[text] = stable_hash(text)
-        return h
+    def _user(self, user_id: str) -> tuple[int, int]:
+        if len(self._users) >= 100_000:
+            self._users.clear()
+        h = stable_hash(user_id)
+        found = self._users[user_id] = (h, 1 << (h % USER_BITS))
+        return found
+
+    def _feature(self, feature: str) -> int:
+        if len(self._features) >= 100_000:
+            self._features.clear()
+        bit = self._features[feature] = 1 << (stable_hash(feature) % FEATURE_BITS)
+        return bit
 
     def _time(self, ts: int) -> datetime:
         when = self._times.get(ts)
@@ -130,7 +147,7 @@ class ScoringEngine:
             state.advance_to(day)
         if state.first_day == NONE or day < state.first_day:
             state.first_day = day
-        if ts > state.clock:
+        if ts > before:
             state.clock = ts
         data = event.data
         if event.type is EventType.USAGE:
@@ -156,30 +173,43 @@ class ScoringEngine:
         return outcome
 
     def _fold_usage(self, st: AccountState, day: int, data: UsageData) -> None:
+        # The hot path (most events are usage): plain locals, memoized bits.
+        if day < st.eval_day:
+            complete_days_changed(st)   # a late event
         k = st.end_day - day
         i = USAGE_DAYS - 1 - k
         if i >= 0:
-            st.usage[i] = min(st.usage[i] + data.count, 0xFFFFFFFF)
+            usage = st.usage
+            total = usage[i] + data.count
+            usage[i] = total if total < 0xFFFFFFFF else 0xFFFFFFFF
         if st.first_usage_day == NONE or day < st.first_usage_day:
             st.first_usage_day = day
         if day > st.last_usage_day:
             st.last_usage_day = day
-        i = BREADTH_DAYS - 1 - k
         user = data.user_id
-        uh = self._hash(user) if user else 0
+        uh = ubit = 0
+        if user:
+            known = self._users.get(user)
+            uh, ubit = known if known is not None else self._user(user)
+        i = BREADTH_DAYS - 1 - k
         if i >= 0:
-            st.features[i] |= 1 << (self._hash(data.feature) % FEATURE_BITS)
+            fbit = self._features.get(data.feature)
+            st.features[i] |= fbit if fbit is not None else self._feature(data.feature)
             if user:
-                st.users[i] |= 1 << (uh % USER_BITS)
+                st.users[i] |= ubit
         if uh and st.key_users:
             rec = st.key_users.get(uh)
             if rec is not None:
                 if k < MASK_DAYS:
-                    rec[K_MASK] |= 1 << k
+                    rec[K_MASK] |= 1 << k   # (a complete day's bit: a late event, memo dropped above)
                 if day > rec[K_LAST]:
+                    seen = st.user_last_active_day(rec, st.eval_day)
                     rec[K_LAST] = day
+                    if st.user_last_active_day(rec, st.eval_day) != seen:
+                        key_usage_changed(st)
 
     def _fold_ticket(self, st: AccountState, day: int, data: TicketData) -> None:
+        tickets_changed(st)
         if st.first_ticket_day == NONE or day < st.first_ticket_day:
             st.first_ticket_day = day
         h = stable_hash(data.ticket_id)
@@ -208,6 +238,7 @@ class ScoringEngine:
             del st.open_tickets[h]
 
     def _fold_sentiment(self, st: AccountState, ts: int, data: SentimentData) -> None:
+        sentiments_changed(st)
         norm = answer_value(data)
         raw = -1 if data.score is None else round(data.score * 10)
         contact = stable_hash(data.contact_id) if data.contact_id else 0
@@ -241,6 +272,7 @@ class ScoringEngine:
             st.facts_ts = ts
 
     def _fold_contact(self, st: AccountState, ts: int, data: ContactData) -> None:
+        contacts_changed(st)
         cid = data.contact_id
         c = st.contacts.get(cid)
         if data.role in ("user", "admin") and (c is None or ts >= c[C_TS]):
@@ -297,16 +329,18 @@ class ScoringEngine:
         return outcome
 
     def _due_after_event(self, st: AccountState, day: int) -> datetime | None:
-        candidate = (max(day, st.eval_day) + 1) * DAY
-        if st.next_due is None or candidate < st.next_due:
-            st.next_due = candidate
-        return self._time(st.next_due)
+        eval_day = st.eval_day
+        candidate = ((day if day > eval_day else eval_day) + 1) * DAY
+        due = st.next_due
+        if due is None or candidate < due:
+            due = st.next_due = candidate
+        when = self._times.get(due)
+        return when if when is not None else self._time(due)
 
     def _due_after_tick(self, st: AccountState, at_ts: int) -> int | None:
         day = at_ts // DAY
         nxt = (day + 1) * DAY
-        time_bound = {"health_drop", "ticket_spike", "sentiment_drop", "renewal_risk"}
-        if st.clock // DAY >= day - LIVE_DAYS or time_bound.intersection(st.risks):
+        if st.clock // DAY >= day - LIVE_DAYS or not _TIME_BOUND.isdisjoint(st.risks):
             return nxt
         if st.renewal_day is not None:
             start = st.renewal_day - self.config.renewal.proximity_start_days
@@ -322,38 +356,35 @@ class ScoringEngine:
         cfg = self.config
         at_day = at_ts // DAY
         sig = measure(st, cfg, at_day)
-        components, score = health_model.compute(sig, cfg)
+        health = health_model.assess(sig, cfg)
+        score = health.score
         tier = cfg.tier(score)
-        known_mask = sum(1 << i for i, c in enumerate(components) if c.score is not None)
+        known_mask = health.known_mask
         if known_mask != st.known_mask:
             # A drop is only judged between scores made of the same components.
             st.score_max = [NO_SCORE] * SCORE_DAYS
             st.known_mask = known_mask
         peak = self._peak(st, at_day, cfg.health_drop.within_days)
-        worst = min((c for c in components if c.score is not None),
-                    key=lambda c: (c.contribution - c.weight * 100.0, c.name), default=None)
-        ctx = Context(cfg, sig, score, tier, peak, worst.name if worst and (worst.score or 0) < 100 else None,
-                      at_day - st.first_day)
+        ctx = Context(cfg, sig, score, tier, peak, health, at_day - st.first_day)
         if score is not None:
             i = st.index(at_day, SCORE_DAYS)
             if i >= 0:
                 v = round(score)
                 if st.score_max[i] == NO_SCORE or v > st.score_max[i]:
                     st.score_max[i] = v
-        snapshot_parts = (components, score, tier)
-        verdicts: dict[str, Verdict | None] = {
-            t: DETECTORS[t](ctx, st.risks[t][R_MATERIAL] if t in st.risks else None) for t in RISK_TYPES}
-        pending = self._lifecycle(st, verdicts, at_ts)
+        pending = self._lifecycle(st, ctx, at_ts)
         if at_ts > st.eval_ts:
             st.eval_ts = at_ts
-        snapshot, significant = self._snapshot(st, snapshot_parts, at, cause, bool(pending))
+        snapshot = self._snapshot(st, health, tier, at, cause, bool(pending))
+        if snapshot is None:  # no risk moved and the health did not change significantly
+            return Outcome(None, [], None)
         transitions = [
             RiskTransition(risk_id=rid, seq=seq, transition=kind, account_id=st.account_id, type=rtype,
                            severity=sev, summary=summary(rtype, evidence, st.display_name()),
                            evidence=evidence, occurred_at=at, trigger_event_id=cause, health=snapshot)
             for rid, seq, kind, rtype, sev, evidence in pending
         ]
-        return Outcome(snapshot if significant else None, transitions, None)
+        return Outcome(snapshot, transitions, None)
 
     def _peak(self, st: AccountState, at_day: int, within: int) -> float | None:
         n = len(st.score_max)
@@ -362,12 +393,13 @@ class ScoringEngine:
         values = [v for v in st.score_max[lo:max(0, hi + 1)] if v != NO_SCORE]
         return float(max(values)) if values else None
 
-    def _lifecycle(self, st: AccountState, verdicts: dict[str, Verdict | None],
+    def _lifecycle(self, st: AccountState, ctx: Context,
                    at_ts: int) -> list[tuple[str, int, str, str, str, dict[str, Any]]]:
+        """Runs every detector and moves its risk along (a detector sees only its own open risk)."""
         out = []
         for rtype in RISK_TYPES:
-            v = verdicts[rtype]
             rec = st.risks.get(rtype)
+            v = DETECTORS[rtype](ctx, None if rec is None else rec[R_MATERIAL])
             if rec is None:
                 if v is None:
                     continue
@@ -377,10 +409,10 @@ class ScoringEngine:
                 out.append((risk_id(st.account_id, rtype, at_ts, rec[R_N]), 1, "opened", rtype, v.severity,
                             v.evidence))
                 continue
-            rid = risk_id(st.account_id, rtype, rec[R_OPENED], rec[R_N])
             if v is None:
                 del st.risks[rtype]
-                out.append((rid, rec[R_SEQ] + 1, "resolved", rtype, SEVERITIES[rec[R_SEV]], rec[R_EVIDENCE]))
+                out.append((risk_id(st.account_id, rtype, rec[R_OPENED], rec[R_N]), rec[R_SEQ] + 1, "resolved",
+                            rtype, SEVERITIES[rec[R_SEV]], rec[R_EVIDENCE]))
                 continue
             sev = SEVERITIES.index(v.severity)
             if sev != rec[R_SEV] or v.material != rec[R_MATERIAL]:
@@ -388,16 +420,24 @@ class ScoringEngine:
                 rec[R_SEV] = sev
                 rec[R_MATERIAL] = v.material
                 rec[R_EVIDENCE] = v.evidence
-                out.append((rid, rec[R_SEQ], "updated", rtype, v.severity, v.evidence))
+                out.append((risk_id(st.account_id, rtype, rec[R_OPENED], rec[R_N]), rec[R_SEQ], "updated", rtype,
+                            v.severity, v.evidence))
             else:
                 rec[R_EVIDENCE] = v.evidence  # fresh numbers for the read API, no transition
         return out
 
-    def _snapshot(self, st: AccountState, parts: tuple[list[Component], float | None, str], at: datetime,
-                  cause: str | None, transitions: bool) -> tuple[HealthSnapshot, bool]:
-        components, score, tier = parts
+    def _snapshot(self, st: AccountState, health: health_model.Assessment, tier: str, at: datetime,
+                  cause: str | None, transitions: bool) -> HealthSnapshot | None:
+        """The new snapshot when the health changed significantly (or risks moved), else None."""
+        score = health.score
         cfg = self.config
         score10 = None if score is None else round(score * 10)
+        significant = (transitions or tier != st.last_tier or (score10 is None) != (st.last_score is None)
+                       or (score10 is not None and st.last_score is not None
+                           and abs(score10 - st.last_score) >= cfg.snapshot_min_change * 10))
+        if not significant:
+            return None
+        components = health.components()
         prev = {name: rec for name, rec in zip(COMPONENTS, st.last_components, strict=False)}
         deltas = []
         for c in components:
@@ -414,18 +454,14 @@ class ScoringEngine:
             points = f"{abs(change):.0f}" if abs(change) >= 1 else f"{abs(change):.1f}"
             deltas.append(Delta(c.name, change, f"{'+' if change > 0 else '−'}{points}: {label}"))
         deltas.sort(key=lambda d: (-abs(d.change), d.component))
-        significant = (transitions or tier != st.last_tier or (score10 is None) != (st.last_score is None)
-                       or (score10 is not None and st.last_score is not None
-                           and abs(score10 - st.last_score) >= cfg.snapshot_min_change * 10))
         snap = HealthSnapshot(st.account_id, score, tier, tuple(components), at, cfg.version, tuple(deltas),
                               cause or "clock")
-        if significant:
-            st.last_score = score10
-            st.last_tier = tier
-            st.last_components = [
-                [None if c.score is None else round(c.score * 10), round(c.contribution * 10)]
-                for c in components]
-        return snap, significant
+        st.last_score = score10
+        st.last_tier = tier
+        st.last_components = [
+            [None if c.score is None else round(c.score * 10), round(c.contribution * 10)]
+            for c in components]
+        return snap
 
     # -- read side ------------------------------------------------------------------------------------
 

@@ -2,144 +2,218 @@
 
 A component without the data to judge it is unknown (score None) and the others are re-weighted; it is
 never silently counted as neutral. No component known at all gives score None, tier "unknown".
+
+`assess` computes the numbers; the reasons are written only when a snapshot is shown or kept
+(`Assessment.components()`): most evaluations change nothing worth a history row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
+from typing import NamedTuple
 
 from .config import COMPONENTS, ScoringConfig
 from .model import Component
 from .signals import KeyContact, Signals, contact_label
 from .stats import clamp
 
+Explain = Callable[[], tuple[str, str]]   # (reason, label) of a component, written when needed
+Part = tuple[float | None, Explain]       # a component's score (None: unknown) and its explanation
+
+
+class Assessment(NamedTuple):
+    """The health model's numbers at one moment, per component in COMPONENTS order (None: unknown).
+
+    The components themselves (rounded, with their reasons) are built on demand: most evaluations
+    change nothing worth a history row, and rounding to digits and writing reasons is what costs.
+    """
+
+    score: float | None
+    values: tuple[float | None, ...]
+    weights: tuple[float, ...]         # effective weights (0 when unknown), not rounded
+    contributions: tuple[float, ...]   # weight * value, not rounded
+    configured: tuple[float, ...]
+    explain: tuple[Explain, ...]
+    known_mask: int                    # bit i set when component i is known
+
+    def components(self) -> list[Component]:
+        out = []
+        for i, name in enumerate(COMPONENTS):
+            reason, label = self.explain[i]()
+            value = self.values[i]
+            if value is None:
+                out.append(Component(name, None, 0.0, 0.0, reason, self.configured[i], label))
+            else:
+                out.append(Component(name, round(value, 1), round(self.weights[i], 4),
+                                     round(self.contributions[i], 2), reason, self.configured[i], label))
+        return out
+
+    def main_factor(self) -> str | None:
+        """The known component costing the most points (as its `Component` shows them), None when none
+        costs any."""
+        known = [i for i, value in enumerate(self.values) if value is not None]
+        if not known:
+            return None
+        worst = min(known, key=lambda i: (round(self.contributions[i], 2) - round(self.weights[i], 4) * 100.0,
+                                          COMPONENTS[i]))
+        return COMPONENTS[worst] if round(self.values[worst] or 0.0, 1) < 100 else None
+
 
 def compute(sig: Signals, cfg: ScoringConfig) -> tuple[list[Component], float | None]:
     """The components (in COMPONENTS order) and the total score (None when nothing is known)."""
-    raw: dict[str, tuple[float | None, str, str]] = {
-        "usage_trend": _usage_trend(sig),
-        "breadth": _breadth(sig),
-        "support_load": _support_load(sig),
-        "sentiment": _sentiment(sig),
-        "key_contacts": _key_contacts(sig),
-    }
-    base = _weighted(raw, cfg)
-    raw["renewal"] = _renewal(sig, cfg, base)
-    total_weight = sum(cfg.weights.of(n) for n in COMPONENTS if raw[n][0] is not None)
-    components = []
-    score: float | None = None
+    assessment = assess(sig, cfg)
+    return assessment.components(), assessment.score
+
+
+def assess(sig: Signals, cfg: ScoringConfig) -> Assessment:
+    configured = cfg.component_weights
+    parts = [_usage_trend(sig), _breadth(sig), _support_load(sig), _sentiment(sig), _key_contacts(sig)]
+    parts.append(_renewal(sig, cfg, _weighted(parts, configured)))
+    values = tuple([value for value, _ in parts])
+    explain = tuple([explained for _, explained in parts])
+    total_weight = sum([w for value, w in zip(values, configured, strict=True) if value is not None])
+    if total_weight <= 0:   # nothing known (or only what weighs nothing): no score
+        return Assessment(None, _UNKNOWN, _ZEROS, _ZEROS, configured, explain, 0)
+    weights = tuple([0.0 if value is None else w / total_weight for value, w in zip(values, configured, strict=True)])
+    contributions = tuple([0.0 if value is None else weight * value
+                           for value, weight in zip(values, weights, strict=True)])
     acc = 0.0
-    for name in COMPONENTS:
-        value, reason, label = raw[name]
-        configured = cfg.weights.of(name)
-        if value is None or total_weight <= 0:
-            components.append(Component(name, None, 0.0, 0.0, reason, configured, label))
-            continue
-        weight = configured / total_weight
-        contribution = weight * value
-        acc += contribution
-        components.append(Component(name, round(value, 1), round(weight, 4), round(contribution, 2), reason,
-                                    configured, label))
-    if total_weight > 0 and any(c.score is not None for c in components):
-        score = round(acc, 1)
-    return components, score
-
-
-def _weighted(raw: dict[str, tuple[float | None, str, str]], cfg: ScoringConfig) -> float | None:
-    tot = acc = 0.0
-    for name, (value, _, _) in raw.items():
+    known = 0
+    for i, value in enumerate(values):
         if value is not None:
-            w = cfg.weights.of(name)
+            acc += contributions[i]
+            known |= 1 << i
+    return Assessment(round(acc, 1), values, weights, contributions, configured, explain, known)
+
+
+_UNKNOWN: tuple[float | None, ...] = (None,) * len(COMPONENTS)
+_ZEROS = (0.0,) * len(COMPONENTS)
+
+
+def _weighted(parts: list[Part], configured: tuple[float, ...]) -> float | None:
+    tot = acc = 0.0
+    for (value, _), w in zip(parts, configured, strict=False):
+        if value is not None:
             tot += w
             acc += w * value
     return acc / tot if tot > 0 else None
+
+
+def _fixed(reason: str, label: str) -> Explain:
+    return lambda: (reason, label)
 
 
 def _pct(x: float) -> str:
     return f"{round(x * 100):d}%"
 
 
-def _usage_trend(sig: Signals) -> tuple[float | None, str, str]:
+_AWAITING_USAGE = _fixed("awaiting the first daily usage evaluation", "usage unknown")
+_NO_USAGE_YET = _fixed("no product usage seen yet", "usage unknown")
+_NO_USAGE = _fixed("no product usage in the last 5 weeks", "no usage")
+
+
+def _usage_trend(sig: Signals) -> Part:
     u = sig.usage
     if not u.known:
-        if sig.eval_day < 0:
-            return None, "awaiting the first daily usage evaluation", "usage unknown"
-        return None, "no product usage seen yet", "usage unknown"
+        return None, _AWAITING_USAGE if sig.eval_day < 0 else _NO_USAGE_YET
     if u.silent:
-        return (0.0, f"no product usage for {u.days_silent} days (usually active every {u.usual_gap} "
-                f"day{'s' if u.usual_gap != 1 else ''})", f"usage silent for {u.days_silent} days")
+        return 0.0, lambda: (f"no product usage for {u.days_silent} days (usually active every {u.usual_gap} "
+                             f"day{'s' if u.usual_gap != 1 else ''})", f"usage silent for {u.days_silent} days")
     if len(u.windows) < 2 or u.norm is None:
-        return None, f"not enough usage history yet ({u.history_days} days)", "usage unknown"
+        return None, lambda: (f"not enough usage history yet ({u.history_days} days)", "usage unknown")
     if u.norm <= 0:
         if u.recent > 0:
-            return 100.0, f"{u.recent:,} uses in 7 days after a quiet month", "usage resumed"
-        return 0.0, "no product usage in the last 5 weeks", "no usage"
+            return 100.0, lambda: (f"{u.recent:,} uses in 7 days after a quiet month", "usage resumed")
+        return 0.0, _NO_USAGE
     level = u.level if u.level is not None else (u.ratio or 0.0)
-    score = clamp(100.0 * level / 0.8)
-    parts = [f"{u.recent:,} uses in the last 7 days ({_pct(u.ratio or 0.0)} of its usual {u.norm:,.0f})"]
-    if u.user_days is not None and u.user_days_norm:
-        parts.append(f"~{u.user_days:,.0f} active user-days (usually ~{u.user_days_norm:,.0f})")
-    reason = ", ".join(parts)
-    if u.week_level is not None and level > u.week_level:
-        reason += f"; {_pct(level)} of normal over two weeks"
-    return score, reason, f"usage at {_pct(level)} of norm"
+
+    def explain() -> tuple[str, str]:
+        parts = [f"{u.recent:,} uses in the last 7 days ({_pct(u.ratio or 0.0)} of its usual {u.norm:,.0f})"]
+        if u.user_days is not None and u.user_days_norm:
+            parts.append(f"~{u.user_days:,.0f} active user-days (usually ~{u.user_days_norm:,.0f})")
+        reason = ", ".join(parts)
+        if u.week_level is not None and level > u.week_level:
+            reason += f"; {_pct(level)} of normal over two weeks"
+        return reason, f"usage at {_pct(level)} of norm"
+
+    return clamp(100.0 * level / 0.8), explain
 
 
-def _breadth(sig: Signals) -> tuple[float | None, str, str]:
+_BREADTH_UNKNOWN = _fixed("not enough usage history to judge breadth of use", "breadth unknown")
+
+
+def _breadth(sig: Signals) -> Part:
     b = sig.breadth
     if not b.known:
-        return None, "not enough usage history to judge breadth of use", "breadth unknown"
+        return None, _BREADTH_UNKNOWN
     ratio = b.ratio or 0.0
-    score = clamp(100.0 * (ratio - 0.3) / 0.5)
-    parts = []
-    if b.users_recent is not None:
-        parts.append(f"~{b.users_recent:.0f} users")
-    parts.append(f"~{b.features_recent:.0f} features")
-    usual = []
-    if b.users_norm is not None:
-        usual.append(f"~{b.users_norm:.0f}")
-    usual.append(f"~{b.features_norm or 0:.0f}")
-    return (score, f"{' and '.join(parts)} active in 7 days (usually {' and '.join(usual)})",
-            f"breadth at {_pct(ratio)} of norm")
+
+    def explain() -> tuple[str, str]:
+        parts = []
+        if b.users_recent is not None:
+            parts.append(f"~{b.users_recent:.0f} users")
+        parts.append(f"~{b.features_recent:.0f} features")
+        usual = []
+        if b.users_norm is not None:
+            usual.append(f"~{b.users_norm:.0f}")
+        usual.append(f"~{b.features_norm or 0:.0f}")
+        return (f"{' and '.join(parts)} active in 7 days (usually {' and '.join(usual)})",
+                f"breadth at {_pct(ratio)} of norm")
+
+    return clamp(100.0 * (ratio - 0.3) / 0.5), explain
 
 
-def _support_load(sig: Signals) -> tuple[float | None, str, str]:
+_NO_TICKETS = _fixed("no support tickets seen", "support unknown")
+
+
+def _support_load(sig: Signals) -> Part:
     t = sig.tickets
     if not t.known:
-        return None, "no support tickets seen", "support unknown"
+        return None, _NO_TICKETS
     base = t.baseline if t.baseline is not None else 1.0
     penalty_open = min(60.0, 15.0 * t.urgent_open + 5.0 * t.high_open)
     penalty_backlog = min(30.0, 5.0 * max(0.0, t.open_count - max(2.0, base)))
     excess = max(0.0, t.opened_recent - max(2.0, 2.0 * base))
     penalty_recent = min(60.0, 8.0 * excess)
-    score = clamp(100.0 - penalty_open - penalty_backlog - penalty_recent)
-    usual = f"usual {t.baseline:.1f}/week" if t.baseline is not None else "no baseline yet"
-    detail = []
-    if t.urgent_open:
-        detail.append(f"{t.urgent_open} urgent")
-    if t.high_open:
-        detail.append(f"{t.high_open} high")
-    open_part = f"{t.open_count} open ticket{'s' if t.open_count != 1 else ''}"
-    if detail:
-        open_part += f" ({', '.join(detail)})"
-    reason = f"{open_part}; {t.opened_recent} opened in 7 days ({usual})"
-    if excess > 0 and t.opened_recent >= 5:
-        label = f"ticket spike ({t.opened_recent} opened in 7 days)"
-    elif t.urgent_open:
-        label = f"{t.urgent_open} urgent ticket{'s' if t.urgent_open != 1 else ''} open"
-    else:
-        label = open_part
-    return score, reason, label
+
+    def explain() -> tuple[str, str]:
+        usual = f"usual {t.baseline:.1f}/week" if t.baseline is not None else "no baseline yet"
+        detail = []
+        if t.urgent_open:
+            detail.append(f"{t.urgent_open} urgent")
+        if t.high_open:
+            detail.append(f"{t.high_open} high")
+        open_part = f"{t.open_count} open ticket{'s' if t.open_count != 1 else ''}"
+        if detail:
+            open_part += f" ({', '.join(detail)})"
+        reason = f"{open_part}; {t.opened_recent} opened in 7 days ({usual})"
+        if excess > 0 and t.opened_recent >= 5:
+            label = f"ticket spike ({t.opened_recent} opened in 7 days)"
+        elif t.urgent_open:
+            label = f"{t.urgent_open} urgent ticket{'s' if t.urgent_open != 1 else ''} open"
+        else:
+            label = open_part
+        return reason, label
+
+    return clamp(100.0 - penalty_open - penalty_backlog - penalty_recent), explain
 
 
-def _sentiment(sig: Signals) -> tuple[float | None, str, str]:
+_NO_SENTIMENT = _fixed("no sentiment in the last 90 days", "sentiment unknown")
+
+
+def _sentiment(sig: Signals) -> Part:
     s = sig.sentiment
-    if s.mean is None:
-        return None, "no sentiment in the last 90 days", "sentiment unknown"
-    score = clamp(50.0 + 50.0 * s.mean)
-    det = f", {s.detractors} detractor{'s' if s.detractors != 1 else ''}" if s.detractors else ""
-    answers = f"{s.count} answer{'s' if s.count != 1 else ''}"
-    return (score, f"average {s.mean:+.2f} over {answers} in 90 days{det}", f"sentiment {s.mean:+.2f}")
+    mean = s.mean
+    if mean is None:
+        return None, _NO_SENTIMENT
+
+    def explain() -> tuple[str, str]:
+        det = f", {s.detractors} detractor{'s' if s.detractors != 1 else ''}" if s.detractors else ""
+        answers = f"{s.count} answer{'s' if s.count != 1 else ''}"
+        return f"average {mean:+.2f} over {answers} in 90 days{det}", f"sentiment {mean:+.2f}"
+
+    return clamp(50.0 + 50.0 * mean), explain
 
 
 def _contact_score(k: KeyContact) -> float | None:
@@ -158,37 +232,52 @@ def _contact_score(k: KeyContact) -> float | None:
     return 100.0 * (zero - k.days_silent) / (zero - soft)
 
 
-def _key_contacts(sig: Signals) -> tuple[float | None, str, str]:
+_NO_KEY_CONTACTS = _fixed("no champion or sponsor known", "key contacts unknown")
+_NO_KEY_USAGE = _fixed("no usage linked to the champions or sponsors yet", "key contacts unknown")
+
+
+def _key_contacts(sig: Signals) -> Part:
     if not sig.contacts:
-        return None, "no champion or sponsor known", "key contacts unknown"
+        return None, _NO_KEY_CONTACTS
     scored = [(s, k) for k in sig.contacts if (s := _contact_score(k)) is not None]
     if not scored:
-        return None, "no usage linked to the champions or sponsors yet", "key contacts unknown"
-    score = sum(s for s, _ in scored) / len(scored)
-    worst_score, worst = min(scored, key=lambda sk: (sk[0], sk[1].contact_id))
-    if worst.left:
-        return score, f"{contact_label(worst)} has left", f"{contact_label(worst)} left"
-    if worst_score < 100.0:
-        return (score, f"{contact_label(worst)} last used the product {worst.days_silent} days ago "
-                f"(usually every {worst.usual_gap})", f"{contact_label(worst)} inactive")
-    freshest = min(k.days_silent for _, k in scored if k.days_silent is not None)
-    n = len(scored)
-    return (score, f"{n} key contact{'s' if n != 1 else ''} active (latest use {freshest} "
-            f"day{'s' if freshest != 1 else ''} ago)", "key contacts active")
+        return None, _NO_KEY_USAGE
+
+    def explain() -> tuple[str, str]:
+        worst_score, worst = min(scored, key=lambda sk: (sk[0], sk[1].contact_id))
+        if worst.left:
+            return f"{contact_label(worst)} has left", f"{contact_label(worst)} left"
+        if worst_score < 100.0:
+            return (f"{contact_label(worst)} last used the product {worst.days_silent} days ago "
+                    f"(usually every {worst.usual_gap})", f"{contact_label(worst)} inactive")
+        freshest = min(k.days_silent for _, k in scored if k.days_silent is not None)
+        n = len(scored)
+        return (f"{n} key contact{'s' if n != 1 else ''} active (latest use {freshest} "
+                f"day{'s' if freshest != 1 else ''} ago)", "key contacts active")
+
+    return sum(s for s, _ in scored) / len(scored), explain
 
 
-def _renewal(sig: Signals, cfg: ScoringConfig, base: float | None) -> tuple[float | None, str, str]:
+_NO_RENEWAL = _fixed("no renewal date known", "renewal unknown")
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _renewal(sig: Signals, cfg: ScoringConfig, base: float | None) -> Part:
     days = sig.renewal_days
     if days is None:
-        return None, "no renewal date known", "renewal unknown"
-    when = date.fromordinal(date(1970, 1, 1).toordinal() + sig.at_day + days).isoformat()
+        return None, _NO_RENEWAL
+    when = sig.at_day + days   # the renewal day
+
+    def iso() -> str:
+        return date.fromordinal(_EPOCH_ORDINAL + when).isoformat()
+
     if days < 0:
-        return None, f"renewal date {when} has passed", "renewal unknown"
+        return None, lambda: (f"renewal date {iso()} has passed", "renewal unknown")
     if base is None:
-        return None, f"renews in {days} days ({when}); nothing else known yet", "renewal unknown"
+        return None, lambda: (f"renews in {days} days ({iso()}); nothing else known yet", "renewal unknown")
     rule = cfg.renewal
     span = max(1, rule.proximity_start_days - rule.proximity_full_days)
     proximity = clamp((rule.proximity_start_days - days) / span, 0.0, 1.0)
     score = clamp(100.0 - proximity * rule.amplify * (100.0 - base))
-    return (score, f"renews in {days} days ({when}); health without renewal {base:.0f}",
-            f"renewal in {days} days")
+    return score, lambda: (f"renews in {days} days ({iso()}); health without renewal {base:.0f}",
+                           f"renewal in {days} days")

@@ -19,6 +19,7 @@ def _analyzer() -> Any:
     return SentimentIntensityAnalyzer()
 
 
+@lru_cache(maxsize=256)   # scoring a text is costly, and canned answers ("Great support!") recur
 def text_sentiment(text: str) -> float:
     """VADER's compound score of `text`, in -1..1."""
     return float(_analyzer().polarity_scores(text)["compound"])

@@ -10,8 +10,11 @@ Two reference days:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import reduce
+from operator import or_
 from typing import Any
 
 from .config import ScoringConfig, UsageDropRule
@@ -40,7 +43,7 @@ from .state import (
     AccountState,
     stable_hash,
 )
-from .stats import distinct_estimate, median, usual_gap
+from .stats import distinct_estimate, distinct_estimates, median, usual_gap
 
 
 def refresh_usual_gaps(st: AccountState, cfg: ScoringConfig) -> None:
@@ -163,16 +166,79 @@ class Signals:
 
 
 def measure(state: AccountState, cfg: ScoringConfig, at_day: int) -> Signals:
+    memo = state.memo
+    if memo is None or memo.cfg is not cfg:
+        memo = state.memo = Memo(cfg)
     d = state.eval_day
-    return Signals(
-        eval_day=d, at_day=at_day,
-        usage=_usage(state, cfg, d),
-        breadth=_breadth(state, cfg, d),
-        tickets=_tickets(state, cfg, at_day),
-        sentiment=_sentiment(state, cfg, at_day),
-        contacts=_key_contacts(state, cfg, d),
-        renewal_days=None if state.renewal_day is None else state.renewal_day - at_day,
-    )
+    # Usage and breadth read the daily arrays before d (and, when none is kept, the last usage day).
+    days_key = (d, state.end_day, state.first_usage_day, min(state.last_usage_day, d), state.usual_gap)
+    if memo.complete_days is None or memo.complete_days[0] != days_key:
+        memo.complete_days = (days_key, _usage(state, cfg, d), _breadth(state, cfg, d))
+    _, usage, breadth = memo.complete_days
+    # Key contacts read the contacts and their own usage before d.
+    contacts_key = (d, state.end_day)
+    if memo.contacts is None or memo.contacts[0] != contacts_key:
+        items = state.key_contacts()
+        memo.contacts = (contacts_key, items, _key_contacts(state, cfg, d, items))
+    _, items, contacts = memo.contacts
+    # Tickets read the tickets opened up to at_day, counted from the account's first day.
+    tickets_key = (at_day, state.end_day, state.first_day, state.first_ticket_day)
+    if memo.tickets is None or memo.tickets[0] != tickets_key:
+        memo.tickets = (tickets_key, _tickets(state, cfg, at_day))
+    # Sentiment reads the answers in windows ending on at_day: the same while no answer changes window.
+    if memo.sentiment is None or not memo.sentiment[0] <= at_day <= memo.sentiment[1]:
+        memo.sentiment = (*_sentiment_days(state, cfg, at_day), _sentiment(state, cfg, at_day, items))
+    return Signals(eval_day=d, at_day=at_day, usage=usage, breadth=breadth, tickets=memo.tickets[1],
+                   sentiment=memo.sentiment[2], contacts=contacts,
+                   renewal_days=None if state.renewal_day is None else state.renewal_day - at_day)
+
+
+class Memo:
+    """Measurements of one account kept between its evaluations (in `AccountState.memo`, never encoded).
+
+    Each part is kept with the key it was measured under: the days, and the state's numbers it reads
+    (see `measure`). What else a part reads (daily arrays, tickets, answers, contacts) changes only
+    when an event is folded in, and the engine then forgets that part (the `*_changed` functions
+    below). Most events are evaluated on the day of the clock tick before them, so they re-measure
+    only what they changed; the measurements are the same as if taken afresh (tests/scoring/test_memo).
+    """
+
+    __slots__ = ("cfg", "complete_days", "contacts", "tickets", "sentiment")
+
+    def __init__(self, cfg: ScoringConfig) -> None:
+        self.cfg = cfg
+        self.complete_days: tuple[tuple[int, ...], UsageSignal, BreadthSignal] | None = None
+        self.contacts: tuple[tuple[int, ...], list[tuple[str, list[Any]]], list[KeyContact]] | None = None
+        self.tickets: tuple[tuple[int, ...], TicketSignal] | None = None
+        self.sentiment: tuple[int, int, SentimentSignal] | None = None   # (first day, last day, ...)
+
+
+def complete_days_changed(st: AccountState) -> None:
+    """Usage of a complete day (before the last clock tick) changed: a late event."""
+    memo = st.memo
+    if memo is not None:
+        memo.complete_days = memo.contacts = None
+
+
+def key_usage_changed(st: AccountState) -> None:
+    """A key contact's own usage record changed (a new active day)."""
+    if st.memo is not None:
+        st.memo.contacts = None
+
+
+def contacts_changed(st: AccountState) -> None:
+    if st.memo is not None:
+        st.memo.contacts = st.memo.sentiment = None
+
+
+def tickets_changed(st: AccountState) -> None:
+    if st.memo is not None:
+        st.memo.tickets = None
+
+
+def sentiments_changed(st: AccountState) -> None:
+    if st.memo is not None:
+        st.memo.sentiment = None
 
 
 def contact_label(k: KeyContact) -> str:
@@ -181,22 +247,26 @@ def contact_label(k: KeyContact) -> str:
 
 def _usage(st: AccountState, cfg: ScoringConfig, d: int) -> UsageSignal:
     out = UsageSignal()
-    if d == NONE or st.first_usage_day == NONE or st.first_usage_day >= d:
+    first_usage = st.first_usage_day
+    if d == NONE or first_usage == NONE or first_usage >= d:
         return out
     rule = cfg.usage_drop
     n = rule.recent_days
     out.known = True
-    out.history_days = d - st.first_usage_day
-    out.recent = st.window_sum(st.usage, d - n, d - 1)
-    out.active_days = _active_days(st, d - n, d - 1)
-    oldest_kept = st.end_day - USAGE_DAYS + 1
+    out.history_days = d - first_usage
+    # The recent window and the earlier ones (one more than the norm needs, for the two-week comparison)
+    # that start after the first usage and within the days kept; most recent first.
+    earliest = max(first_usage, st.end_day - USAGE_DAYS + 1)
+    earlier = max(0, min(rule.norm_windows + 1, (d - earliest) // n - 1))
+    days = _days(st, st.usage, d - n * (earlier + 1), d - 1)
+    recent = days[-n:]
+    out.recent = sum(recent)
+    out.active_days = n - recent.count(0)
     active: list[int] = []
-    for j in range(1, rule.norm_windows + 2):   # one more for the two-week comparison
-        first = d - n * (j + 1)
-        if first < st.first_usage_day or first < oldest_kept:
-            break
-        out.windows.append(st.window_sum(st.usage, first, d - n * j - 1))
-        active.append(_active_days(st, first, d - n * j - 1))
+    for lo in range(len(days) - 2 * n, -1, -n):
+        window = days[lo:lo + n]
+        out.windows.append(sum(window))
+        active.append(n - window.count(0))
     if out.windows:
         out.usual_active_days = median(active[:rule.norm_windows])
         out.norm = median(out.windows[:rule.norm_windows])
@@ -224,10 +294,6 @@ def _days(st: AccountState, values: list[int], first: int, last: int) -> list[in
     return [values[i] if 0 <= i < n else 0 for i in range(lo, hi + 1)]
 
 
-def _active_days(st: AccountState, first: int, last: int) -> int:
-    return sum(1 for v in _days(st, st.usage, first, last) if v)
-
-
 def _two_week_ratio(recent: float, windows: Sequence[float]) -> float | None:
     """The last two windows against twice the median of the (at most four) windows before them."""
     if len(windows) < 3:
@@ -239,20 +305,22 @@ def _two_week_ratio(recent: float, windows: Sequence[float]) -> float | None:
 def _user_days(st: AccountState, out: UsageSignal, d: int, n: int) -> None:
     """Active user-days and people of the recent window and of the earlier ones the bitmaps keep."""
     oldest_kept = st.end_day - BREADTH_DAYS + 1
-    sums: list[float] = []
-    people: list[float] = []
+    windows = 0
     for j in range(BREADTH_DAYS // n):
         first = d - n * (j + 1)
         if first < oldest_kept or (j > 0 and first < st.first_usage_day):
             break
-        days = _days(st, st.users, first, first + n - 1)
-        sums.append(sum(distinct_estimate(bits, USER_BITS) for bits in days))
-        week = 0
-        for bits in days:
-            week |= bits
-        people.append(distinct_estimate(week, USER_BITS))
-    if not any(sums):
+        windows = j + 1
+    days = _days(st, st.users, d - n * windows, d - 1)   # oldest first
+    if not any(days):
         return  # no user ids in the recent past: the uses alone tell the level
+    estimate = distinct_estimates(USER_BITS)   # (a daily bitmap has at most USER_BITS bits set)
+    per_day = [estimate[bits.bit_count()] for bits in days]
+    sums: list[float] = []
+    people: list[float] = []
+    for lo in range((windows - 1) * n, -1, -n):   # the most recent window first
+        sums.append(sum(per_day[lo:lo + n]))
+        people.append(estimate[reduce(or_, days[lo:lo + n], 0).bit_count()])
     out.user_days = sums[0]
     out.user_day_windows = sums[1:]
     if len(people) > 1:
@@ -290,17 +358,17 @@ def _breadth(st: AccountState, cfg: ScoringConfig, d: int) -> BreadthSignal:
     out = BreadthSignal()
     if d == NONE or st.first_usage_day == NONE or st.first_usage_day >= d:
         return out
-    oldest_kept = st.end_day - BREADTH_DAYS + 1
-    users: list[float] = []
-    features: list[float] = []
-    for j in range(0, 4):
-        first, last = d - 7 * (j + 1), d - 7 * j - 1
-        if j > 0 and (first < st.first_usage_day or first < oldest_kept):
-            break
-        users.append(distinct_estimate(st.window_or(st.users, first, last), USER_BITS))
-        features.append(distinct_estimate(st.window_or(st.features, first, last), FEATURE_BITS))
-    if len(users) < 3:  # the recent week and at least two earlier ones
+    # The last week and up to three before it that start after the first usage and within the days kept.
+    earliest = max(st.first_usage_day, st.end_day - BREADTH_DAYS + 1)
+    weeks = max(1, min(4, (d - earliest) // 7))
+    users_days = _days(st, st.users, d - 7 * weeks, d - 1)
+    features_days = _days(st, st.features, d - 7 * weeks, d - 1)
+    user_weeks = [reduce(or_, users_days[lo:lo + 7], 0) for lo in range(7 * (weeks - 1), -1, -7)]
+    feature_weeks = [reduce(or_, features_days[lo:lo + 7], 0) for lo in range(7 * (weeks - 1), -1, -7)]
+    if len(user_weeks) < 3:  # the recent week and at least two earlier ones
         return out
+    users = [distinct_estimate(bits, USER_BITS) for bits in user_weeks]
+    features = [distinct_estimate(bits, FEATURE_BITS) for bits in feature_weeks]
     out.known = True
     out.features_recent = features[0]
     out.features_norm = median(features[1:])
@@ -311,10 +379,11 @@ def _breadth(st: AccountState, cfg: ScoringConfig, d: int) -> BreadthSignal:
     out.ratio = _breadth_ratio(out.users_recent, out.users_norm, out.features_recent, out.features_norm)
     small = out.users_norm is None or out.users_norm < cfg.usage_drop.small_team
     if small and len(users) == 4:
-        halves = [(d - 14, d - 1), (d - 28, d - 15)]
-        f2 = [distinct_estimate(st.window_or(st.features, a, b), FEATURE_BITS) for a, b in halves]
-        u2 = [distinct_estimate(st.window_or(st.users, a, b), USER_BITS) for a, b in halves] if any_users \
-            else [None, None]
+        # The last two weeks against the two before (a bitmap of two weeks is the union of theirs).
+        f2 = [distinct_estimate(feature_weeks[0] | feature_weeks[1], FEATURE_BITS),
+              distinct_estimate(feature_weeks[2] | feature_weeks[3], FEATURE_BITS)]
+        u2 = [distinct_estimate(user_weeks[0] | user_weeks[1], USER_BITS),
+              distinct_estimate(user_weeks[2] | user_weeks[3], USER_BITS)] if any_users else [None, None]
         out.ratio = max(out.ratio, _breadth_ratio(u2[0], u2[1], f2[0], f2[1]))
     return out
 
@@ -335,8 +404,9 @@ def _tickets(st: AccountState, cfg: ScoringConfig, a: int) -> TicketSignal:
         return out
     rule = cfg.ticket_spike
     out.known = True
-    out.opened_recent = st.window_sum(st.tickets_opened, a - rule.recent_days + 1, a)
-    out.opened_burst = [st.window_sum(st.tickets_opened, a - k + 1, a) for k in range(1, rule.burst_days + 1)]
+    recent = _days(st, st.tickets_opened, a - rule.recent_days + 1, a)
+    out.opened_recent = sum(recent)
+    out.opened_burst = [sum(recent[-k:]) for k in range(1, rule.burst_days + 1)]
     lo = max(st.end_day - len(st.tickets_opened) + 1, st.first_day)
     hi = a - rule.recent_days
     if hi - lo + 1 >= 14:
@@ -352,6 +422,9 @@ def _tickets(st: AccountState, cfg: ScoringConfig, a: int) -> TicketSignal:
     return out
 
 
+_NPS, _CSAT = SOURCES.index("nps"), SOURCES.index("csat")
+
+
 def is_detractor(cfg: ScoringConfig, source: int, raw_x10: int, norm_milli: int) -> bool:
     rule = cfg.sentiment
     if raw_x10 >= 0 and SOURCES[source] == "nps":
@@ -361,34 +434,49 @@ def is_detractor(cfg: ScoringConfig, source: int, raw_x10: int, norm_milli: int)
     return norm_milli <= rule.detractor_normalized_max * 1000
 
 
-def _sentiment(st: AccountState, cfg: ScoringConfig, a: int) -> SentimentSignal:
+def _sentiment(st: AccountState, cfg: ScoringConfig, a: int,
+               key_contacts: list[tuple[str, list[Any]]]) -> SentimentSignal:
     out = SentimentSignal()
+    if not st.sentiments:
+        return out
     rule = cfg.sentiment
     end = (a + 1) * DAY
     start = (a - rule.window_days + 1) * DAY
     recent_start = (a - rule.trend_days + 1) * DAY
-    key = {stable_hash(cid): (cid, c) for cid, c in st.key_contacts()}
+    key_start = (a - rule.key_window_days + 1) * DAY
+    key = {stable_hash(cid): (cid, c) for cid, c in key_contacts}
+    # `is_detractor`, inlined: this loop runs at most evaluations.
+    nps_max, csat_max = rule.nps_detractor_max * 10, rule.csat_detractor_max * 10
+    normalized_max = rule.detractor_normalized_max * 1000
     wsum = wtot = 0.0
     rsum = esum = 0.0
     latest_by_key: dict[int, list[int]] = {}
     for s in st.sentiments:
-        if not start <= s[S_TS] < end:
+        ts = s[S_TS]
+        if not start <= ts < end:
             continue
         norm = s[S_NORM] / 1000.0
-        det = is_detractor(cfg, s[S_SOURCE], s[S_RAW], s[S_NORM])
-        weight = (2.0 if det else 1.0) * (2.0 if s[S_CONTACT] in key else 1.0)
+        raw, source = s[S_RAW], s[S_SOURCE]
+        if raw >= 0 and source == _NPS:
+            det = raw <= nps_max
+        elif raw >= 0 and source == _CSAT:
+            det = raw <= csat_max
+        else:
+            det = s[S_NORM] <= normalized_max
+        by_key = s[S_CONTACT] in key
+        weight = (2.0 if det else 1.0) * (2.0 if by_key else 1.0)
         wsum += weight * norm
         wtot += weight
         out.count += 1
         out.detractors += det
-        if s[S_TS] >= recent_start:
+        if ts >= recent_start:
             rsum += norm
             out.recent_count += 1
             out.recent_negative += norm < 0
         else:
             esum += norm
             out.earlier_count += 1
-        if s[S_CONTACT] in key and s[S_TS] >= (a - rule.key_window_days + 1) * DAY:
+        if by_key and ts >= key_start:
             latest_by_key[s[S_CONTACT]] = s  # samples are kept in time order: the last one wins
     if out.count:
         out.mean = wsum / wtot
@@ -413,31 +501,49 @@ def _sentiment(st: AccountState, cfg: ScoringConfig, a: int) -> SentimentSignal:
     return out
 
 
-def _key_contacts(st: AccountState, cfg: ScoringConfig, d: int) -> list[KeyContact]:
+_FAR = 1 << 40   # days: further than any event
+
+
+def _sentiment_days(st: AccountState, cfg: ScoringConfig, a: int) -> tuple[int, int]:
+    """The days around `a` throughout which every answer stays inside or outside each window of
+    `_sentiment` (so that what it measures on `a` holds on all of them)."""
+    edges = cfg.sentiment.window_edges
+    back = ahead = _FAR
+    for s in st.sentiments:
+        age = a - s[S_TS] // DAY
+        i = bisect_right(edges, age)   # edges[i - 1] <= age < edges[i]
+        if i and age - edges[i - 1] < back:
+            back = age - edges[i - 1]
+        if i < len(edges) and edges[i] - age < ahead:
+            ahead = edges[i] - age
+    return a - back, a + ahead - 1
+
+
+def _key_contacts(st: AccountState, cfg: ScoringConfig, d: int,
+                  items: list[tuple[str, list[Any]]]) -> list[KeyContact]:
     rule = cfg.champion_inactive
-    items = st.key_contacts()
     named_at = [c[C_SINCE] for _, c in items if c[C_STATUS] != 1 and c[C_SINCE] != NONE]
     out: list[KeyContact] = []
     for cid, c in items:
-        left = c[C_STATUS] == 1
-        k = KeyContact(contact_id=cid, name=c[C_NAME] or cid, role=ROLES[c[C_ROLE]], left=left)
-        if left:
-            k.left_ts = c[C_LEFT]
-            confirmed = c[C_LEFT] != NONE and c[C_FIRST] < c[C_LEFT]
-            k.departed_unreplaced = confirmed and not any(t > c[C_LEFT] for t in named_at)
-            out.append(k)
+        name, role = c[C_NAME] or cid, ROLES[c[C_ROLE]]
+        if c[C_STATUS] == 1:   # left
+            left_ts = c[C_LEFT]
+            confirmed = left_ts != NONE and c[C_FIRST] < left_ts
+            out.append(KeyContact(cid, name, role, True, confirmed and not any(t > left_ts for t in named_at),
+                                  left_ts))
             continue
         rec = st.key_users.get(c[C_USER]) if c[C_USER] else None
+        last = None
         if rec is not None and d != NONE:
             last = st.user_last_active_day(rec, d)
-            if last is not None:
-                k.has_usage = True
-                k.days_silent = d - 1 - last
-                k.usual_gap = rec[K_GAP] or None
-                # Only a habitual user's silence means something: a sponsor who looks in every other
-                # week is not judged on a month without a login.
-                if k.usual_gap is not None and k.usual_gap <= rule.max_usual_gap_days:
-                    k.threshold = max(rule.gap_factor * k.usual_gap, float(rule.min_silent_days))
-        out.append(k)
+        if rec is None or last is None:
+            out.append(KeyContact(cid, name, role, False))
+            continue
+        usual_gap = rec[K_GAP] or None
+        threshold = None
+        # Only a habitual user's silence means something: a sponsor who looks in every other week is
+        # not judged on a month without a login.
+        if usual_gap is not None and usual_gap <= rule.max_usual_gap_days:
+            threshold = max(rule.gap_factor * usual_gap, float(rule.min_silent_days))
+        out.append(KeyContact(cid, name, role, False, False, NONE, True, d - 1 - last, usual_gap, threshold))
     return out
-

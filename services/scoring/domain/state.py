@@ -17,9 +17,13 @@ from __future__ import annotations
 import struct
 import zlib
 from array import array
-from typing import Any
+from itertools import compress
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from .signals import Memo
 
 DAY = 86_400
 USAGE_DAYS = 56
@@ -63,16 +67,24 @@ def stable_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8", "surrogatepass"))
 
 
-class AccountState:
-    """Mutable per-account state; only the engine changes it."""
+# Everything the encoding keeps (all of an account's state but the memo).
+STATE_FIELDS = (
+    "account_id", "clock", "eval_ts", "eval_day", "next_due", "end_day", "first_day",
+    "first_usage_day", "last_usage_day", "usual_gap", "first_ticket_day", "known_mask", "risk_counter",
+    "usage", "users", "features", "tickets_opened", "score_max", "key_users", "open_tickets",
+    "name", "csm_email", "csm_slack", "csm_name", "segment", "arr", "seats", "renewal_day", "facts_ts",
+    "contacts", "sentiments", "risks", "last_score", "last_tier", "last_components",
+)
 
-    __slots__ = (
-        "account_id", "clock", "eval_ts", "eval_day", "next_due", "end_day", "first_day",
-        "first_usage_day", "last_usage_day", "usual_gap", "first_ticket_day", "known_mask", "risk_counter",
-        "usage", "users", "features", "tickets_opened", "score_max", "key_users", "open_tickets",
-        "name", "csm_email", "csm_slack", "csm_name", "segment", "arr", "seats", "renewal_day", "facts_ts",
-        "contacts", "sentiments", "risks", "last_score", "last_tier", "last_components",
-    )
+
+class AccountState:
+    """Mutable per-account state; only the engine changes it.
+
+    `memo` keeps measurements derived from the state between evaluations (see `signals`); it is not
+    encoded: a decoded state starts without it, and it is rebuilt when needed.
+    """
+
+    __slots__ = (*STATE_FIELDS, "memo")
 
     def __init__(self, account_id: str) -> None:
         self.account_id = account_id
@@ -110,6 +122,7 @@ class AccountState:
         self.last_score: int | None = None       # last published score * 10
         self.last_tier = "unknown"
         self.last_components: list[list[int | None]] = []  # [[score*10|None, contribution*10], ...]
+        self.memo: Memo | None = None
 
     # -- windows -------------------------------------------------------------------------------------
 
@@ -162,7 +175,8 @@ class AccountState:
     def active_days(self, values: list[int], before: int) -> list[int]:
         """Days before `before` with a non-zero value in a daily array, oldest first."""
         start = self.end_day - len(values) + 1
-        return [start + i for i, v in enumerate(values) if v and start + i < before]
+        kept = max(0, before - start)
+        return list(compress(range(start, start + kept), values[:kept]))
 
     def last_active_day(self, before: int) -> int:
         """The last day before `before` with usage (the array's start - 1 when none is kept)."""
@@ -194,8 +208,8 @@ class AccountState:
             return []
         bits = bin(mask)[2:]                   # highest bit (oldest day) first
         oldest = self.end_day - len(bits) + 1
-        limit = before - oldest
-        return [oldest + j for j, ch in enumerate(bits[:max(0, limit)]) if ch == "1"]
+        limit = max(0, before - oldest)
+        return list(compress(range(oldest, oldest + limit), bits[:limit].encode().translate(_BIT_VALUES)))
 
     # -- facts -----------------------------------------------------------------------------------------
 
@@ -217,6 +231,9 @@ class AccountState:
         for h in wanted:
             if h not in self.key_users:
                 self.key_users[h] = [NONE, 0, 0]
+
+
+_BIT_VALUES = bytes.maketrans(b"01", b"\x00\x01")   # a bit string as bytes of 0 and 1
 
 
 def _shift(values: list[int], k: int, fill: int) -> list[int]:
@@ -309,6 +326,7 @@ def decode_state(raw: bytes) -> AccountState:
     if not raw or raw[0] != _FORMAT:
         raise ValueError(f"unknown account state format {raw[:1]!r}")
     st = AccountState.__new__(AccountState)
+    st.memo = None
     (_, st.clock, st.eval_ts, next_due, st.facts_ts, st.end_day, st.eval_day, st.first_day,
      st.first_usage_day, st.last_usage_day, st.first_ticket_day, st.usual_gap, st.known_mask, st.risk_counter,
      last_score, tier, n_usage, wide, n_users, n_features, n_tickets, n_key, n_open, n_sent,

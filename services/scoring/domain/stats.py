@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from operator import sub
 
 
 def median(values: Sequence[float]) -> float:
@@ -23,7 +24,7 @@ def usual_gap(days: Sequence[int], min_active_days: int) -> int | None:
     """
     if len(days) < max(2, min_active_days):
         return None
-    gaps = sorted([b - a for a, b in zip(days, days[1:], strict=False)])
+    gaps = sorted(map(sub, days[1:], days))
     return gaps[math.ceil(0.9 * len(gaps)) - 1]
 
 
@@ -58,12 +59,12 @@ def _normal_cdf(z: float) -> float:
 
 def distinct_estimate(bitmap: int, bits: int) -> float:
     """Linear-counting estimate of how many distinct items were hashed into a `bits`-wide bitmap."""
-    return _estimates(bits)[min(bitmap.bit_count(), bits)]
+    return distinct_estimates(bits)[min(bitmap.bit_count(), bits)]
 
 
 @lru_cache(maxsize=8)
-def _estimates(bits: int) -> tuple[float, ...]:
-    """The estimate for every number of bits set (it depends on nothing else)."""
+def distinct_estimates(bits: int) -> tuple[float, ...]:
+    """`distinct_estimate` for every number of bits set, 0..bits (it depends on nothing else)."""
     out = []
     for ones in range(bits + 1):
         zeros: float = bits - ones
