@@ -59,7 +59,8 @@ end of every input partition. The scoring workers, the broker, PostgreSQL and th
 machine's cores (and whatever else runs on it: see the load average); CPU shares are of one core over the
 measuring window, and "events per CPU-second" is what one core fully given to a worker would score. Memory
 per account counts what the consumer keeps per tracked account: the encoded state (`dict` of id -> bytes,
-per partition) and its clock timer."""
+per partition) and its clock timer. Besides these, a consumer keeps the decoded form of up to 5,000
+recently used accounts (`ConsumerOptions.live_states`), a bounded amount not counted per account."""
 
 PARTITIONS = 6
 MEMORY_ACCOUNTS = 100_000
