@@ -38,6 +38,7 @@ from shared.errors import BusUnavailable
 from shared.http import KeyRing, install_common
 from shared.metrics import AlertsMetrics, CommonMetrics, new_registry
 from shared.migrate import upgrade_async
+from shared.process import tune_gc
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -201,6 +202,8 @@ def create_app(
                 _spawn(periodic.run_pruning(), "alerts-pruning"),
             ]
             consuming = _spawn(consumer.run_forever(), "alerts-consumer")
+            if own_bus:  # its own process (`churnsignal serve alerts`)
+                tune_gc()
             common.ready.set(1)
             yield
         finally:

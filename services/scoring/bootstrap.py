@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from shared.db import create_engine
 from shared.http import KeyRing, install_common
 from shared.metrics import CommonMetrics, ScoringMetrics, new_registry
 from shared.migrate import upgrade_async
+from shared.process import tune_gc
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -41,16 +41,6 @@ def build_model(settings: Settings) -> ScoringModel:
     config = ScoringConfig.load(settings.scoring_config_file)
     return ScoringModel(engine=ScoringEngine(config), encode_state=encode_state, decode_state=decode_state,
                         new_clock=PartitionClock, config_version=config.version)
-
-
-def tune_gc() -> None:
-    """Fewer cyclic-GC passes: scoring allocates many short-lived objects per event (records, events,
-    outcomes) and almost none that form cycles; the default thresholds cost 10-20% of its CPU time.
-    Objects alive at start-up (modules, settings, the model) are moved out of the collector's way.
-    Process-wide, so only for a process that does nothing but scoring (the worker)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
 
 
 @dataclass
@@ -139,6 +129,8 @@ def create_app(settings: Settings, *, bus: Bus | None = None, registry: Collecto
         async with scoring_runtime(settings, bus=bus, registry=registry, model=model) as rt:
             holder["runtime"] = rt
             task = asyncio.create_task(run_consumer(rt.consumer, restart=True), name="scoring-consumer")
+            if bus is None:  # its own process (`churnsignal serve scoring`)
+                tune_gc()
             rt.common.ready.set(1)
             try:
                 yield

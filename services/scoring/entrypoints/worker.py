@@ -11,7 +11,8 @@ import logging
 import signal
 import sys
 
-from services.scoring.bootstrap import run_consumer, scoring_runtime, tune_gc
+from services.scoring.bootstrap import run_consumer, scoring_runtime
+from shared.process import tune_gc
 from shared.settings import Settings
 
 log = logging.getLogger("services.scoring.worker")
