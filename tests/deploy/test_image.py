@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from tests.deploy.support import (
     parse_cli,
     settings_env_names,
 )
+from tests.ports import free_port
 
 HEALTHCHECK = DEPLOY / "healthcheck.py"
 PORT_VARIABLES = ("CHURNSIGNAL_INGEST_PORT", "CHURNSIGNAL_SCORING_PORT", "CHURNSIGNAL_ALERTS_PORT")
@@ -154,12 +154,6 @@ def http_server(status: int) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_healthcheck(ports: dict[str, int]) -> subprocess.CompletedProcess[str]:

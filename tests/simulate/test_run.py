@@ -7,7 +7,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,14 +18,9 @@ import httpx
 import pytest
 
 from services.simulate.model import GroundTruth
+from tests.ports import free_port
 
 CHURNSIGNAL = str(Path(sys.executable).parent / "churnsignal")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Run:
