@@ -43,6 +43,7 @@ from bench.framework import ROOT, Context, Result, Target, broker_process, cpu_s
 from shared.migrate import upgrade_async
 from shared.settings import hash_key
 from shared.topics import Topics
+from tests.ports import free_port
 
 TITLE = "Alerts (ingest 202 → Slack, end to end)"
 NOTES = """Method: `churnsignal serve ingest`, `serve scoring` and `serve alerts` as three processes on the
@@ -66,12 +67,6 @@ PARTITIONS = 6
 SETTLE_S = 15.0
 WARMUP_S = 5.0  # the same load, not measured, before the measuring window
 HOP_RATE_S = 40
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -259,7 +254,7 @@ def _services(
 ) -> Iterator[tuple[dict[str, int], dict[str, int]]]:
     """ingest, scoring and alerts as `churnsignal serve` processes; yields their ports and pids once all
     are ready."""
-    ports = {name: _free_port() for name in ("ingest", "scoring", "alerts")}
+    ports = {name: free_port() for name in ("ingest", "scoring", "alerts")}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, port in ports.items():

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from shared.bus.port import OutMessage
 from shared.codec import encode_input
 from shared.settings import hash_key
 from shared.topics import Topics
+from tests.ports import free_port
 
 TITLE = "Ingest (HTTP → Kafka)"
 NOTES = """Method: the server runs in a subprocess and is driven by `bench/loadgen.py` (raw asyncio HTTP/1.1
@@ -186,16 +186,10 @@ async def _publisher_alone(bootstrap: str, records: Records, seconds: float) -> 
 
 
 # -------------------------------------------------------------------------------------- the server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def _ingest_server(ctx: Context, prefix: str, workers: int,
                    log: Path) -> Iterator[tuple[int, psutil.Process]]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ,
            "CHURNSIGNAL_KAFKA_BOOTSTRAP_SERVERS": ctx.kafka_bootstrap_servers,
            "CHURNSIGNAL_TOPIC_PREFIX": prefix,

@@ -483,12 +483,7 @@ class ScoringConsumer:
 
     async def _forget_all(self) -> None:
         """After a failure: wait out the commit in flight (whatever its fate), then forget everything."""
-        task, self._inflight = self._inflight, None
-        if task is not None:
-            try:
-                await task
-            except (RetryableFailure, BusUnavailable) as exc:
-                log.warning("scoring batch not committed (%s: %s)", type(exc).__name__, exc.message)
+        await self._settle_quietly()
         self._forget()
 
     def _forget(self) -> None:
