@@ -39,7 +39,7 @@ def read_bodies(path: Path) -> list[bytes]:
     return out
 
 
-class _Connection(asyncio.Protocol):
+class KeepAliveConnection(asyncio.Protocol):
     """One keep-alive connection: send a request, wait for its response's status."""
 
     def __init__(self) -> None:
@@ -91,12 +91,12 @@ class _Connection(asyncio.Protocol):
 async def _worker(host: str, port: int, requests: list[bytes], offset: int, start_at: float, stop_at: float,
                   measure_from: float, statuses: Counter[int], latencies: list[float]) -> None:
     loop = asyncio.get_running_loop()
-    conn: _Connection | None = None
+    conn: KeepAliveConnection | None = None
     i = offset
     await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
     while time.perf_counter() < stop_at:
         if conn is None or conn.transport is None or conn.transport.is_closing():
-            _, conn = await loop.create_connection(_Connection, host, port)
+            _, conn = await loop.create_connection(KeepAliveConnection, host, port)
         raw = requests[i % len(requests)]
         i += 1
         sent = time.perf_counter()

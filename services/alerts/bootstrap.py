@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
@@ -28,6 +28,7 @@ from services.alerts.notify.channel import Channel
 from services.alerts.notify.console import ConsoleChannel
 from services.alerts.notify.delivery import Deliverer
 from services.alerts.notify.email import EmailChannel
+from services.alerts.notify.http import new_session
 from services.alerts.notify.secrets import SecretLookup
 from services.alerts.notify.slack_api import SlackApiChannel
 from services.alerts.notify.slack_webhook import SlackWebhookChannel
@@ -92,7 +93,7 @@ class BoundedChannel:
 
 
 def build_channels(
-    settings: Settings, client: httpx.AsyncClient, secrets: SecretLookup
+    settings: Settings, client: aiohttp.ClientSession, secrets: SecretLookup
 ) -> tuple[dict[str, Channel], Channel | None]:
     """Channels by target kind, and the default channel (the console outbox) when in console mode."""
     console = ConsoleChannel(settings.outbox_dir, sender=settings.smtp_from)
@@ -169,12 +170,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await prepare_database(settings, engine)
-        # Sends in flight are bounded per channel kind (MAX_SENDS_IN_FLIGHT); the pool only needs to keep
-        # that many connections. A bigger idle pool costs CPU: httpcore checks every pooled connection
-        # on each request.
-        client = httpx.AsyncClient(
-            timeout=10.0, limits=httpx.Limits(max_connections=128, max_keepalive_connections=32)
-        )
+        # One pool (128 connections) for the Slack and webhook channels; sends in flight are bounded per
+        # channel kind (MAX_SENDS_IN_FLIGHT).
+        client = new_session()
         background: list[asyncio.Task[Any]] = []
         consuming: asyncio.Task[None] | None = None
         try:
@@ -222,7 +220,7 @@ def create_app(
             await runner.drain(DRAIN_TIMEOUT_S)
             for task in writer:
                 await _cancel(task)
-            await client.aclose()
+            await client.close()
             await engine.dispose()
             if own_bus:
                 await the_bus.close()

@@ -1,15 +1,17 @@
-"""Slack channels against the local fake Slack (a real HTTP server): retries, Retry-After, dead letters."""
+"""Slack channels against the local fake Slack (a real HTTP server) through the shared aiohttp session:
+retries, Retry-After, dead letters, and errors that never carry the webhook URL or the token."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
+import aiohttp
 import pytest
 
 from services.alerts.domain.content import Notification, render
 from services.alerts.domain.targets import Target
 from services.alerts.notify.delivery import Deliverer
+from services.alerts.notify.http import new_session
 from services.alerts.notify.secrets import SecretLookup
 from services.alerts.notify.slack_api import SlackApiChannel
 from services.alerts.notify.slack_webhook import SlackWebhookChannel
@@ -34,9 +36,9 @@ def slack(slack_server: FakeSlack) -> FakeSlack:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
-        yield c
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with new_session() as session:
+        yield session
 
 
 def hook_target(name: str = "cs-alerts") -> Target:
@@ -51,7 +53,7 @@ def note(target: Target, risk_id: str = "acme:usage_drop", **risk) -> Notificati
     return render(make_risk(risk_id=risk_id, **risk), target, "http://cs.example")
 
 
-def webhook_setup(slack: FakeSlack, client: httpx.AsyncClient, channel: str = "#cs-alerts",
+def webhook_setup(slack: FakeSlack, client: aiohttp.ClientSession, channel: str = "#cs-alerts",
                   **deliverer_kwargs) -> tuple[Deliverer, list, str]:
     url = slack.add_webhook(channel)
     secrets = SecretLookup({"HOOK_CS-ALERTS": url, "HOOK_CS_ALERTS": url})
@@ -62,7 +64,7 @@ def webhook_setup(slack: FakeSlack, client: httpx.AsyncClient, channel: str = "#
     return deliverer, attempts, url
 
 
-def api_setup(slack: FakeSlack, client: httpx.AsyncClient,
+def api_setup(slack: FakeSlack, client: aiohttp.ClientSession,
               token: str | None = None) -> tuple[Deliverer, list]:
     attempts: list = []
     channel = SlackApiChannel(client, token or slack.token, base_url=slack.api_url)
@@ -71,7 +73,7 @@ def api_setup(slack: FakeSlack, client: httpx.AsyncClient,
     return deliverer, attempts
 
 
-async def test_webhook_delivers_escaped_blocks(slack: FakeSlack, client: httpx.AsyncClient) -> None:
+async def test_webhook_delivers_escaped_blocks(slack: FakeSlack, client: aiohttp.ClientSession) -> None:
     deliverer, attempts, _ = webhook_setup(slack, client)
     assert await deliverer.deliver(note(hook_target(), summary=HOSTILE)) == "sent"
     [message] = slack.messages("#cs-alerts")
@@ -81,7 +83,7 @@ async def test_webhook_delivers_escaped_blocks(slack: FakeSlack, client: httpx.A
 
 
 async def test_429_with_retry_after_delays_the_next_attempt_and_delivers_once(
-        slack: FakeSlack, client: httpx.AsyncClient) -> None:
+        slack: FakeSlack, client: aiohttp.ClientSession) -> None:
     deliverer, attempts, _ = webhook_setup(slack, client)
     slack.script("#cs-alerts", [(429, {"Retry-After": "2"})])
     assert await deliverer.deliver(note(hook_target())) == "sent"
@@ -94,7 +96,7 @@ async def test_429_with_retry_after_delays_the_next_attempt_and_delivers_once(
 
 
 async def test_404_channel_not_found_is_dead_lettered_after_one_attempt(
-        slack: FakeSlack, client: httpx.AsyncClient) -> None:
+        slack: FakeSlack, client: aiohttp.ClientSession) -> None:
     deliverer, attempts, url = webhook_setup(slack, client)
     slack.break_webhook("#cs-alerts", "channel_not_found")
     result = await deliverer.deliver_detailed(note(hook_target()))
@@ -104,7 +106,7 @@ async def test_404_channel_not_found_is_dead_lettered_after_one_attempt(
     assert url not in str(result.error) and "T0000" not in str(result.error)
 
 
-async def test_unknown_webhook_is_permanent(slack: FakeSlack, client: httpx.AsyncClient) -> None:
+async def test_unknown_webhook_is_permanent(slack: FakeSlack, client: aiohttp.ClientSession) -> None:
     channel = SlackWebhookChannel(client, SecretLookup({"HOOK": f"{slack.base_url}/services/T/B/nope"}))
     target = Target(kind="slack_webhook", address="gone", receiver="team", url_ref="HOOK")
     with pytest.raises(PermanentFailure) as info:
@@ -112,7 +114,7 @@ async def test_unknown_webhook_is_permanent(slack: FakeSlack, client: httpx.Asyn
     assert info.value.details["code"] == "no_service"
 
 
-async def test_5xx_is_retried_then_delivered(slack: FakeSlack, client: httpx.AsyncClient) -> None:
+async def test_5xx_is_retried_then_delivered(slack: FakeSlack, client: aiohttp.ClientSession) -> None:
     deliverer, attempts, _ = webhook_setup(slack, client)
     slack.script("#cs-alerts", [(500, {}), (503, {})])
     assert await deliverer.deliver(note(hook_target())) == "sent"
@@ -122,7 +124,7 @@ async def test_5xx_is_retried_then_delivered(slack: FakeSlack, client: httpx.Asy
 
 
 async def test_persistent_5xx_ends_failed_at_the_deadline(slack: FakeSlack,
-                                                          client: httpx.AsyncClient) -> None:
+                                                          client: aiohttp.ClientSession) -> None:
     deliverer, attempts, _ = webhook_setup(slack, client, deadline_s=1.5)
     slack.script("#cs-alerts", [(502, {})] * 20)
     assert await deliverer.deliver(note(hook_target())) == "failed"
@@ -130,7 +132,7 @@ async def test_persistent_5xx_ends_failed_at_the_deadline(slack: FakeSlack,
     assert slack.messages() == []
 
 
-async def test_invalid_blocks_are_permanent(slack: FakeSlack, client: httpx.AsyncClient) -> None:
+async def test_invalid_blocks_are_permanent(slack: FakeSlack, client: aiohttp.ClientSession) -> None:
     deliverer, _, _ = webhook_setup(slack, client)
     n = note(hook_target())
     too_many = Notification(**{**n.__dict__, "slack_blocks": [{"type": "divider"}] * 51})
@@ -139,7 +141,7 @@ async def test_invalid_blocks_are_permanent(slack: FakeSlack, client: httpx.Asyn
 
 
 async def test_fake_slack_rate_limit_is_honoured_without_our_limiter(
-        slack: FakeSlack, client: httpx.AsyncClient) -> None:
+        slack: FakeSlack, client: aiohttp.ClientSession) -> None:
     # With our limiter off, the second message meets Slack's 1/s limit (429, Retry-After: 1) and is retried.
     deliverer, _, _ = webhook_setup(slack, client, rate_interval_s=0.0)
     assert await deliverer.deliver(note(hook_target(), risk_id="r1")) == "sent"
@@ -152,29 +154,30 @@ async def test_fake_slack_rate_limit_is_honoured_without_our_limiter(
 
 
 async def test_our_limiter_keeps_slack_from_rate_limiting(slack: FakeSlack,
-                                                          client: httpx.AsyncClient) -> None:
+                                                          client: aiohttp.ClientSession) -> None:
     deliverer, _, _ = webhook_setup(slack, client)
     assert await deliverer.deliver(note(hook_target(), risk_id="r1")) == "sent"
     assert await deliverer.deliver(note(hook_target(), risk_id="r2")) == "sent"
     assert [r.status for r in slack.requests("#cs-alerts")] == [200, 200]
 
 
-async def test_missing_webhook_url_is_permanent_and_named_by_reference(client: httpx.AsyncClient) -> None:
+async def test_missing_webhook_url_is_permanent_and_named_by_reference(client: aiohttp.ClientSession) -> None:
     channel = SlackWebhookChannel(client, SecretLookup({}, environ={}))
     with pytest.raises(PermanentFailure, match="HOOK_CS-ALERTS") as info:
         await channel.send(note(hook_target()))
     assert info.value.details["code"] == "not_configured"
 
 
-async def test_connection_error_is_retryable_and_hides_the_url(client: httpx.AsyncClient,
+async def test_connection_error_is_retryable_and_hides_the_url(client: aiohttp.ClientSession,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     with FakeSlack() as stopped:
         url = stopped.add_webhook("#x") + "?token=supersecret"
     channel = SlackWebhookChannel(client, SecretLookup({"HOOK_CS-ALERTS": url}), timeout_s=2)
     with pytest.raises(RetryableFailure) as info:
         await channel.send(note(hook_target()))
-    assert info.value.details["code"] == "ConnectError"
-    assert "supersecret" not in str(info.value) and info.value.__cause__ is None
+    assert info.value.details["code"] == "ClientConnectorError"
+    assert "supersecret" not in repr(info.value) and "/services/" not in str(info.value)
+    assert info.value.__cause__ is None
     assert info.value.__suppress_context__
     deliverer = Deliverer({"slack_webhook": channel}, deadline_s=0.3, base_backoff_s=0.05)
     assert await deliverer.deliver(note(hook_target())) == "failed"
@@ -183,7 +186,7 @@ async def test_connection_error_is_retryable_and_hides_the_url(client: httpx.Asy
 
 # --- Web API chat.postMessage -----------------------------------------------------------------------
 
-async def test_dm_to_the_csm(slack: FakeSlack, client: httpx.AsyncClient) -> None:
+async def test_dm_to_the_csm(slack: FakeSlack, client: aiohttp.ClientSession) -> None:
     deliverer, _ = api_setup(slack, client)
     assert await deliverer.deliver(note(dm_target(), summary=HOSTILE)) == "sent"
     [message] = slack.messages("U0DANA")
@@ -191,14 +194,14 @@ async def test_dm_to_the_csm(slack: FakeSlack, client: httpx.AsyncClient) -> Non
     assert message.payload["channel"] == "U0DANA"
 
 
-async def test_dm_unknown_user_is_dead_lettered(slack: FakeSlack, client: httpx.AsyncClient) -> None:
+async def test_dm_unknown_user_is_dead_lettered(slack: FakeSlack, client: aiohttp.ClientSession) -> None:
     deliverer, attempts = api_setup(slack, client)
     result = await deliverer.deliver_detailed(note(dm_target("U0NOBODY")))
     assert (result.outcome, result.attempts, result.code) == ("dead_letter", 1, "channel_not_found")
     assert len(slack.requests("U0NOBODY")) == 1
 
 
-async def test_dm_bad_token_is_permanent_and_never_echoed(slack: FakeSlack, client: httpx.AsyncClient,
+async def test_dm_bad_token_is_permanent_and_never_echoed(slack: FakeSlack, client: aiohttp.ClientSession,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     deliverer, _ = api_setup(slack, client, token="xoxb-wrong-token-123")
     result = await deliverer.deliver_detailed(note(dm_target()))
@@ -206,7 +209,7 @@ async def test_dm_bad_token_is_permanent_and_never_echoed(slack: FakeSlack, clie
     assert "xoxb-wrong-token-123" not in str(result.error) and "xoxb-wrong-token-123" not in caplog.text
 
 
-async def test_dm_ok_false_retryable_errors_are_retried(slack: FakeSlack, client: httpx.AsyncClient) -> None:
+async def test_dm_ok_false_retryable_errors_are_retried(slack: FakeSlack, client: aiohttp.ClientSession) -> None:
     deliverer, attempts = api_setup(slack, client)
     slack.script("U0DANA", [(200, {}, {"ok": False, "error": "internal_error"}),
                             (429, {"Retry-After": "1"}, {"ok": False, "error": "ratelimited"})])
@@ -218,8 +221,61 @@ async def test_dm_ok_false_retryable_errors_are_retried(slack: FakeSlack, client
     assert len(slack.messages("U0DANA")) == 1
 
 
-async def test_dm_ok_false_other_errors_are_permanent(slack: FakeSlack, client: httpx.AsyncClient) -> None:
+async def test_dm_ok_false_other_errors_are_permanent(slack: FakeSlack, client: aiohttp.ClientSession) -> None:
     deliverer, attempts = api_setup(slack, client)
     slack.script("U0DANA", [(200, {}, {"ok": False, "error": "not_in_channel"})])
     result = await deliverer.deliver_detailed(note(dm_target()))
     assert (result.outcome, result.attempts, result.code) == ("dead_letter", 1, "not_in_channel")
+
+
+async def test_dm_2xx_that_is_not_a_json_object_is_retryable(slack: FakeSlack,
+                                                             client: aiohttp.ClientSession) -> None:
+    deliverer, attempts = api_setup(slack, client)
+    slack.script("U0DANA", [(200, {}, "<html>upstream hiccup</html>"), (200, {}, "[1, 2]")])
+    assert await deliverer.deliver(note(dm_target())) == "sent"
+    assert [outcome for _, outcome, _ in attempts] == ["retry", "retry", "sent"]
+    assert [err.details["code"] for _, _, err in attempts[:2]] == ["bad_response", "bad_response"]
+    assert len(slack.messages("U0DANA")) == 1
+
+
+async def test_dm_5xx_and_429_are_retryable_with_the_error_of_the_body(
+        slack: FakeSlack, client: aiohttp.ClientSession) -> None:
+    channel = SlackApiChannel(client, slack.token, base_url=slack.api_url)
+    slack.script("U0DANA", [(503, {}), (429, {"Retry-After": "3"})])
+    with pytest.raises(RetryableFailure) as first:
+        await channel.send(note(dm_target()))
+    with pytest.raises(RetryableFailure) as second:
+        await channel.send(note(dm_target()))
+    assert first.value.details == {"retry_after": None, "status": 503, "code": "internal_error"}
+    assert second.value.details == {"retry_after": 3.0, "status": 429, "code": "ratelimited"}
+
+
+async def test_dm_connection_error_hides_the_token_and_the_url(client: aiohttp.ClientSession) -> None:
+    with FakeSlack() as stopped:
+        api_url = stopped.api_url
+    channel = SlackApiChannel(client, "xoxb-secret-token-987", base_url=api_url, timeout_s=2)
+    with pytest.raises(RetryableFailure) as info:
+        await channel.send(note(dm_target()))
+    assert info.value.details == {"retry_after": None, "code": "ClientConnectorError"}
+    assert "xoxb-secret-token-987" not in repr(info.value) and api_url not in repr(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+@pytest.mark.parametrize("base_url", ["slack.example/api/xoxb-secret-in-url", "ftp://slack.example/xoxb-secret"])
+async def test_dm_invalid_api_url_is_permanent_and_not_echoed(client: aiohttp.ClientSession,
+                                                              base_url: str) -> None:
+    channel = SlackApiChannel(client, "xoxb-secret-token-987", base_url=base_url)
+    with pytest.raises(PermanentFailure) as info:
+        await channel.send(note(dm_target()))
+    assert info.value.details == {"code": "invalid_url"}
+    assert str(info.value) == f"{dm_target().key}: Slack API URL is not a valid http(s) URL"
+    assert "xoxb-secret" not in repr(info.value) and info.value.__cause__ is None
+
+
+async def test_webhook_invalid_url_is_permanent_and_not_echoed(client: aiohttp.ClientSession) -> None:
+    url = "https://hooks.slack.example:70000/services/T0/B0/supersecret"
+    channel = SlackWebhookChannel(client, SecretLookup({"HOOK_CS-ALERTS": url}))
+    with pytest.raises(PermanentFailure) as info:
+        await channel.send(note(hook_target()))
+    assert info.value.details == {"code": "invalid_url"}
+    assert "supersecret" not in repr(info.value) and info.value.__cause__ is None

@@ -15,7 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.alerts.adapters import tables as t
+from services.alerts.domain.content import Notification
 from shared.bus.port import TopicPartition
+from shared.risks import RiskEvent
 
 DELIVERY_STATUSES = ("pending", "sent", "failed", "dead_letter")
 ALERT_STATUSES = ("open", "acked", "resolved")
@@ -154,6 +156,125 @@ class DigestItemRow:
     dedup_suffix: str
     queued_at: datetime
     due_at: datetime
+
+
+# -- one claim of consumed risk events: what it reads, what it writes --------------------------------
+@dataclass(frozen=True, slots=True)
+class KnownAlert:
+    """What a claim needs of an existing alert row."""
+
+    id: int
+    last_seq: int
+    acked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KnownState:
+    """What a claim needs of an existing per-target state row."""
+
+    last_severity: str | None
+    last_kind: str | None
+    last_notified_at: datetime | None
+    notify_count: int
+    last_seq: int
+    resolved_notified: bool
+
+
+@dataclass(slots=True)
+class ClaimReads:
+    """Read inside the claim transaction, after recording the batch's event ids as processed."""
+
+    new_event_ids: set[str]  # not processed before this transaction (the rest are redeliveries)
+    alerts: dict[str, KnownAlert]  # by risk id (at least every risk of a new event id)
+    states: dict[tuple[str, str], KnownState]  # by (risk id, target key)
+    silences: list[SilenceRow]  # active, of (at least) every account of a new event id
+
+
+@dataclass(slots=True)
+class ClaimWrites:
+    """Everything a claim changes besides the processed ids. Rows refer to their alert by risk id: the
+    alert row may be new, its id is only known once it is written."""
+
+    now: datetime
+    lease_until: datetime
+    alerts: list[RiskEvent]  # the last applied event of each risk, one per risk id
+    states: list[tuple[str, dict[str, Any]]]  # (risk id, alerts_states columns but alert_id)
+    digest_items: list[tuple[str, dict[str, Any]]]  # (risk id, alerts_digest_items columns but alert_id)
+    deliveries: list[tuple[Notification, str]]  # (notification, risk id)
+    positions: dict[TopicPartition, int]
+
+
+def alert_values(risk: RiskEvent, now: datetime) -> dict[str, Any]:
+    """The alerts_alerts row of a risk after applying `risk` (opened_at only counts on insert)."""
+    resolved = risk.transition == "resolved"
+    return {
+        "risk_id": risk.risk_id,
+        "account_id": risk.account_id,
+        "type": risk.type,
+        "severity": risk.severity,
+        "status": "resolved" if resolved else "open",
+        "summary": risk.summary,
+        "last_event_id": risk.event_id,
+        "last_seq": risk.seq,
+        "last_event": risk.model_dump(mode="json"),
+        "opened_at": now,
+        "updated_at": now,
+        "resolved_at": now if resolved else None,
+    }
+
+
+def new_delivery(notification: Notification, alert_id: int | None) -> NewDelivery:
+    return NewDelivery(
+        dedup_key=notification.dedup_key,
+        alert_id=alert_id,
+        kind=notification.kind,
+        channel=notification.target.kind,
+        target_key=notification.target.key,
+        notification=notification.to_dict(),
+        source_received_at=notification.source_received_at,
+    )
+
+
+def delivery_values(d: NewDelivery, now: datetime, lease_until: datetime) -> dict[str, Any]:
+    """The alerts_deliveries row of a newly claimed delivery."""
+    return {
+        "dedup_key": d.dedup_key,
+        "alert_id": d.alert_id,
+        "kind": d.kind,
+        "channel": d.channel,
+        "target_key": d.target_key,
+        "status": "pending",
+        "notification": d.notification,
+        "source_received_at": d.source_received_at,
+        "attempts": 0,
+        "error": None,
+        "error_code": None,
+        "lease_until": lease_until,
+        "created_at": now,
+        "updated_at": now,
+        "sent_at": None,
+    }
+
+
+def claimed_delivery(values: dict[str, Any], delivery_id: int, alert_id: int | None) -> DeliveryRow:
+    """The row just inserted from `delivery_values`, as handed to the sender."""
+    return DeliveryRow(
+        id=delivery_id,
+        dedup_key=values["dedup_key"],
+        alert_id=alert_id,
+        kind=values["kind"],
+        channel=values["channel"],
+        target_key=values["target_key"],
+        status="pending",
+        notification=values["notification"],
+        source_received_at=values["source_received_at"],
+        attempts=0,
+        error=None,
+        error_code=None,
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
+        sent_at=None,
+    )
 
 
 def _digest_item(row: Any) -> DigestItemRow:
@@ -302,6 +423,43 @@ class AlertsRepository:
         )
         return {row[0] for row in (await self.conn.execute(stmt, values)).all()}
 
+    # -- one claim of consumed risk events (the SQLAlchemy path; PostgreSQL has claim_pg) ----------
+    async def claim_reads(self, risks: Sequence[RiskEvent], now: datetime) -> ClaimReads:
+        new_ids = await self.mark_processed((r.event_id for r in risks), now)
+        fresh = [r for r in risks if r.event_id in new_ids]
+        alerts, states = await self.alerts_with_states(r.risk_id for r in fresh)
+        risk_of = {a.id: rid for rid, a in alerts.items()}
+        return ClaimReads(
+            new_event_ids=new_ids,
+            alerts={
+                rid: KnownAlert(id=a.id, last_seq=a.last_seq, acked=a.acked_at is not None)
+                for rid, a in alerts.items()
+            },
+            states={
+                (risk_of[s.alert_id], s.target_key): KnownState(
+                    last_severity=s.last_severity,
+                    last_kind=s.last_kind,
+                    last_notified_at=s.last_notified_at,
+                    notify_count=s.notify_count,
+                    last_seq=s.last_seq,
+                    resolved_notified=s.resolved_notified,
+                )
+                for s in states.values()
+            },
+            silences=await self.active_silences({r.account_id for r in fresh}, now),
+        )
+
+    async def claim_writes(self, writes: ClaimWrites) -> list[DeliveryRow]:
+        now = writes.now
+        ids = await self.upsert_alerts([alert_values(r, now) for r in writes.alerts])
+        await self.upsert_states([{"alert_id": ids[rid], **cols} for rid, cols in writes.states])
+        await self.add_digest_items([{"alert_id": ids[rid], **cols} for rid, cols in writes.digest_items])
+        deliveries = await self.claim(
+            [new_delivery(n, ids[rid]) for n, rid in writes.deliveries], now, writes.lease_until
+        )
+        await self.save_positions(writes.positions, now)
+        return deliveries
+
     async def prune_processed(self, before: datetime) -> int:
         res = await self.conn.execute(sa.delete(t.processed).where(t.processed.c.processed_at < before))
         return res.rowcount or 0
@@ -411,7 +569,7 @@ class AlertsRepository:
                 a.c.status == "open",
                 a.c.acked_at.is_(None),
             )
-            .order_by(s.c.next_repeat_at)
+            .order_by(s.c.next_repeat_at, s.c.alert_id, s.c.target_key)  # ties in a stable order
             .limit(limit)
         )
         return [(_alert(row), _state(row, "s_")) for row in rows]
@@ -486,26 +644,7 @@ class AlertsRepository:
         """Insert pending deliveries; a dedup key seen before is skipped. Returns the new rows only."""
         if not items:
             return []
-        values = [
-            {
-                "dedup_key": d.dedup_key,
-                "alert_id": d.alert_id,
-                "kind": d.kind,
-                "channel": d.channel,
-                "target_key": d.target_key,
-                "status": "pending",
-                "notification": d.notification,
-                "source_received_at": d.source_received_at,
-                "attempts": 0,
-                "error": None,
-                "error_code": None,
-                "lease_until": lease_until,
-                "created_at": now,
-                "updated_at": now,
-                "sent_at": None,
-            }
-            for d in items
-        ]
+        values = [delivery_values(d, now, lease_until) for d in items]
         stmt = (
             _insert(self.conn, t.deliveries)
             .on_conflict_do_nothing(index_elements=[t.deliveries.c.dedup_key])
@@ -513,27 +652,7 @@ class AlertsRepository:
         )
         # executemany + RETURNING: only the rows actually inserted come back, matched by their key
         ids = {row.dedup_key: int(row.id) for row in (await self.conn.execute(stmt, values)).all()}
-        return [
-            DeliveryRow(
-                id=ids[v["dedup_key"]],
-                dedup_key=v["dedup_key"],
-                alert_id=v["alert_id"],
-                kind=v["kind"],
-                channel=v["channel"],
-                target_key=v["target_key"],
-                status="pending",
-                notification=v["notification"],
-                source_received_at=v["source_received_at"],
-                attempts=0,
-                error=None,
-                error_code=None,
-                created_at=now,
-                updated_at=now,
-                sent_at=None,
-            )
-            for v in values
-            if v["dedup_key"] in ids
-        ]
+        return [claimed_delivery(v, ids[v["dedup_key"]], v["alert_id"]) for v in values if v["dedup_key"] in ids]
 
     async def take_over_expired(
         self, now: datetime, lease_until: datetime, limit: int, exclude: Iterable[int] = ()

@@ -6,6 +6,8 @@ Exactly-once effects, at-least-once consumption:
 2. One transaction (`AlertPipeline.claim_risks`): alert rows, per-target state, digest items, the pending
    deliveries (UNIQUE dedup key), the processed risk `event_id`s and the consumed positions. A redelivered
    record (Kafka redelivery, a rewind, a duplicate publish) is a no-op: its `event_id` is already there.
+   On PostgreSQL the transaction is four round trips on the asyncpg connection under the kept one
+   (`PgClaimStore`); on SQLite it goes through SQLAlchemy Core (`AlertsRepository`).
 3. Hand the claimed deliveries to the `DeliveryRunner` and go on polling; sending never blocks consumption.
 4. Commit the Kafka offsets, in the background and only up to claims already durable; the database
    positions stay the truth, so a late or failed offset commit costs a re-read, never a duplicate.
@@ -30,13 +32,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.alerts.adapters.claim_pg import DATABASE_ERRORS, PgClaimStore
 from services.alerts.adapters.repository import AlertsRepository
 from services.alerts.entrypoints.dispatch import DeliveryRunner
-from services.alerts.entrypoints.pipeline import AlertPipeline
+from services.alerts.entrypoints.pipeline import AlertPipeline, ClaimResult
 from shared.bus.port import Bus, Record, Subscriber, TopicPartition
+from shared.db import is_postgres
 from shared.metrics import AlertsMetrics, CommonMetrics
 from shared.risks import RiskEvent
 
@@ -82,6 +85,8 @@ class RiskConsumer:
         self._to_commit: dict[TopicPartition, int] = {}
         self._commit_wake = asyncio.Event()
         self._conn: AsyncConnection | None = None
+        self._pg = is_postgres(engine)
+        self._pg_store: PgClaimStore | None = None  # on the asyncpg connection under `_conn`
         self._lag_at = 0.0
 
     # -- rebalance listener --------------------------------------------------------------------
@@ -165,13 +170,35 @@ class RiskConsumer:
             self._conn = await self.engine.connect()
         return self._conn
 
-    async def _close_connection(self) -> None:
-        conn, self._conn = self._conn, None
+    async def _close_connection(self, *, invalidate: bool = False) -> None:
+        """Give the kept connection back; `invalidate` after a failed claim: it may be broken or still in
+        the failed transaction, so it is closed instead of going back to the pool."""
+        conn, self._conn, self._pg_store = self._conn, None, None
         if conn is not None:
             try:
+                if invalidate:
+                    await conn.invalidate()
                 await conn.close()
-            except (SQLAlchemyError, OSError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.debug("closing the claim connection failed (%s)", type(exc).__name__)
+
+    async def claim(self, risks: list[RiskEvent], positions: dict[TopicPartition, int]) -> ClaimResult:
+        """One claim transaction on the kept connection: asyncpg statements on PostgreSQL (four round
+        trips), SQLAlchemy Core on SQLite."""
+        conn = await self._connection()
+        if not self._pg:
+            async with conn.begin():
+                return await self.pipeline.claim_risks(AlertsRepository(conn), risks, positions)
+        if self._pg_store is None:
+            self._pg_store = await PgClaimStore.under(conn)
+        try:
+            async with self._pg_store.transaction() as store:
+                return await self.pipeline.claim_risks(store, risks, positions)
+        except BaseException:
+            # Failed, or cancelled mid-statement: SQLAlchemy does not know about this transaction, so the
+            # connection must never go back to the pool as it is.
+            await self._close_connection(invalidate=True)
+            raise
 
     async def _handle_with_retry(self, sub: Subscriber, records: list[Record]) -> None:
         delay = 0.1
@@ -180,11 +207,12 @@ class RiskConsumer:
                 await self.handle(sub, records)
                 self.healthy = True
                 return
-            except (SQLAlchemyError, OSError) as exc:
+            except DATABASE_ERRORS as exc:
                 # The database is unreachable or refused the transaction: nothing was claimed, nothing
-                # committed; the batch is retried (capped backoff) and the partitions wait for it.
+                # committed; the batch is retried (capped backoff) on a new connection and the partitions
+                # wait for it.
                 self.healthy = False
-                await self._close_connection()
+                await self._close_connection(invalidate=True)
                 log.warning(
                     "alerts claim failed (%s); retrying the batch in %.1fs", type(exc).__name__, delay
                 )
@@ -218,9 +246,7 @@ class RiskConsumer:
                 )
         if skipped:
             self.metrics.risk_events.labels("duplicate").inc(skipped)
-        conn = await self._connection()
-        async with conn.begin():
-            result = await self.pipeline.claim_risks(AlertsRepository(conn), risks, positions)
+        result = await self.claim(risks, positions)
         self.runner.submit(result.deliveries)
         for tp, offset in positions.items():
             self._positions[tp] = max(self._positions.get(tp, 0), offset)

@@ -4,6 +4,10 @@ Every `claim_*` method runs inside the caller's transaction: it reads what it ne
 queries, applies the pure domain (`route_targets`, `decide`, `next_state`, `goes_to_digest`, `render`,
 `plan_digests`) and writes alert rows, per-target state, digest items and pending deliveries (each under a
 UNIQUE dedup key). Nothing is sent here; the caller commits, then hands the returned deliveries over.
+
+`claim_risks`, the consumer's hot path, reads once and writes once through a `ClaimStore`: SQLAlchemy Core
+(`AlertsRepository`, any database) or two asyncpg statements (`PgClaimStore`, PostgreSQL). Between the two
+it keys everything by risk id, since an alert row written by the batch has no id yet.
 """
 
 from __future__ import annotations
@@ -13,9 +17,18 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from services.alerts.adapters.repository import AlertRow, AlertsRepository, DeliveryRow, NewDelivery, StateRow
+from services.alerts.adapters.repository import (
+    AlertsRepository,
+    ClaimReads,
+    ClaimWrites,
+    DeliveryRow,
+    KnownAlert,
+    KnownState,
+    StateRow,
+    new_delivery,
+)
 from services.alerts.domain.content import Notification, render
 from services.alerts.domain.digest import PendingItem, goes_to_digest, pending, plan_digests
 from services.alerts.domain.policy import AlertState, Decision, decide, next_state, repeat_due_at
@@ -42,7 +55,7 @@ class ClaimResult:
 
 
 def _domain_state(
-    alert: AlertRow | None, row: StateRow | None, risk_id: str, target_key: str
+    acked: bool, row: StateRow | KnownState | None, risk_id: str, target_key: str
 ) -> AlertState | None:
     if row is None:
         return None
@@ -51,7 +64,7 @@ def _domain_state(
         target_key=target_key,
         last_severity=row.last_severity,
         last_notified_at=row.last_notified_at,
-        acked=alert is not None and alert.acked_at is not None,
+        acked=acked,
         count=row.notify_count,
         last_seq=row.last_seq,
         resolved_notified=row.resolved_notified,
@@ -59,7 +72,6 @@ def _domain_state(
 
 
 def _state_values(
-    alert_id: int,
     target: Target,
     state: AlertState,
     *,
@@ -67,9 +79,9 @@ def _state_values(
     kind: str | None,
     open_: bool,
 ) -> dict[str, Any]:
+    """The alerts_states columns of one (alert, target) but `alert_id`."""
     due = repeat_due_at(state, repeat_interval) if open_ else None
     return {
-        "alert_id": alert_id,
         "target_key": target.key,
         "target": target.to_dict(),
         "repeat_interval_s": repeat_interval.total_seconds(),
@@ -95,16 +107,13 @@ def silence_from_row(row: Any) -> Silence:
     )
 
 
-def new_delivery(notification: Notification, alert_id: int | None) -> NewDelivery:
-    return NewDelivery(
-        dedup_key=notification.dedup_key,
-        alert_id=alert_id,
-        kind=notification.kind,
-        channel=notification.target.kind,
-        target_key=notification.target.key,
-        notification=notification.to_dict(),
-        source_received_at=notification.source_received_at,
-    )
+class ClaimStore(Protocol):
+    """Where a claim of risk events reads and writes, inside the caller's transaction:
+    `AlertsRepository` (SQLAlchemy, any database) or `PgClaimStore` (asyncpg, PostgreSQL)."""
+
+    async def claim_reads(self, risks: Sequence[RiskEvent], now: datetime) -> ClaimReads: ...
+
+    async def claim_writes(self, writes: ClaimWrites) -> list[DeliveryRow]: ...
 
 
 class AlertPipeline:
@@ -130,12 +139,13 @@ class AlertPipeline:
 
     # -- risk events ---------------------------------------------------------------------------
     async def claim_risks(
-        self, repo: AlertsRepository, risks: Sequence[RiskEvent], positions: dict[TopicPartition, int]
+        self, store: ClaimStore, risks: Sequence[RiskEvent], positions: dict[TopicPartition, int]
     ) -> ClaimResult:
         """Apply a consumed batch (in offset order) and save the consumed positions with it."""
         now = self.clock()
         result = ClaimResult()
-        new_ids = await repo.mark_processed((r.event_id for r in risks), now)
+        reads = await store.claim_reads(risks, now)
+        new_ids = reads.new_event_ids
         fresh: list[RiskEvent] = []
         for risk in risks:
             if risk.event_id not in new_ids:
@@ -144,38 +154,40 @@ class AlertPipeline:
             new_ids.discard(risk.event_id)  # a second copy inside the batch is a duplicate too
             fresh.append(risk)
 
-        alerts, states = await repo.alerts_with_states(r.risk_id for r in fresh)
-        applied, alert_ids = await self._apply_alerts(repo, fresh, alerts, now, result)
+        alerts = reads.alerts
+        applied, latest = self._apply_alerts(fresh, alerts, result)
         silences: dict[str, list[Silence]] = {}
-        for row in await repo.active_silences({r.account_id for r in applied}, now):
+        for row in reads.silences:
             silences.setdefault(row.account_id, []).append(silence_from_row(row))
 
-        dirty: dict[tuple[int, str], dict[str, Any]] = {}
-        mem: dict[tuple[int, str], AlertState | None] = {}
-        kinds = {key: row.last_kind for key, row in states.items()}
-        notifications: list[tuple[Notification, int]] = []
-        digest_rows: list[dict[str, Any]] = []
+        # Everything below is keyed by risk id (one alert row per risk): a new alert has no id yet.
+        dirty: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        mem: dict[tuple[str, str], AlertState | None] = {}
+        kinds = {key: row.last_kind for key, row in reads.states.items()}
+        notifications: list[tuple[Notification, str]] = []
+        digest_rows: list[tuple[str, dict[str, Any]]] = []
         for n, risk in enumerate(applied, 1):
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # rendering is CPU work: let sends in flight read their answers
-            alert_id = alert_ids[risk.risk_id]
-            alert = alerts.get(risk.risk_id)  # as loaded: the batch never changes an acknowledgement
+            risk_id = risk.risk_id
+            alert = alerts.get(risk_id)  # as loaded: the batch never changes an acknowledgement
+            acked = alert is not None and alert.acked
             silence = matching_silence(silences.get(risk.account_id, ()), risk, now)
             routed = self._targets(risk)
             if not routed:
                 result.count("unrouted")
                 log.warning(
                     "risk %s (%s) of account %s has no receiver: no CSM and no fallback receiver",
-                    risk.risk_id,
+                    risk_id,
                     risk.type,
                     risk.account_id,
                 )
             for rt in routed:
-                key = (alert_id, rt.target.key)
+                key = (risk_id, rt.target.key)
                 prev = (
                     mem[key]
                     if key in mem
-                    else _domain_state(alert, states.get(key), risk.risk_id, rt.target.key)
+                    else _domain_state(acked, reads.states.get(key), risk_id, rt.target.key)
                 )
                 decision = decide(
                     risk,
@@ -189,20 +201,22 @@ class AlertPipeline:
                 mem[key] = state
                 if decision.notify:
                     kinds[key] = decision.kind
-                dirty[key] = _state_values(
-                    alert_id,
-                    rt.target,
-                    state,
-                    repeat_interval=rt.match.repeat_interval,
-                    kind=kinds.get(key),
-                    open_=risk.transition != "resolved",
+                dirty[key] = (
+                    risk_id,
+                    _state_values(
+                        rt.target,
+                        state,
+                        repeat_interval=rt.match.repeat_interval,
+                        kind=kinds.get(key),
+                        open_=risk.transition != "resolved",
+                    ),
                 )
                 if not decision.notify:
                     if silence is not None:
                         self.metrics.notifications.labels(rt.target.kind, "suppressed").inc()
                     continue
                 if goes_to_digest(risk, decision.kind, rt.match.group_wait):
-                    digest_rows.append(self._digest_row(risk, rt, decision, alert_id, now))
+                    digest_rows.append((risk_id, self._digest_row(risk, rt, decision, now)))
                 else:
                     notifications.append(
                         (
@@ -213,64 +227,45 @@ class AlertPipeline:
                                 kind=decision.kind,
                                 dedup_suffix=decision.dedup_suffix,
                             ),
-                            alert_id,
+                            risk_id,
                         )
                     )
             result.count("applied")
 
-        await repo.upsert_states(list(dirty.values()))
-        await repo.add_digest_items(digest_rows)
         result.queued_for_digest = len(digest_rows)
-        result.deliveries = await repo.claim(
-            [new_delivery(n, a) for n, a in notifications], now, now + self.lease
+        result.deliveries = await store.claim_writes(
+            ClaimWrites(
+                now=now,
+                lease_until=now + self.lease,
+                alerts=latest,
+                states=list(dirty.values()),
+                digest_items=digest_rows,
+                deliveries=notifications,
+                positions=positions,
+            )
         )
-        await repo.save_positions(positions, now)
         return result
 
-    async def _apply_alerts(
-        self,
-        repo: AlertsRepository,
-        fresh: Sequence[RiskEvent],
-        alerts: dict[str, AlertRow],
-        now: datetime,
-        result: ClaimResult,
-    ) -> tuple[list[RiskEvent], dict[str, int]]:
-        """Insert or update one alert row per risk; drop events older than what the row already holds."""
+    @staticmethod
+    def _apply_alerts(
+        fresh: Sequence[RiskEvent], alerts: dict[str, KnownAlert], result: ClaimResult
+    ) -> tuple[list[RiskEvent], list[RiskEvent]]:
+        """The events to apply, in order (an event older than what the alert row holds is dropped), and
+        the last of them per risk: what its alert row becomes."""
         last_seq = {rid: a.last_seq for rid, a in alerts.items()}
         applied: list[RiskEvent] = []
-        values: dict[str, dict[str, Any]] = {}
+        latest: dict[str, RiskEvent] = {}
         for risk in fresh:
             if risk.risk_id in last_seq and risk.seq <= last_seq[risk.risk_id]:
                 result.count("stale")
                 continue
             last_seq[risk.risk_id] = risk.seq
             applied.append(risk)
-            row = values.setdefault(risk.risk_id, {})
-            row.update(
-                {
-                    "account_id": risk.account_id,
-                    "type": risk.type,
-                    "severity": risk.severity,
-                    "status": "resolved" if risk.transition == "resolved" else "open",
-                    "summary": risk.summary,
-                    "last_event_id": risk.event_id,
-                    "last_seq": risk.seq,
-                    "last_event": risk.model_dump(mode="json"),
-                    "updated_at": now,
-                    "resolved_at": now if risk.transition == "resolved" else None,
-                }
-            )
-        ids = {rid: a.id for rid, a in alerts.items()}
-        ids.update(
-            await repo.upsert_alerts(
-                [{"risk_id": rid, "opened_at": now, **row} for rid, row in values.items()]
-            )
-        )
-        return applied, ids
+            latest[risk.risk_id] = risk
+        return applied, list(latest.values())
 
-    def _digest_row(
-        self, risk: RiskEvent, rt: RoutedTarget, decision: Decision, alert_id: int, now: datetime
-    ) -> dict[str, Any]:
+    def _digest_row(self, risk: RiskEvent, rt: RoutedTarget, decision: Decision, now: datetime) -> dict[str, Any]:
+        """The alerts_digest_items columns of one queued notification but `alert_id`."""
         item = pending(
             risk,
             rt.target,
@@ -283,7 +278,6 @@ class AlertPipeline:
             "dedup_key": item.item_key,
             "target_key": rt.target.key,
             "target": rt.target.to_dict(),
-            "alert_id": alert_id,
             "risk": risk.model_dump(mode="json"),
             "kind": item.kind,
             "dedup_suffix": item.dedup_suffix,
@@ -311,13 +305,13 @@ class AlertPipeline:
             risk = RiskEvent.model_validate(alert.last_event)
             target = Target.from_dict(row.target)
             rt = next((r for r in self._targets(risk) if r.target.key == target.key), None)
-            prev = _domain_state(alert, row, risk.risk_id, target.key)
+            prev = _domain_state(alert.acked_at is not None, row, risk.risk_id, target.key)
             assert prev is not None
             if rt is None:  # the routing changed: this target no longer hears about the risk
                 updates.append(
                     {
+                        "alert_id": alert.id,
                         **_state_values(
-                            alert.id,
                             target,
                             prev,
                             repeat_interval=timedelta(seconds=row.repeat_interval_s),
@@ -337,14 +331,16 @@ class AlertPipeline:
                 silenced=silence is not None,
             )
             state = next_state(prev, risk, target.key, decision, now=now)
-            values = _state_values(
-                alert.id,
-                target,
-                state,
-                repeat_interval=rt.match.repeat_interval,
-                kind=decision.kind if decision.notify else row.last_kind,
-                open_=True,
-            )
+            values = {
+                "alert_id": alert.id,
+                **_state_values(
+                    target,
+                    state,
+                    repeat_interval=rt.match.repeat_interval,
+                    kind=decision.kind if decision.notify else row.last_kind,
+                    open_=True,
+                ),
+            }
             if silence is not None:
                 values["next_repeat_at"] = silence.until  # look again when the silence ends
                 self.metrics.notifications.labels(target.kind, "suppressed").inc()
@@ -353,7 +349,7 @@ class AlertPipeline:
                 if due_at is not None and due_at <= now:  # nothing will change by itself: stop asking
                     values["next_repeat_at"] = None
             elif goes_to_digest(risk, decision.kind, rt.match.group_wait):
-                digest_rows.append(self._digest_row(risk, rt, decision, alert.id, now))
+                digest_rows.append({"alert_id": alert.id, **self._digest_row(risk, rt, decision, now)})
             else:
                 notifications.append(
                     (

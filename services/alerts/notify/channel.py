@@ -1,9 +1,10 @@
 """The one port every channel implements, and the failure classification they share.
 
-Channels raise `RetryableFailure(msg, retry_after=seconds|None)` for 408/429/5xx, timeouts and connection
+Channels raise `RetryableFailure(msg, retry_after=seconds|None)` for 408/425/429/5xx, timeouts and connection
 errors, and `PermanentFailure(msg, code=...)` for other 4xx and Slack `ok: false`. Messages name the target
 by its key and never carry a secret: exceptions from the HTTP/SMTP clients are not chained (`from None`),
-because their text and their request objects can contain the URL.
+because their text and their request objects can contain the URL. The helpers here take plain values
+(status, `Retry-After`, body text), not a client's response type.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Protocol, runtime_checkable
-
-import httpx
 
 from services.alerts.domain.content import Notification
 from services.alerts.domain.targets import Target
@@ -60,15 +59,16 @@ def error_code(text: str | None, status: int) -> str:
     return f"http_{status}"
 
 
-def raise_for_status(response: httpx.Response, what: str, code: str | None = None) -> None:
-    """Classify a non-2xx HTTP answer (`what` is the target key: never the URL)."""
-    status = response.status_code
+def raise_for_status(what: str, status: int, *, text: str = "", retry_after: str | None = None,
+                     code: str | None = None) -> None:
+    """Classify a non-2xx HTTP answer from its status, body text and `Retry-After` header value (`what` is
+    the target key: never the URL). `code`, when given, wins over the one read from the body."""
     if 200 <= status < 300:
         return
-    code = code or error_code(_short_text(response), status)
+    code = code or error_code(text[:100], status)
     if status in (408, 425, 429) or status >= 500:
-        raise RetryableFailure(f"{what}: HTTP {status} {code}", retry_after=parse_retry_after(
-            response.headers.get("retry-after")), status=status, code=code)
+        raise RetryableFailure(f"{what}: HTTP {status} {code}", retry_after=parse_retry_after(retry_after),
+                               status=status, code=code)
     raise PermanentFailure(f"{what}: HTTP {status} {code}", code=code, status=status)
 
 
@@ -81,13 +81,6 @@ def require_url(secrets: SecretLookup, target: Target) -> str:
     return url
 
 
-def transport_failure(exc: httpx.HTTPError | OSError, what: str) -> RetryableFailure:
+def transport_failure(exc: BaseException, what: str) -> RetryableFailure:
     """A connection error or timeout, by class name only (its message may contain the URL)."""
     return RetryableFailure(f"{what}: {type(exc).__name__}", retry_after=None, code=type(exc).__name__)
-
-
-def _short_text(response: httpx.Response) -> str:
-    try:
-        return response.text[:100]
-    except (UnicodeDecodeError, LookupError):
-        return ""

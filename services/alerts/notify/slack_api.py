@@ -6,12 +6,13 @@ unknown user, invalid blocks...) except the few that say "try again later".
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 import orjson
 from pydantic import SecretStr
 
 from services.alerts.domain.content import Notification
-from services.alerts.notify.channel import error_code, parse_retry_after, raise_for_status, transport_failure
+from services.alerts.notify.channel import error_code, parse_retry_after, raise_for_status
+from services.alerts.notify.http import HttpAnswer, post
 from shared.errors import PermanentFailure, RetryableFailure
 
 RETRYABLE_ERRORS = frozenset({"ratelimited", "rate_limited", "internal_error", "fatal_error",
@@ -21,12 +22,12 @@ RETRYABLE_ERRORS = frozenset({"ratelimited", "rate_limited", "internal_error", "
 class SlackApiChannel:
     kind = "slack_dm"
 
-    def __init__(self, client: httpx.AsyncClient, token: SecretStr | str, *,
+    def __init__(self, session: aiohttp.ClientSession, token: SecretStr | str, *,
                  base_url: str = "https://slack.com/api/", timeout_s: float = 10.0) -> None:
-        self._client = client
+        self._session = session
         self._token = token if isinstance(token, SecretStr) else SecretStr(token)
         self._url = base_url.rstrip("/") + "/chat.postMessage"
-        self._timeout = timeout_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def send(self, notification: Notification) -> None:
         target = notification.target
@@ -35,18 +36,13 @@ class SlackApiChannel:
                    "unfurl_links": False, "unfurl_media": False}
         headers = {"Authorization": f"Bearer {self._token.get_secret_value()}",
                    "Content-Type": "application/json; charset=utf-8"}
+        answer = await post(self._session, self._url, orjson.dumps(payload), headers,
+                            client_timeout=self._timeout, what=what, url_name="Slack API URL")
+        raise_for_status(what, answer.status, text=answer.text(), retry_after=answer.retry_after,
+                         code=_slack_error(answer))
         try:
-            response = await self._client.post(self._url, content=orjson.dumps(payload), headers=headers,
-                                               timeout=self._timeout)
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
-            raise PermanentFailure(f"{what}: Slack API URL is not a valid http(s) URL",
-                                   code="invalid_url") from None
-        except httpx.HTTPError as exc:
-            raise transport_failure(exc, what) from None
-        raise_for_status(response, what, code=_slack_error(response))
-        try:
-            body = response.json()
-        except ValueError:
+            body = orjson.loads(answer.body)
+        except orjson.JSONDecodeError:
             raise RetryableFailure(f"{what}: Slack API answered with a body that is not JSON",
                                    retry_after=None, code="bad_response") from None
         if not isinstance(body, dict):
@@ -54,21 +50,21 @@ class SlackApiChannel:
                                    code="bad_response")
         if body.get("ok") is True:
             return
-        code = error_code(str(body.get("error") or ""), response.status_code)
+        code = error_code(str(body.get("error") or ""), answer.status)
         if code in RETRYABLE_ERRORS:
             raise RetryableFailure(f"{what}: Slack error {code}", code=code,
-                                   retry_after=parse_retry_after(response.headers.get("retry-after")))
+                                   retry_after=parse_retry_after(answer.retry_after))
         raise PermanentFailure(f"{what}: Slack error {code}", code=code)
 
 
-def _slack_error(response: httpx.Response) -> str | None:
+def _slack_error(answer: HttpAnswer) -> str | None:
     """The `error` of a non-2xx JSON answer (429 `ratelimited`), when there is one."""
-    if 200 <= response.status_code < 300:
+    if answer.ok:
         return None
     try:
-        body = response.json()
-    except ValueError:
+        body = orjson.loads(answer.body)
+    except orjson.JSONDecodeError:
         return None
     if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return error_code(body["error"], response.status_code)
+        return error_code(body["error"], answer.status)
     return None

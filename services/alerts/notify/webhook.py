@@ -15,10 +15,11 @@ import json
 import time
 from collections.abc import Callable
 
-import httpx
+import aiohttp
 
 from services.alerts.domain.content import Notification
-from services.alerts.notify.channel import raise_for_status, require_url, transport_failure
+from services.alerts.notify.channel import raise_for_status, require_url
+from services.alerts.notify.http import post
 from services.alerts.notify.secrets import SecretLookup
 from shared.errors import PermanentFailure
 
@@ -42,11 +43,11 @@ def verify(secret: str, body: bytes, signature: str | None) -> bool:
 class WebhookChannel:
     kind = "webhook"
 
-    def __init__(self, client: httpx.AsyncClient, secrets: SecretLookup, *, timeout_s: float = 10.0,
+    def __init__(self, session: aiohttp.ClientSession, secrets: SecretLookup, *, timeout_s: float = 10.0,
                  clock: Callable[[], float] = time.time) -> None:
-        self._client = client
+        self._session = session
         self._secrets = secrets
-        self._timeout = timeout_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._clock = clock
 
     async def send(self, notification: Notification) -> None:
@@ -62,11 +63,6 @@ class WebhookChannel:
                           separators=(",", ":"), ensure_ascii=False, default=str).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body),
                    TIMESTAMP_HEADER: timestamp, DELIVERY_HEADER: delivery_id(notification)}
-        try:
-            response = await self._client.post(url, content=body, headers=headers, timeout=self._timeout)
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
-            raise PermanentFailure(f"{what}: webhook URL is not a valid http(s) URL",
-                                   code="invalid_url") from None
-        except httpx.HTTPError as exc:
-            raise transport_failure(exc, what) from None
-        raise_for_status(response, what)
+        answer = await post(self._session, url, body, headers, client_timeout=self._timeout, what=what,
+                            url_name="webhook URL")
+        raise_for_status(what, answer.status, text=answer.text(), retry_after=answer.retry_after)
