@@ -14,7 +14,7 @@ import platform
 import re
 import subprocess
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -246,20 +246,40 @@ def as_dict(result: Result) -> dict[str, Any]:
 # -- CPU accounting of the processes under test ---------------------------------------------------
 
 def broker_process() -> psutil.Process | None:
-    """The Kafka broker started by scripts/services.sh, if this checkout started it."""
+    """The Kafka broker: the one scripts/services.sh started for this checkout, else a local `kafka.Kafka`
+    JVM (a broker started from another checkout); None when there is none to see."""
     try:
         return psutil.Process(int((ROOT / "var" / "kafka" / "kafka.pid").read_text().strip()))
     except (OSError, ValueError, psutil.Error):
-        return None
+        return _find_process(lambda p: p.info["name"] == "java" and "kafka.Kafka" in (p.info["cmdline"] or []))
 
 
 def postgres_process() -> psutil.Process | None:
-    """The PostgreSQL postmaster started by scripts/services.sh (its backends are its children)."""
+    """The PostgreSQL postmaster (its backends are its children): the one scripts/services.sh started for
+    this checkout, else a local one; None when there is none to see."""
     try:
         first = (ROOT / "var" / "pg" / "data" / "postmaster.pid").read_text().split("\n", 1)[0]
         return psutil.Process(int(first.strip()))
     except (OSError, ValueError, psutil.Error):
+        return _find_process(lambda p: p.info["name"] == "postgres" and _parent_name(p) != "postgres")
+
+
+def _parent_name(proc: psutil.Process) -> str | None:
+    try:
+        parent = proc.parent()
+        return parent.name() if parent is not None else None
+    except psutil.Error:
         return None
+
+
+def _find_process(match: Callable[[psutil.Process], bool]) -> psutil.Process | None:
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if match(proc):
+                return proc
+        except psutil.Error:
+            continue
+    return None
 
 
 def cpu_seconds(proc: psutil.Process | None, *, children: bool = True) -> float:
