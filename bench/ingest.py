@@ -62,11 +62,12 @@ What limits it (profiled with pyinstrument and cProfile under this load):
   raw producer's `send()` costs a coroutine and a future per message), the rest HTTP and asyncio.
   Python's cyclic garbage collector took a third of the CPU until the serving process froze its
   start-up objects (`gc.freeze()`) and requests released their decoded events before awaiting Kafka.
-- Single-event ingest is bound by per-request overhead, 350–400 µs of CPU per request: uvicorn's
+- Single-event ingest is bound by per-request overhead, 290–370 µs of CPU per request: uvicorn's
   HTTP handling and its two socket writes per response (about a quarter), an asyncio task per
   request, the handler itself (~100 µs: key check, parse, validation, metrics) and a Kafka flush
-  shared by all requests that arrived meanwhile. One process therefore tops out near 2,500
-  requests/s; a second worker process adds what the other core can spare.
+  shared by all requests that arrived meanwhile. One process therefore tops out near 3,400
+  requests/s (2,600 in earlier runs on a busier machine); a second worker process adds what the other
+  core can spare.
 - `churnsignal serve ingest` runs one process. More throughput on one host comes from worker
   processes (`uvicorn --factory services.ingest.bootstrap:app_from_environment --workers N`) or
   more replicas behind a load balancer; ingest keeps no state, so they scale out as they are."""
