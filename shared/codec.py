@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from shared.events import Event, EventError, validate_event
+from shared.events import NUL, Event, EventError, json_may_hold_nul, validate_event
 
 
 def dumps(obj: Any) -> bytes:
@@ -46,8 +46,10 @@ def decode_input(value: bytes | None) -> Event:
         raw = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise BadRecord(f"not JSON: {exc}") from exc
-    # Records already on the log are history: no future-skew check against the consumer's clock.
-    result = validate_event(raw, 0, allow_received_at=True, check_future=False)
+    # Records already on the log are history: no future-skew check against the consumer's clock. U+0000
+    # can only be in the JSON escaped: strings are searched for it only when the escape is in the bytes.
+    result = validate_event(raw, 0, allow_received_at=True, check_future=False,
+                            check_nul=json_may_hold_nul(value))
     if isinstance(result, Event):
         return result
     raise BadRecord("; ".join(_describe(e) for e in result))
@@ -55,7 +57,8 @@ def decode_input(value: bytes | None) -> Event:
 
 def _describe(err: EventError) -> str:
     where = ".".join(str(p) for p in err.loc) or "event"
-    return f"{where}: {err.msg}"
+    # (an unknown key's name may itself hold U+0000: the reason never carries one)
+    return f"{where}: {err.msg}".replace(NUL, "\\u0000")
 
 
 def dead_letter(source_topic: str, partition: int, offset: int, reason: str, value: bytes | None,

@@ -2,7 +2,8 @@
 
 An event is an envelope (`id`, `type`, `account_id`, `occurred_at`, `data`) whose `data` is checked
 against the model of its `type`. Unknown envelope fields are rejected; unknown keys inside `data`
-are kept and passed on.
+are kept and passed on. No string anywhere in an event, key or value, may hold U+0000: PostgreSQL
+`text` and `jsonb` cannot store it, so an event carrying one would fail every transaction it is in.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -32,6 +34,19 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 MAX_FUTURE_SKEW = timedelta(minutes=5)
+
+NUL = "\x00"
+NUL_MESSAGE = "must not contain a NUL character (U+0000)"
+# How JSON text carries U+0000: always escaped, and the hex digits are all digits, so this one spelling.
+NUL_ESCAPE = b"\\u0000"
+_BACKSLASH = 0x5C
+
+
+def json_may_hold_nul(text: bytes | bytearray) -> bool:
+    """Whether JSON text may carry U+0000 somewhere: only if it holds the escape `\\u0000` (JSON cannot
+    carry it otherwise). A false alarm is possible (a backslash sent as text, then "u0000"), a miss is not.
+    The backslash is looked for first: one byte is far cheaper to search than six, and most text has none."""
+    return _BACKSLASH in text and NUL_ESCAPE in text
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
@@ -128,7 +143,8 @@ class SentimentData(_Data):
         return -1 + 2 * (self.score - low) / (high - low)
 
 
-_EMAIL = r"^[^@\s\r\n\x1c-\x1f\x85]+@[^@\s\r\n\x1c-\x1f\x85]+$"
+# (U+0000 excluded too, so that the published pattern says what validation checks: see `nul_locations`)
+_EMAIL = r"^[^@\s\r\n\x1c-\x1f\x85\x00]+@[^@\s\r\n\x1c-\x1f\x85\x00]+$"
 
 
 class Csm(_Data):
@@ -205,6 +221,50 @@ class EventError:
         return {"index": self.index, "loc": list(self.loc), "msg": self.msg}
 
 
+def _shown(key: str) -> str:
+    """A key fit for a location: its NULs spelled as the JSON escape, so that no error text carries one."""
+    return key.replace(NUL, "\\u0000")
+
+
+def nul_locations(value: Any) -> list[tuple[tuple[str | int, ...], bool]]:
+    """Where U+0000 occurs in a decoded JSON value, in document order: (loc, is_key) per string that holds
+    one, value or mapping key (a key's loc ends with the key, its NULs spelled `\\u0000`). Iterative, so
+    that JSON nested as deep as the parser allows cannot exhaust the interpreter's stack."""
+    found: list[tuple[tuple[str | int, ...], bool]] = []
+    # (loc, value, whether the key that leads to it holds U+0000)
+    stack: list[tuple[tuple[str | int, ...], Any, bool]] = [((), value, False)]
+    while stack:
+        loc, item, bad_key = stack.pop()
+        if bad_key:
+            found.append((loc, True))
+        if type(item) in _SCALARS:
+            continue
+        if isinstance(item, str):
+            if NUL in item:
+                found.append((loc, False))
+        elif isinstance(item, dict) or (not isinstance(item, list | tuple) and isinstance(item, Mapping)):
+            stack.extend(reversed([((*loc, _shown(key)), sub, True) if isinstance(key, str) and NUL in key
+                                   else ((*loc, key), sub, False) for key, sub in item.items()]))
+        elif isinstance(item, list | tuple):
+            stack.extend(reversed([((*loc, i), sub, False) for i, sub in enumerate(item)]))
+    return found
+
+
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def reject_nul(value: str) -> str:
+    """A pydantic validator (`AfterValidator(reject_nul)`) for API strings that reach PostgreSQL."""
+    if NUL in value:
+        raise PydanticCustomError("nul_character", NUL_MESSAGE)
+    return value
+
+
+def _nul_errors(raw: Any, index: int) -> list[EventError]:
+    return [EventError(index, loc, f"key {NUL_MESSAGE}" if is_key else NUL_MESSAGE)
+            for loc, is_key in nul_locations(raw)]
+
+
 def _errors_from(index: int, exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[EventError]:
     out = []
     for err in exc.errors(include_url=False):
@@ -217,8 +277,18 @@ def _errors_from(index: int, exc: ValidationError, prefix: tuple[str | int, ...]
 
 
 def validate_event(raw: Any, index: int = 0, *, now: datetime | None = None,
-                   allow_received_at: bool = False, check_future: bool = True) -> Event | list[EventError]:
-    """Validate one raw (decoded JSON) event. Returns the Event, or every error found in it."""
+                   allow_received_at: bool = False, check_future: bool = True,
+                   check_nul: bool = True) -> Event | list[EventError]:
+    """Validate one raw (decoded JSON) event. Returns the Event, or every error found in it.
+
+    `check_nul=False` skips looking for U+0000, for a caller that knows there is none (decoded from JSON
+    text without the escape, see `json_may_hold_nul`)."""
+    if check_nul:
+        nul = _nul_errors(raw, index)
+        if nul:
+            checked = _checked_event(raw, index, now=now, allow_received_at=allow_received_at,
+                                     check_future=check_future)
+            return nul if isinstance(checked, Event) else checked + nul
     plain = _plain_event(raw, allow_received_at)
     if plain is not None:
         if not check_future:
@@ -335,6 +405,8 @@ def _all_valid(raws: Sequence[Any], now: datetime) -> list[Event] | None:
         envelopes = _ALL_EVENTS.validate_python(raws)
     except ValidationError:
         return None
+    if _may_hold_nul(raws):
+        return None
     latest = now + MAX_FUTURE_SKEW
     events = []
     for env in envelopes:
@@ -342,6 +414,16 @@ def _all_valid(raws: Sequence[Any], now: datetime) -> list[Event] | None:
             return None
         events.append(Event(env.id, _EVENT_TYPES[env.type], env.account_id, env.occurred_at, env.data))
     return events
+
+
+def _may_hold_nul(raws: Sequence[Any]) -> bool:
+    """Whether any string of the events may hold U+0000: one search of their JSON text (the events are
+    valid, hence JSON data), far cheaper than a walk of every string. A false alarm (the six characters
+    `\\u0000` sent as text) only costs the event-by-event path, which looks precisely."""
+    try:
+        return json_may_hold_nul(orjson.dumps(raws))
+    except orjson.JSONEncodeError:
+        return True
 
 
 def validate_events(raws: Sequence[Any], *, now: datetime | None = None) -> tuple[list[Event], list[EventError]]:

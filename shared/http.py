@@ -9,8 +9,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.errors import ChurnsignalError, Forbidden, Unauthorized
+from shared.errors import BadRequest, ChurnsignalError, Forbidden, Unauthorized
+from shared.events import NUL, NUL_MESSAGE
 from shared.settings import ApiKey, hash_key
 
 
@@ -75,9 +77,39 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": "invalid request", "errors": errors}, status_code=422)
 
 
+class RejectNul:
+    """ASGI middleware: 400 for a request whose path or query string holds U+0000 (`%00` included),
+    before any handler runs. Path and query parameters reach PostgreSQL, whose text cannot hold it:
+    without this, such a request would be a 500 from deep inside a query."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            where = _nul_in_request(scope)
+            if where is not None:
+                await error_response(BadRequest(f"the request {where} {NUL_MESSAGE}"))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _nul_in_request(scope: Scope) -> str | None:
+    """'path' or 'query string' when that part of the request holds U+0000: the path as decoded by the
+    server, the query string raw (percent-encoded, as every parser of it decodes `%00` to U+0000)."""
+    if NUL in scope["path"]:
+        return "path"
+    query = scope.get("query_string") or b""
+    if b"%00" in query or b"\x00" in query:
+        return "query string"
+    return None
+
+
 def install_common(app: FastAPI, *, registry: CollectorRegistry,
                    readiness: Callable[[], Awaitable[dict[str, bool]]]) -> None:
-    """Error mapping, /healthz, /readyz (503 with the failing checks) and /metrics."""
+    """Error mapping, the U+0000 check of paths and query strings, /healthz, /readyz (503 with the
+    failing checks) and /metrics."""
+    app.add_middleware(RejectNul)
     app.add_exception_handler(ChurnsignalError, _churnsignal_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
 

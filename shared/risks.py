@@ -5,7 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from shared.events import NUL_ESCAPE, NUL_MESSAGE, json_may_hold_nul, nul_locations
 
 RiskType = Literal["champion_left", "champion_inactive", "usage_drop", "ticket_spike", "sentiment_drop",
                    "renewal_risk", "health_drop"]
@@ -75,7 +79,31 @@ class RiskEvent(BaseModel):
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> RiskEvent:
+        """The risk event of a record. Raises ValidationError (a ValueError) when it is not a valid one,
+        including when any of its strings holds U+0000, which alerts could never store in PostgreSQL."""
+        # JSON carries U+0000 only escaped: the strings are walked only when the escape is in the text.
+        if ((isinstance(raw, str) and _NUL_ESCAPE_TEXT in raw)
+                or (isinstance(raw, bytes | bytearray) and json_may_hold_nul(raw))):
+            _reject_nul(raw)
         return cls.model_validate_json(raw)
+
+
+_NUL_ESCAPE_TEXT = NUL_ESCAPE.decode()
+
+
+def _reject_nul(raw: bytes | str) -> None:
+    """Raise ValidationError naming every string of the JSON text that holds U+0000 (invalid JSON is left
+    to the model to report). The error carries locations only, never the offending text."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    found = nul_locations(parsed)
+    if found:
+        errors = [InitErrorDetails(type=PydanticCustomError("nul_character", f"key {NUL_MESSAGE}" if is_key
+                                                            else NUL_MESSAGE), loc=loc, input=None)
+                  for loc, is_key in found]
+        raise ValidationError.from_exception_data(RiskEvent.__name__, errors)
 
 
 def severity_rises(old: str, new: str) -> bool:

@@ -119,6 +119,36 @@ def _sentiment_rules() -> list[dict[str, Any]]:
     return [score_or_text, {"oneOf": by_source}]
 
 
+# SPEC §2 / shared.events: no string of an event, key or value, at any depth, may hold U+0000.
+_NO_NUL = "^[^\\u0000]*$"
+_JSON_VALUE = "JsonValue"
+
+
+def _nul_free(node: Any) -> Any:
+    """A schema with the U+0000 rule spelled out: a pattern on every free-text string, and the unknown keys
+    an object keeps (`additionalProperties: true`) narrowed to NUL-free names and JSON values."""
+    if isinstance(node, list):
+        return [_nul_free(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _nul_free(v) for k, v in node.items()}
+    if out.get("type") == "string" and not {"pattern", "enum", "const", "format"} & out.keys():
+        out["pattern"] = _NO_NUL
+    if out.get("type") == "object" and out.get("additionalProperties") is True:
+        out["propertyNames"] = {"pattern": _NO_NUL}
+        out["additionalProperties"] = {"$ref": f"#/components/schemas/{_JSON_VALUE}"}
+    return out
+
+
+def _json_value_schema() -> dict[str, Any]:
+    """Any JSON value whose strings and keys hold no U+0000 (what an unknown `data` key may carry)."""
+    ref = {"$ref": f"#/components/schemas/{_JSON_VALUE}"}
+    return {"anyOf": [{"type": ["null", "boolean", "number"]},
+                      {"type": "string", "pattern": _NO_NUL},
+                      {"type": "array", "items": ref},
+                      {"type": "object", "propertyNames": {"pattern": _NO_NUL}, "additionalProperties": ref}]}
+
+
 def _data_name(kind: EventType) -> str:
     return f"{kind.value.capitalize()}Data"
 
@@ -129,10 +159,10 @@ def _event_name(kind: EventType) -> str:
 
 def component_schemas(max_events: int) -> dict[str, dict[str, Any]]:
     """Schemas to add under `components/schemas`: each data model, each event type, Event, EventList."""
-    envelope = _inline(Envelope.model_json_schema())["properties"]
-    out: dict[str, dict[str, Any]] = {}
+    envelope = _nul_free(_inline(Envelope.model_json_schema())["properties"])
+    out: dict[str, dict[str, Any]] = {_JSON_VALUE: _json_value_schema()}
     for kind, model in DATA_MODELS.items():
-        data = _inline(model.model_json_schema())
+        data = _nul_free(_inline(model.model_json_schema()))
         if kind is EventType.SENTIMENT:
             data["allOf"] = _sentiment_rules()
         out[_data_name(kind)] = data

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerts.adapters.repository import (
@@ -20,6 +20,7 @@ from services.alerts.adapters.repository import (
     utc,
 )
 from shared.errors import BadRequest, NotFound, Unprocessable
+from shared.events import reject_nul
 from shared.http import KeyRing, scope_dependency
 from shared.risks import RiskType
 from shared.settings import ApiKey
@@ -27,14 +28,17 @@ from shared.settings import ApiKey
 RISK_TYPES: tuple[str, ...] = get_args(RiskType)
 MAX_PAGE = 500
 
+# Stored in PostgreSQL text columns, which cannot hold U+0000: such a string is a 422 naming the field.
+StoredText = Annotated[str, AfterValidator(reject_nul)]
+
 
 class SilenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    account_id: str = Field(min_length=1, max_length=128)
-    types: list[str] = Field(default_factory=list, max_length=len(RISK_TYPES))
+    account_id: StoredText = Field(min_length=1, max_length=128)
+    types: list[StoredText] = Field(default_factory=list, max_length=len(RISK_TYPES))
     until: AwareDatetime
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: StoredText = Field(min_length=1, max_length=1000)
 
     @field_validator("types")
     @classmethod
