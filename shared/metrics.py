@@ -80,3 +80,6 @@ class AlertsMetrics:
                                   ["service", "topic"], registry=registry)
         self.risk_events = Counter("churnsignal_alerts_risk_events_total",
                                    "Risk events consumed by outcome", ["outcome"], registry=registry)
+        self.rate_slot_fallbacks = Counter("churnsignal_alerts_rate_slot_fallbacks_total",
+                                           "Rate-limited sends spaced by this instance alone because the "
+                                           "shared rate-slot table was unreachable", registry=registry)

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.alerts.adapters.rate_slots import PgSlotStore
 from services.alerts.domain.content import Notification
 from services.alerts.domain.routing import SLACK_WEBHOOK_REF, RoutingTree, fallback_receiver
 from services.alerts.entrypoints.api import build_router
@@ -173,6 +174,9 @@ def create_app(
         # One pool (128 connections) for the Slack and webhook channels; sends in flight are bounded per
         # channel kind (MAX_SENDS_IN_FLIGHT).
         client = new_session()
+        # Slack's per-target rate, across instances: slots shared in PostgreSQL; embedded (one process,
+        # SQLite) the Deliverer's own limiter is the whole story.
+        slots = None if settings.database_url.startswith("sqlite") else PgSlotStore.from_url(settings.database_url)
         background: list[asyncio.Task[Any]] = []
         consuming: asyncio.Task[None] | None = None
         try:
@@ -186,6 +190,7 @@ def create_app(
                     deadline_s=settings.alerts_delivery_deadline_s,
                     metrics=metrics,
                     common_metrics=common,
+                    rate_slots=slots,
                 )
             )
             try:
@@ -221,6 +226,8 @@ def create_app(
             for task in writer:
                 await _cancel(task)
             await client.close()
+            if slots is not None:
+                await slots.close()
             await engine.dispose()
             if own_bus:
                 await the_bus.close()

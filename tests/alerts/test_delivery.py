@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from services.alerts.domain.content import Notification, render
 from services.alerts.domain.targets import Target
-from services.alerts.notify.delivery import Deliverer
+from services.alerts.notify.delivery import Deliverer, RateLimiter, SlotStoreUnavailable
 from shared.errors import ChurnsignalError, PermanentFailure, RetryableFailure
 from shared.metrics import AlertsMetrics, CommonMetrics
 from tests.alerts.factories import make_risk
@@ -218,3 +218,119 @@ async def test_async_callback_and_metrics() -> None:
     assert value("churnsignal_notification_retries_total", receiver="slack_webhook") == 1
     assert value("churnsignal_dead_letters_total", service="alerts", reason="invalid_blocks") == 1
     assert value("churnsignal_signal_to_notification_seconds_count", receiver="slack_webhook") == 1
+
+
+# --- slots shared with other instances (the SlotStore port) -----------------------------------------------
+
+
+class SharedSlots:
+    """A SlotStore on the virtual clock, with the PostgreSQL store's semantics; `down` makes it fail."""
+
+    def __init__(self, time: VirtualTime) -> None:
+        self.time = time
+        self.next: dict[str, float] = {}
+        self.reserved: list[str] = []
+        self.deferred: list[tuple[str, float]] = []
+        self.down = False
+
+    async def reserve(self, key: str, interval_s: float) -> float:
+        await asyncio.sleep(0)
+        if self.down:
+            raise SlotStoreUnavailable("rate slots: ConnectionRefusedError", code="rate_slots")
+        self.reserved.append(key)
+        slot = max(self.next.get(key, float("-inf")), self.time.now)
+        self.next[key] = slot + interval_s
+        return slot - self.time.now
+
+    async def defer(self, key: str, seconds: float) -> None:
+        if self.down:
+            raise SlotStoreUnavailable("rate slots: ConnectionRefusedError", code="rate_slots")
+        self.deferred.append((key, seconds))
+        self.next[key] = max(self.next.get(key, float("-inf")), self.time.now + seconds)
+
+
+async def test_two_instances_sharing_slots_send_one_message_per_second_per_slack_target() -> None:
+    t = VirtualTime()
+    slots = SharedSlots(t)
+    hooks = [ScriptedChannel("slack_webhook", t), ScriptedChannel("slack_webhook", t)]
+    mail = ScriptedChannel("email", t)
+    instances = [make([hook, mail], t, rate_slots=slots) for hook in hooks]
+    outcomes = await asyncio.gather(*(d.deliver(note(HOOK, risk_id=f"{i}:r{n}"))
+                                      for i, d in enumerate(instances) for n in range(3)),
+                                    *(d.deliver(note(MAIL, risk_id=f"{i}:m")) for i, d in enumerate(instances)))
+    assert set(outcomes) == {"sent"}
+    hook_times = sorted(at for hook in hooks for _, at in hook.sends)
+    assert len(hook_times) == 6 and all(b - a >= 1.0 for a, b in zip(hook_times, hook_times[1:], strict=False))
+    assert slots.reserved == [HOOK.rate_key] * 6         # email is neither limited nor asks the store
+    assert [at for _, at in mail.sends] == [1000.0, 1000.0]
+
+
+async def test_the_same_instances_without_shared_slots_would_send_together() -> None:
+    t = VirtualTime()
+    hooks = [ScriptedChannel("slack_webhook", t), ScriptedChannel("slack_webhook", t)]
+    instances = [make([hook], t) for hook in hooks]
+    await asyncio.gather(*(d.deliver(note(HOOK, risk_id=f"{i}")) for i, d in enumerate(instances)))
+    assert [at for hook in hooks for _, at in hook.sends] == [1000.0, 1000.0]
+
+
+async def test_a_shared_slot_past_the_deadline_is_given_up() -> None:
+    t = VirtualTime()
+    slots = SharedSlots(t)
+    slots.next[HOOK.rate_key] = t.now + 30.0             # another instance holds the next 30 s
+    hook = ScriptedChannel("slack_webhook", t)
+    result = await make([hook], t, rate_slots=slots, deadline_s=10.0).deliver_detailed(note())
+    assert (result.outcome, result.attempts, result.code) == ("failed", 0, "deadline")
+    assert hook.sends == [] and t.now == 1000.0          # gave up at once instead of sleeping
+
+
+async def test_retry_after_from_slack_is_recorded_in_the_shared_slots() -> None:
+    t = VirtualTime()
+    slots = SharedSlots(t)
+    hook = ScriptedChannel("slack_webhook", t, [RetryableFailure("429", code="http_429", retry_after=5.0)])
+    hook_of_other = ScriptedChannel("slack_webhook", t)
+    webhook = ScriptedChannel("webhook", t, [RetryableFailure("429", code="http_429", retry_after=3.0)])
+    this, other = make([hook, webhook], t, rate_slots=slots), make([hook_of_other], t, rate_slots=slots)
+    assert await this.deliver(note(HOOK)) == "sent"
+    assert slots.deferred == [(HOOK.rate_key, 5.0)]
+    assert await other.deliver(note(HOOK_SAME_URL, risk_id="other")) == "sent"
+    assert hook_of_other.sends[0][1] - hook.sends[-1][1] >= 1.0
+    generic = Target(kind="webhook", address="crm", receiver="ops", url_ref="CRM_URL")
+    assert await this.deliver(note(generic)) == "sent"
+    assert slots.deferred == [(HOOK.rate_key, 5.0)]      # only rate-limited kinds share their Retry-After
+
+
+async def test_unreachable_slots_fall_back_to_the_local_limiter(caplog: pytest.LogCaptureFixture) -> None:
+    t = VirtualTime()
+    slots = SharedSlots(t)
+    slots.down = True
+    registry = CollectorRegistry()
+    hook = ScriptedChannel("slack_webhook", t)
+    deliverer = make([hook], t, rate_slots=slots, metrics=AlertsMetrics(registry))
+    outcomes = await asyncio.gather(*(deliverer.deliver(note(HOOK, risk_id=f"r{i}")) for i in range(3)))
+    assert outcomes == ["sent"] * 3
+    times = [at for _, at in hook.sends]
+    assert all(b - a >= 1.0 for a, b in zip(times, times[1:], strict=False))
+    assert registry.get_sample_value("churnsignal_alerts_rate_slot_fallbacks_total") == 3
+    assert caplog.text.count("shared rate slots unavailable") == 1
+    # Left alone for a while after a failure, then asked again.
+    slots.down = False
+    t.now += 10.0
+    assert await deliverer.deliver(note(HOOK, risk_id="later")) == "sent"
+    assert slots.reserved == [HOOK.rate_key]
+    assert registry.get_sample_value("churnsignal_alerts_rate_slot_fallbacks_total") == 3
+
+
+async def test_a_slot_store_that_does_not_answer_is_not_waited_for() -> None:
+    class Silent:
+        async def reserve(self, key: str, interval_s: float) -> float:
+            await asyncio.Event().wait()
+            return 0.0
+
+        async def defer(self, key: str, seconds: float) -> None:
+            await asyncio.Event().wait()
+
+    t = VirtualTime()
+    limiter = RateLimiter(clock=t.clock, sleep=t.sleep, slots=Silent(), slot_timeout_s=0.05)
+    assert await limiter.acquire(HOOK.rate_key, 1.0, t.now + 60.0)
+    await limiter.defer_shared(HOOK.rate_key, 4.0)
+    assert limiter.next_slot(HOOK.rate_key) == pytest.approx(1004.0)

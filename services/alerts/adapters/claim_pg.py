@@ -31,9 +31,9 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.alerts.adapters.errors import DATABASE_ERRORS
 from services.alerts.adapters.repository import (
     ClaimReads,
     ClaimWrites,
@@ -50,15 +50,6 @@ from services.alerts.adapters.repository import (
 from shared.risks import RiskEvent
 
 log = logging.getLogger(__name__)
-
-# What a failed claim raises on either path: the batch is retried on a new connection.
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    SQLAlchemyError,
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
 
 _BEGIN = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"
 

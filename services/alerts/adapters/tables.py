@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables of the alerts service (created by migration 0002, tables prefixed `alerts_`)."""
+"""SQLAlchemy Core tables of the alerts service (migrations 0002 and 0003, tables prefixed `alerts_`)."""
 
 from __future__ import annotations
 
@@ -124,4 +124,12 @@ digest_items = sa.Table(
     sa.Column("due_at", _TS, nullable=False),
     sa.Column("consumed_at", _TS),
     sa.Column("delivery_id", _ID, sa.ForeignKey("alerts_deliveries.id")),
+)
+
+# Migration 0003. Written only through `services.alerts.adapters.rate_slots` (PostgreSQL).
+rate_slots = sa.Table(
+    "alerts_rate_slots",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("next_at", _TS, nullable=False),
 )

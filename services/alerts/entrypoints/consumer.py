@@ -34,7 +34,8 @@ from datetime import datetime
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.alerts.adapters.claim_pg import DATABASE_ERRORS, PgClaimStore
+from services.alerts.adapters.claim_pg import PgClaimStore
+from services.alerts.adapters.errors import DATABASE_ERRORS
 from services.alerts.adapters.repository import AlertsRepository
 from services.alerts.entrypoints.dispatch import DeliveryRunner
 from services.alerts.entrypoints.pipeline import AlertPipeline, ClaimResult

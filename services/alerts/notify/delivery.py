@@ -4,7 +4,11 @@
 - Retryable failures are retried with exponential backoff and full jitter (`random() * min(cap, base*2^n)`),
   never sooner than the channel's `Retry-After`; a `Retry-After` also holds back every other message to the
   same target (per `Target.rate_key`), because the receiver asked that target's sender to wait.
-- Slack targets get at most one message per second per webhook / DM user (`rate_interval_s`).
+- Slack targets get at most one message per second per webhook / DM user (`rate_interval_s`), across every
+  alerts instance when a shared `SlotStore` is given (PostgreSQL): the in-process limiter paces this
+  instance's sends to a target one at a time, the store hands out the target's slots to all instances. If
+  the store is unreachable, a send is paced by this instance alone (a warning a minute, a metric); it is
+  never held back or failed for that.
 - Permanent failures end after that one attempt: "dead_letter". A deadline that cannot fit the next
   attempt ends with "failed". Either way the caller records it; nothing retries forever.
 """
@@ -19,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from services.alerts.domain.content import Notification
 from services.alerts.notify.channel import Channel
@@ -49,16 +53,47 @@ class DeliveryResult:
         return str(code) if code is not None else type(self.error).__name__
 
 
+class SlotStoreUnavailable(RetryableFailure):
+    """The shared slot store could not answer (database down, connection lost, too slow)."""
+
+
+class SlotStore(Protocol):
+    """Send slots per rate key, shared by every alerts instance, on one clock (the store's)."""
+
+    async def reserve(self, key: str, interval_s: float) -> float:
+        """Takes the key's next free slot: returns in how many seconds from now it starts (<= 0: now) and
+        moves the key's next free slot to that slot + `interval_s`. Raises SlotStoreUnavailable."""
+        ...
+
+    async def defer(self, key: str, seconds: float) -> None:
+        """Moves the key's next free slot to at least now + `seconds` (a Retry-After). Raises
+        SlotStoreUnavailable."""
+        ...
+
+
 class RateLimiter:
-    """One slot per `interval` per key; `defer(key, seconds)` pushes a key's next slot (Retry-After)."""
+    """One slot per `interval` per key; `defer(key, seconds)` pushes a key's next slot (Retry-After).
+
+    Sends to one key take the key's lock in turn, so this instance asks the shared `slots` store (if any)
+    once per send. The store decides when the slot starts; after a store failure the local schedule alone
+    spaces the sends, and the store is left alone for `slot_retry_s`.
+    """
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, max_keys: int = 10_000) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, max_keys: int = 10_000,
+                 slots: SlotStore | None = None, slot_timeout_s: float = 1.0, slot_retry_s: float = 5.0,
+                 metrics: AlertsMetrics | None = None) -> None:
         self._clock = clock
         self._sleep = sleep
         self._next: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._max_keys = max_keys
+        self._slots = slots
+        self._slot_timeout = slot_timeout_s
+        self._slot_retry = slot_retry_s
+        self._metrics = metrics
+        self._slots_down_until = float("-inf")
+        self._warned_at = float("-inf")
 
     def next_slot(self, key: str) -> float:
         return self._next.get(key, float("-inf"))
@@ -66,8 +101,21 @@ class RateLimiter:
     def defer(self, key: str, seconds: float) -> None:
         self._next[key] = max(self.next_slot(key), self._clock() + seconds)
 
+    async def defer_shared(self, key: str, seconds: float) -> None:
+        """`defer` here and, when there is a shared store, for every instance (best effort)."""
+        self.defer(key, seconds)
+        if self._slots is None or not self._slots_usable():
+            return
+        try:
+            async with asyncio.timeout(self._slot_timeout):
+                await self._slots.defer(key, seconds)
+        except (SlotStoreUnavailable, TimeoutError) as exc:
+            self._slots_failed(exc)
+
     async def acquire(self, key: str, interval: float, deadline: float) -> bool:
-        """Waits for the key's next slot and takes it; False (slot not taken) if it is past `deadline`."""
+        """Waits for the key's next slot and takes it; False (slot not taken) if it is past `deadline`.
+        With a shared store and `interval` > 0, the slot is the store's; a store slot that starts after
+        `deadline` is given up (and wasted)."""
         self._prune()
         lock = self._locks.setdefault(key, asyncio.Lock())
         try:
@@ -77,10 +125,45 @@ class RateLimiter:
                     return False
                 if wait > 0:
                     await self._sleep(wait)
+                if interval > 0 and self._slots is not None:
+                    shared = await self._reserve_shared(self._slots, key, interval)
+                    if shared > 0:
+                        if self._clock() + shared > deadline:
+                            return False
+                        await self._sleep(shared)
                 self._next[key] = max(self.next_slot(key), self._clock() + interval)
                 return True
         except TimeoutError:
             return False
+
+    async def _reserve_shared(self, slots: SlotStore, key: str, interval: float) -> float:
+        """Seconds until the store's slot for `key`; 0 (the local slot alone) when the store fails."""
+        if not self._slots_usable():
+            self._count_fallback()
+            return 0.0
+        try:
+            async with asyncio.timeout(self._slot_timeout):
+                return await slots.reserve(key, interval)
+        except (SlotStoreUnavailable, TimeoutError) as exc:
+            self._slots_failed(exc)
+            self._count_fallback()
+            return 0.0
+
+    def _slots_usable(self) -> bool:
+        return self._clock() >= self._slots_down_until
+
+    def _slots_failed(self, exc: Exception) -> None:
+        now = self._clock()
+        self._slots_down_until = now + self._slot_retry
+        if now - self._warned_at >= 60.0:
+            self._warned_at = now
+            reason = exc.message if isinstance(exc, SlotStoreUnavailable) else "timed out"
+            log.warning("shared rate slots unavailable (%s): Slack sends are spaced by this instance only "
+                        "for the next %.0fs", reason, self._slot_retry)
+
+    def _count_fallback(self) -> None:
+        if self._metrics is not None:
+            self._metrics.rate_slot_fallbacks.inc()
 
     def _prune(self) -> None:
         if len(self._next) < self._max_keys:
@@ -100,9 +183,10 @@ class Deliverer:
                  rate_limited_kinds: Collection[str] = SLACK_KINDS, metrics: AlertsMetrics | None = None,
                  common_metrics: CommonMetrics | None = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random, rate_slots: SlotStore | None = None) -> None:
         """`channels` by target kind; `default_channel` serves every other kind (the console outbox in
-        embedded mode). Metrics are recorded only when given (the caller may record from `on_attempt`)."""
+        embedded mode). Metrics are recorded only when given (the caller may record from `on_attempt`).
+        `rate_slots` shares the rate-limited kinds' slots and Retry-Afters with the other instances."""
         self._channels = dict(channels)
         self._default = default_channel
         self._on_attempt = on_attempt
@@ -117,7 +201,7 @@ class Deliverer:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
-        self.limiter = RateLimiter(clock=clock, sleep=sleep)
+        self.limiter = RateLimiter(clock=clock, sleep=sleep, slots=rate_slots, metrics=metrics)
 
     def channel_for(self, notification: Notification) -> Channel | None:
         return self._channels.get(notification.target.kind, self._default)
@@ -169,7 +253,10 @@ class Deliverer:
                 return await self._finish(notification, "dead_letter", attempt, error, start)
             retry_after = error.details.get("retry_after")
             if isinstance(retry_after, int | float) and retry_after > 0:
-                self.limiter.defer(target.rate_key, float(retry_after))
+                if interval > 0:
+                    await self.limiter.defer_shared(target.rate_key, float(retry_after))
+                else:
+                    self.limiter.defer(target.rate_key, float(retry_after))
             else:
                 retry_after = 0.0
             backoff = self._rng() * min(self._cap, self._base * 2 ** (attempt - 1))
