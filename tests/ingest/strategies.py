@@ -49,7 +49,7 @@ mutated_events = st.fixed_dictionaries(
 valid_events = st.builds(
     lambda i, account, kind: {"id": f"e-{i}", "type": kind, "account_id": account, "occurred_at": _ago(60),
                               "data": VALID_DATA[kind]},
-    st.integers(0, 10**9), st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=8),
+    st.integers(0, 10**9), st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=8),
     st.sampled_from(sorted(VALID_DATA)))
 some_events = st.lists(mutated_events | valid_events, max_size=6)
 payloads = st.one_of(
