@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 
 def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
@@ -35,3 +44,28 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 def is_postgres(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The DBAPI driver's own connection under a SQLAlchemy one (asyncpg's, on PostgreSQL)."""
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+@contextlib.asynccontextmanager
+async def pooled_driver_connection(
+    engine: AsyncEngine, *, keep_on: tuple[type[BaseException], ...] = ()
+) -> AsyncIterator[Any]:
+    """The driver's connection under a pooled one, for statements sent straight to asyncpg. A connection
+    whose block raised (broken, terminated by the server, interrupted mid-statement) is invalidated, never
+    reused, unless the error is one of `keep_on` (only the statement failed)."""
+    async with engine.connect() as conn:
+        driver = await driver_connection(conn)
+        try:
+            yield driver
+        except keep_on:
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            raise

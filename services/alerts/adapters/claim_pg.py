@@ -47,6 +47,7 @@ from services.alerts.adapters.repository import (
     new_delivery,
     utc,
 )
+from shared.db import driver_connection
 from shared.risks import RiskEvent
 
 log = logging.getLogger(__name__)
@@ -182,8 +183,7 @@ class PgClaimStore:
     @classmethod
     async def under(cls, conn: AsyncConnection) -> PgClaimStore:
         """The store on the asyncpg connection under a SQLAlchemy one (kept as long as that one is)."""
-        raw = await conn.get_raw_connection()
-        apg = raw.driver_connection
+        apg = await driver_connection(conn)
         if not isinstance(apg, asyncpg.Connection):
             raise TypeError("the PostgreSQL claim store needs a postgresql+asyncpg engine")
         return cls(apg)

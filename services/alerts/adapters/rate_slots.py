@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerts.adapters.errors import DATABASE_ERRORS as CLAIM_ERRORS
 from services.alerts.notify.delivery import SlotStoreUnavailable
-from shared.db import create_engine
+from shared.db import create_engine, pooled_driver_connection
 
 log = logging.getLogger(__name__)
 
@@ -203,18 +202,10 @@ class PgSlotStore:
                     await self._engine.dispose()
         raise AssertionError("unreachable")
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
+    def _connection(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """The asyncpg connection under a pooled one, in autocommit (no BEGIN is ever sent on it). A
         connection that failed or was interrupted mid-statement is invalidated, never reused."""
-        async with self._engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            try:
-                yield raw.driver_connection
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await conn.invalidate()
-                raise
+        return pooled_driver_connection(self._engine)
 
 
 def _fail(batch: list[_Request], reason: str) -> None:

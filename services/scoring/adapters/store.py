@@ -8,7 +8,7 @@ of `INSERT ... SELECT FROM unnest(...)` CTEs (one round trip, atomic by itself);
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.scoring.adapters import tables as t
 from services.scoring.adapters.errors import SchemaMissing, classified
 from shared.bus.port import TopicPartition
-from shared.db import is_postgres
+from shared.db import driver_connection, is_postgres, pooled_driver_connection
 
 _SQLITE_CHUNK = 500  # bound parameters per IN (...) on SQLite
 
@@ -214,33 +214,16 @@ class ScoringStore:
                     sa.select(r.type, sa.func.count()).where(r.status == "open").group_by(r.type))
                 return {row[0]: int(row[1]) for row in rows}
 
-
-    @contextlib.asynccontextmanager
-    async def _pg_connection(self) -> AsyncIterator[Any]:
+    def _pg_connection(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """The asyncpg connection under a pooled one. The engine does not ping connections on checkout
         (a round trip per batch); a connection that failed here is invalidated, so the retried batch gets
-        a fresh one from the pool."""
-        async with self._engine.connect() as conn:
-            apg = await _driver(conn)
-            try:
-                yield apg
-            except asyncpg.UniqueViolationError:
-                raise  # the connection is fine: only the statement failed
-            except BaseException:
-                # Broken, terminated by the server, or interrupted mid-statement: never reuse it.
-                with contextlib.suppress(Exception):
-                    await conn.invalidate()
-                raise
-
-
-async def _driver(conn: AsyncConnection) -> Any:
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection
+        a fresh one from the pool (a unique violation leaves the connection fine: only the statement failed)."""
+        return pooled_driver_connection(self._engine, keep_on=(asyncpg.UniqueViolationError,))
 
 
 async def _mark_published(conn: AsyncConnection, pg: bool, event_ids: list[str], now: datetime) -> None:
     if pg:
-        apg = await _driver(conn)
+        apg = await driver_connection(conn)
         await apg.execute("UPDATE scoring_outbox SET published_at = $2 "
                           "WHERE event_id = ANY($1::text[]) AND published_at IS NULL", event_ids, now)
         return
