@@ -61,6 +61,12 @@ class ScoringMetrics:
                                    "Wall clock minus the event-time watermark", registry=registry)
         self.tracked_accounts = Gauge("churnsignal_scoring_tracked_accounts", "Accounts held in memory",
                                       registry=registry)
+        self.idle_topics = Counter("churnsignal_scoring_idle_topics_total",
+                                   "Times the merge went on without an input topic whose end offset could not "
+                                   "be read for the idleness timeout", registry=registry)
+        self.paused_partitions = Gauge("churnsignal_scoring_paused_partitions",
+                                       "Input topic-partitions paused at the fetcher by back-pressure",
+                                       registry=registry)
 
 
 class AlertsMetrics:

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     scoring_group_id: str = "churnsignal-scoring"
     scoring_batch_max_records: int = 5000
     scoring_allowed_lateness_s: int = 3600
+    # How long an input topic whose end offset cannot be read may hold its partition's clock back.
+    scoring_idle_timeout_s: float = 30.0
     scoring_config_file: str | None = None
 
     # Alerts

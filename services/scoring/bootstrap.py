@@ -81,7 +81,8 @@ async def scoring_runtime(settings: Settings, *, bus: Bus | None = None,
         the_model = build_model(settings) if model is None else model
         options = ConsumerOptions(group_id=settings.scoring_group_id, partitions=settings.topic_partitions,
                                   max_batch=settings.scoring_batch_max_records,
-                                  allowed_lateness=timedelta(seconds=settings.scoring_allowed_lateness_s))
+                                  allowed_lateness=timedelta(seconds=settings.scoring_allowed_lateness_s),
+                                  idle_timeout_s=settings.scoring_idle_timeout_s)
         consumer = ScoringConsumer(bus=the_bus, store=store, model=the_model,
                                    topics=Topics(settings.topic_prefix), options=options, metrics=metrics,
                                    common=common)

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -376,6 +376,16 @@ class KafkaSubscriber:
 
     def assignment(self) -> set[TopicPartition]:
         return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        assigned = self._consumer.assignment()
+        tps = [KafkaTP(tp.topic, tp.partition) for tp in partitions]
+        self._consumer.pause(*[tp for tp in tps if tp in assigned])
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        assigned = self._consumer.assignment()
+        tps = [KafkaTP(tp.topic, tp.partition) for tp in partitions]
+        self._consumer.resume(*[tp for tp in tps if tp in assigned])
 
     async def committed(self, tp: TopicPartition) -> int | None:
         return await self._consumer.committed(KafkaTP(tp.topic, tp.partition))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shared.bus.port import (
@@ -140,6 +140,7 @@ class MemorySubscriber:
         self.group_id = group_id
         self._listener = listener
         self._positions: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
         self._started = False
 
     async def start(self) -> None:
@@ -161,11 +162,18 @@ class MemorySubscriber:
     async def _assign(self, partitions: set[TopicPartition]) -> None:
         committed = self._bus._groups[self.group_id].committed
         self._positions = {tp: committed.get(tp, 0) for tp in partitions}
+        self._paused.clear()
         if self._listener is not None:
             await self._listener.on_assigned(set(partitions), self)
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._positions)
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._paused |= set(partitions) & set(self._positions)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._paused -= set(partitions)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         if tp not in self._positions:
@@ -175,6 +183,8 @@ class MemorySubscriber:
     def _available(self, max_records: int | None) -> list[Record]:
         out: list[Record] = []
         for tp, pos in self._positions.items():
+            if tp in self._paused:
+                continue
             log = self._bus._topic(tp.topic).partitions[tp.partition]
             if pos < len(log):
                 room = None if max_records is None else max_records - len(out)

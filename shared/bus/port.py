@@ -11,7 +11,7 @@ Semantics every adapter keeps (the in-process one included):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -79,6 +79,12 @@ class Subscriber(Protocol):
     def seek(self, tp: TopicPartition, offset: int) -> None: ...
 
     def assignment(self) -> set[TopicPartition]: ...
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        """Stop fetching these assigned partitions (records already fetched may be fetched again)."""
+        ...
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None: ...
 
     async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]: ...
 

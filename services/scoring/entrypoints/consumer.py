@@ -35,7 +35,7 @@ from services.scoring.adapters.store import (
     RiskRow,
     ScoringStore,
 )
-from services.scoring.entrypoints.feed import Entry, PartitionFeed
+from services.scoring.entrypoints.feed import DEFAULT_IDLE_TIMEOUT_S, Entry, PartitionFeed
 from services.scoring.entrypoints.ports import Clock, Outcome, ScoringModel
 from shared.bus.port import Bus, OutMessage, Publisher, Record, Subscriber, TopicPartition
 from shared.codec import BadRecord, dead_letter, decode_input, dumps
@@ -57,13 +57,18 @@ class ConsumerOptions:
     max_batch: int = 5000
     allowed_lateness: timedelta = timedelta(hours=1)
     poll_timeout_ms: int = 200
-    # Entries buffered (all partitions) beyond which the merge stops waiting for lagging topics.
+    # Entries buffered (all partitions) that bound the merge's queues: a topic-partition whose queue
+    # holds more than its share is paused at the fetcher until it drains to half (back-pressure; the
+    # merge never goes on without a lagging topic).
     max_buffered: int = 200_000
-    # How long the merge waits for a lagging topic's records before going on without them, counted
-    # only while fetches come back empty (while records keep coming, the lagging ones are on their way).
-    max_wait_s: float = 5.0
+    # How long a topic whose end the broker cannot tell may stay silent before the merge goes on
+    # without it (feed.py states the rule).
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     ends_refresh_s: float = 1.0
+    # Kafka offsets follow the committed batches at most this often, and once more when idle.
     offsets_every_s: float = 0.5
+    # A partition waiting this long for a lagging topic is reported (log), then again as often.
+    blocked_report_s: float = 30.0
     recent_ids: int = 20_000
     # Decoded states of the accounts touched most recently, kept beside their encoded form so a busy
     # account is not decoded again for every batch (bounded: the encoded states are what scales).
@@ -82,6 +87,7 @@ class _Owned:
     clock: Clock
     feed: PartitionFeed
     blocked_since: float | None = None
+    blocked_reported: float = 0.0
     # The decoded form of some of `states` (the most recently used), identical in content.
     live: OrderedDict[str, Any] = field(default_factory=OrderedDict)
 
@@ -161,7 +167,7 @@ class ScoringConsumer:
         self._offsets_task: asyncio.Task[None] | None = None
         self._offsets_at = 0.0
         self._inflight: asyncio.Task[None] | None = None  # the commit of the last batch built
-        self._idle_since: float | None = None  # since when fetches come back empty
+        self._paused: set[TopicPartition] = set()   # paused at the fetcher by back-pressure
         self._risk_gauge_at = 0.0
         self._backoff = self._opt.backoff_initial_s
         self._subscriber: Subscriber | None = None
@@ -244,11 +250,8 @@ class ScoringConsumer:
                                            max_records=self._opt.max_batch)
         async with self._lock:
             await self._prepare(subscriber)
-            if records:
-                self._idle_since = None
-            elif self._idle_since is None:
-                self._idle_since = time.monotonic()
             self._accept(records)
+            self._apply_backpressure(subscriber)
         processed = 0
         # One batch per turn of the lock, so a rebalance waits for one batch, not for the whole buffer.
         while not self._stopping.is_set():
@@ -259,11 +262,13 @@ class ScoringConsumer:
                 break
             processed += done
         if not processed:
-            # Idle: let the last batch's commit land (its failure surfaces here), then mark what it published.
+            # Idle: let the last batch's commit land (its failure surfaces here), mark what it published,
+            # and bring the group's Kafka offsets to the committed positions.
             async with self._lock:
                 await self._settle()
             if self._published:
                 await self._flush_published()
+            await self._flush_offsets(subscriber)
 
     # -- rebalance listener --------------------------------------------------------------------
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
@@ -273,6 +278,7 @@ class ScoringConsumer:
             numbers = {tp.partition for tp in partitions if tp.topic in self._inputs}
             for n in numbers:
                 self._owned.pop(n, None)
+            self._paused = {tp for tp in self._paused if tp.partition not in numbers}
             self._pending_load -= numbers
             self._republish -= numbers
             if numbers:
@@ -294,6 +300,7 @@ class ScoringConsumer:
                           n, sorted(by_number[n]))
             for n in complete:
                 self._owned.pop(n, None)
+            self._paused = {tp for tp in self._paused if tp.partition not in by_number}
             self._pending_load |= complete
             log.info("scoring partitions assigned: %s", sorted(complete))
             try:
@@ -327,7 +334,9 @@ class ScoringConsumer:
             clock = self._model.new_clock(self._opt.allowed_lateness, load.watermark)
             for account_id, due in load.timers:
                 clock.schedule(account_id, due)
-            self._owned[n] = _Owned(n, load.states, clock, PartitionFeed(n, self._inputs, positions))
+            feed = PartitionFeed(n, self._inputs, positions, idle_timeout_s=self._opt.idle_timeout_s,
+                                 now=time.monotonic())
+            self._owned[n] = _Owned(n, load.states, clock, feed)
             for topic, offset in positions.items():
                 tp = TopicPartition(topic, n)
                 if tp in assigned:
@@ -338,35 +347,53 @@ class ScoringConsumer:
         self._metrics.tracked_accounts.set(self._tracked())
 
     async def _refresh_ends(self, subscriber: Subscriber, *, ask: bool) -> None:
-        """The end of every owned topic-partition, for the merge's gating and the lag metric.
+        """The end of every owned topic-partition, for the merge and the lag metric.
 
-        The fetcher's high watermarks (known from each fetch answer, no request) are read every turn; the
-        broker is asked (`ask`, every `ends_refresh_s`) only for partitions no fetch has answered yet."""
-        tps = [TopicPartition(topic, n) for n in self._owned for topic in self._inputs]
-        ends: dict[TopicPartition, int] = {}
-        unknown: list[TopicPartition] = []
-        for tp in tps:
-            end = subscriber.highwater(tp)
-            if end is None:
-                unknown.append(tp)
-            else:
-                ends[tp] = end
-        if unknown and ask:
-            try:
-                ends.update(await subscriber.end_offsets(unknown))
-            except Exception as exc:  # advisory (lag metric, merge gating): try again next time
-                log.warning("could not read the end offsets (%s)", type(exc).__name__)
-        by_number: dict[int, dict[str, int]] = {}
-        for tp, end in ends.items():
-            by_number.setdefault(tp.partition, {})[tp.topic] = end
+        The fetcher's high watermarks (known from each fetch answer, no request) are read every turn: they
+        show where records exist. Every `ends_refresh_s` (`ask`) the broker is asked for all of them: those
+        answers are fresh, and also feed the lag metric."""
+        ends: dict[int, dict[str, int]] = {}
+        for n in self._owned:
+            for topic in self._inputs:
+                end = subscriber.highwater(TopicPartition(topic, n))
+                if end is not None:
+                    ends.setdefault(n, {})[topic] = end
         for n, owned in self._owned.items():
-            owned.feed.set_ends(by_number.get(n, {}))
-        if ask:
+            owned.feed.set_ends(ends.get(n, {}))
+        if ask and await self._ask_ends(subscriber, [TopicPartition(topic, n) for n in self._owned
+                                                     for topic in self._inputs]):
             lag: Counter[str] = Counter()
             for owned in self._owned.values():
                 lag.update(owned.feed.lag())
             for topic in self._inputs:
                 self._metrics.consumer_lag.labels(SERVICE, topic).set(lag.get(topic, 0))
+
+    async def _ask_ends(self, subscriber: Subscriber, tps: list[TopicPartition]) -> bool:
+        """Ask the broker for the end offsets of `tps` (one request) and give them to the feeds as fresh."""
+        if not tps:
+            return True
+        asked_at = time.monotonic()
+        try:
+            answer = await subscriber.end_offsets(tps)
+        except Exception as exc:  # the merge waits (or, past the idleness timeout, goes on): try again
+            log.warning("could not read the end offsets (%s)", type(exc).__name__)
+            return False
+        by_number: dict[int, dict[str, int]] = {}
+        for tp, end in answer.items():
+            by_number.setdefault(tp.partition, {})[tp.topic] = end
+        for n, ends in by_number.items():
+            owned = self._owned.get(n)
+            if owned is not None:
+                owned.feed.confirm_ends(ends, asked_at)
+        return True
+
+    async def _ask_wanted(self, subscriber: Subscriber) -> bool:
+        """Ask the ends the feeds need before they can go on; whether any were wanted."""
+        tps = [TopicPartition(topic, n) for n, owned in self._owned.items() for topic in owned.feed.wanted]
+        if not tps:
+            return False
+        await self._ask_ends(subscriber, tps)
+        return True
 
     async def _republish_outbox(self) -> None:
         numbers = self._republish & set(self._owned)
@@ -395,6 +422,7 @@ class ScoringConsumer:
 
     # -- intake -------------------------------------------------------------------------------
     def _accept(self, records: list[Record]) -> None:
+        now = time.monotonic()
         for record in records:
             owned = self._owned.get(record.partition)
             if owned is None or record.topic not in owned.feed.fetched or not owned.feed.accepts(record):
@@ -402,42 +430,73 @@ class ScoringConsumer:
             try:
                 event = decode_input(record.value)
             except BadRecord as exc:
-                owned.feed.add(Entry(record, None, exc.reason))
+                owned.feed.add(Entry(record, None, exc.reason), now)
                 continue
             if record.key != event.account_id.encode():
                 shown = record.key.decode(errors="replace") if record.key is not None else None
                 owned.feed.add(Entry(record, None, f"record key {shown!r} is not the account_id "
-                                                   f"{event.account_id!r}"))
+                                                   f"{event.account_id!r}"), now)
                 continue
-            owned.feed.add(Entry(record, event))
+            owned.feed.add(Entry(record, event), now)
+
+    def _apply_backpressure(self, subscriber: Subscriber) -> None:
+        """Pause fetching topic-partitions whose queue outgrew its share of `max_buffered`; resume those
+        drained to half of it. (The merge never skips a lagging topic, so this is what bounds memory.)"""
+        share = max(1000, self._opt.max_buffered // max(1, len(self._owned) * len(self._inputs)))
+        pause: list[TopicPartition] = []
+        resume: list[TopicPartition] = []
+        for n, owned in self._owned.items():
+            for topic in self._inputs:
+                tp = TopicPartition(topic, n)
+                queued = owned.feed.queued(topic)
+                if tp in self._paused:
+                    if queued <= share // 2:
+                        resume.append(tp)
+                elif queued > share:
+                    pause.append(tp)
+        if pause:
+            subscriber.pause(pause)
+            self._paused.update(pause)
+        if resume:
+            subscriber.resume(resume)
+            self._paused.difference_update(resume)
+        if pause or resume:
+            self._metrics.paused_partitions.set(len(self._paused))
 
     def _select(self) -> list[Entry]:
         """Up to max_batch entries in merge order, across the owned partitions."""
         limit = self._opt.max_batch
         out: list[Entry] = []
-        total = sum(o.feed.buffered for o in self._owned.values())
         now = time.monotonic()
         for owned in self._owned.values():
             feed = owned.feed
-            idle = self._idle_since
-            waited_out = (owned.blocked_since is not None and now - owned.blocked_since > self._opt.max_wait_s
-                          and idle is not None and now - idle > self._opt.max_wait_s)
-            force = total > self._opt.max_buffered or waited_out
-            if waited_out and feed.blocked_on():
-                log.warning("partition %d: going on without waiting longer for %s", owned.number,
-                            ", ".join(feed.blocked_on()))
             while len(out) < limit:
-                entry = feed.pop(force)
+                entry = feed.pop(now)
                 if entry is None:
                     break
                 out.append(entry)
-            if not (feed.buffered and feed.blocked_on()):
-                owned.blocked_since = None
-            elif owned.blocked_since is None:
-                owned.blocked_since = now
+            if feed.idle:
+                log.warning("partition %d: the end of %s could not be read for %.0fs; going on without "
+                            "waiting for it", owned.number, ", ".join(sorted(feed.idle)),
+                            self._opt.idle_timeout_s)
+                self._metrics.idle_topics.inc(len(feed.idle))
+                feed.idle.clear()
+            self._report_blocked(owned, now)
             if len(out) >= limit:
                 break
         return out
+
+    def _report_blocked(self, owned: _Owned, now: float) -> None:
+        feed = owned.feed
+        if not (feed.buffered and feed.blocked_on()):
+            owned.blocked_since = None
+            return
+        if owned.blocked_since is None:
+            owned.blocked_since = owned.blocked_reported = now
+        elif now - owned.blocked_reported >= self._opt.blocked_report_s:
+            owned.blocked_reported = now
+            log.warning("partition %d: waiting %.0fs for %s to deliver (records exist past what was fetched)",
+                        owned.number, now - owned.blocked_since, ", ".join(feed.blocked_on()))
 
     async def _next_batch(self, subscriber: Subscriber) -> int | None:
         """Build the next batch and start its commit; its size, or None when nothing is ready.
@@ -446,7 +505,11 @@ class ScoringConsumer:
         N's transaction and outbox publish are in flight; N+1's commit starts only once N's has landed, so
         commits, outbox publishes and offsets keep their order. Memory runs ahead of the database by at
         most the batch in flight; any failure forgets all of it and reloads from the database."""
+        await self._ask_wanted(subscriber)
         entries = self._select()
+        if not entries and await self._ask_wanted(subscriber):
+            entries = self._select()
+        self._apply_backpressure(subscriber)
         if not entries:
             return None
         try:
@@ -613,6 +676,15 @@ class ScoringConsumer:
         except Exception as exc:  # advisory only: positions live in the database
             log.warning("kafka offset commit failed (%s); positions are safe in the database",
                         type(exc).__name__)
+
+    async def _flush_offsets(self, subscriber: Subscriber) -> None:
+        """Send the positions not yet in Kafka now (when idle: the offsets reach the log end)."""
+        if not self._offsets:
+            return
+        task = self._offsets_task
+        if task is not None and not task.done():
+            return    # the commit in flight is followed by this one at the next idle turn
+        self._offsets_task = asyncio.create_task(self._send_offsets(subscriber))
 
     async def _drain_offsets(self, subscriber: Subscriber) -> None:
         task = self._offsets_task
