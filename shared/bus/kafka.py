@@ -347,8 +347,13 @@ class KafkaSubscriber:
             # which keeps co-partitioned topics (all of an account's inputs) on one member.
             partition_assignment_strategy=(RangePartitionAssignor,),
         )
+        # End offsets are asked on a connection of their own: on the consumer's, a ListOffsets request
+        # would wait behind the fetcher's long poll (up to fetch_max_wait_ms, 500 ms) every time.
+        self._lister = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, client_id=f"{client_id}-offsets",
+                                        enable_auto_commit=False)
 
     async def start(self) -> None:
+        await self._lister.start()
         await self._consumer.start()
         bridge = _ListenerBridge(self._listener, self) if self._listener is not None else None
         if bridge is not None:
@@ -357,7 +362,10 @@ class KafkaSubscriber:
             self._consumer.subscribe(list(self.topics))
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        try:
+            await self._consumer.stop()
+        finally:
+            await self._lister.stop()
 
     async def getmany(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[Record]:
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
@@ -397,5 +405,5 @@ class KafkaSubscriber:
         return self._consumer.highwater(kafka_tp)
 
     async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        ends = await self._consumer.end_offsets([KafkaTP(tp.topic, tp.partition) for tp in partitions])
+        ends = await self._lister.end_offsets([KafkaTP(tp.topic, tp.partition) for tp in partitions])
         return {TopicPartition(tp.topic, tp.partition): off for tp, off in ends.items()}

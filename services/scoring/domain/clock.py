@@ -4,6 +4,11 @@ The watermark is the largest `occurred_at` seen minus the allowed lateness, and 
 passes a moment, every event from before that moment is assumed to have arrived. Per-account timers
 (`schedule`) fire when the watermark reaches them, which is how an account that went silent is evaluated
 while other accounts' events move the clock forward.
+
+The consumer feeds a partition's events to its clock only in the merge order of its input topics, taking
+an event only once every input topic has delivered everything before it (the rule, and its one setting,
+are stated in `services/scoring/entrypoints/feed.py`): so the watermark never passes a moment while a
+lagging topic still holds events from before it, however the topics arrived.
 """
 
 from __future__ import annotations
