@@ -1,7 +1,13 @@
-"""kill -9 of the scoring worker at random moments while it scores 100,000 events (real Kafka and
-PostgreSQL), restarted each time, ends exactly where one clean run ends: same states, health, history
-and risks, and the same risk events on the risks topic (none lost; the same transition never appears
-as two different risk events)."""
+"""kill -9 of the scoring worker at random points of its progress while it scores 100,000 events (real
+Kafka and PostgreSQL), restarted each time, ends exactly where one clean run ends: same states, health,
+history and risks, and the same risk events on the risks topic (none lost; the same transition never
+appears as two different risk events).
+
+The test is driven by progress, never by wall-clock time, so a fast or a slow worker meets the same crash
+points: the input is held back and produced in KILLS + 1 stages (contiguous slices of the event-time
+ordered stream); while stage k is the end of the log the worker is killed once its committed positions
+have gone a seeded random fraction into stage k (a fraction of 1 is a kill once it finished the stage and
+sits idle), and only then is stage k + 1 produced."""
 
 from __future__ import annotations
 
@@ -14,7 +20,11 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,7 +68,25 @@ async def _stop(worker: asyncio.subprocess.Process, sig: int) -> int:
 
 
 async def _progress(url: str) -> int:
+    """Input records the worker committed (the stored next offsets of every input topic-partition)."""
     return sum((await positions(url)).values())
+
+
+def _stage_bounds(events: Sequence[dict[str, Any]], stages: int) -> list[int]:
+    """Where the stream is cut into `stages` contiguous slices: [0, b1, ..., len(events)], each cut near
+    an even share and moved forward to where `occurred_at` strictly increases. The merge orders a
+    partition's records by (occurred_at, topic, offset), so a tie across a cut could be merged in another
+    order when the later stage arrives after the earlier one was scored; without ties, a stage's records
+    all come after the previous stage's in the clean run's merge order too."""
+    at = [datetime.fromisoformat(e["occurred_at"]) for e in events]
+    bounds = [0]
+    for i in range(1, stages):
+        cut = len(events) * i // stages
+        while at[cut - 1] == at[cut]:
+            cut += 1
+        assert bounds[-1] < cut < len(events)
+        bounds.append(cut)
+    return [*bounds, len(events)]
 
 
 @pytest.mark.skipif(not KAFKA or not PG_URL, reason="needs the real Kafka broker and PostgreSQL")
@@ -70,12 +98,17 @@ async def test_kill_9_at_random_points_ends_like_one_clean_run(tmp_path: Path):
     assert len(events) >= 100_000
     events = events[:100_000]
     messages = records_for(topics, events)
+    total = len(messages)
 
     from shared.bus.kafka import KafkaBus
 
+    # The stages, produced one by one (each entirely before the next, so every topic-partition gets the
+    # same records at the same offsets as producing them all at once, as the reference run does).
+    bounds = _stage_bounds(events, KILLS + 1)
+    stages = [messages[a:b] for a, b in pairwise(bounds)]
+
     kafka = KafkaBus(KAFKA, publish_timeout_s=30.0)
     await kafka.ensure_topics(topics.all, partitions=6)
-    await produce(kafka, messages)
 
     clean_url, crash_url = await _create_pg_database(), await _create_pg_database()
     try:
@@ -94,24 +127,35 @@ async def test_kill_9_at_random_points_ends_like_one_clean_run(tmp_path: Path):
                "CHURNSIGNAL_DATABASE_URL": crash_url, "CHURNSIGNAL_TOPIC_PREFIX": prefix,
                "CHURNSIGNAL_SCORING_GROUP_ID": f"crash-{uuid.uuid4().hex[:6]}",
                "CHURNSIGNAL_LOG_LEVEL": "warning"}
-        total = sum((await end_offsets(kafka, topics.inputs)).values())
         log_path = tmp_path / "worker.log"
-        kills = 0
-        while kills < KILLS:
+        crash_points: list[int] = []
+        for k in range(KILLS):
+            # Stage k is now the end of the log: the worker cannot get past bounds[k + 1] before this kill.
+            await produce(kafka, stages[k])
+            available = bounds[k + 1]
+            assert sum((await end_offsets(kafka, topics.inputs)).values()) == available
+            # Kill once the committed positions went this far into stage k (1.0: it finished the stage
+            # and is idle, waiting for more input, which is a crash point as well).
+            fraction = min(1.0, rng.uniform(0.05, 1.25))
+            target = bounds[k] + max(1, round(fraction * (available - bounds[k])))
             worker = await _start_worker(env, log_path)
             try:
                 start = await _progress(crash_url)
-                deadline = time.monotonic() + 60
-                while await _progress(crash_url) == start:
+                assert start <= bounds[k] < target <= available
+                deadline = time.monotonic() + 240  # a guard against a stuck worker, not a speed limit
+                while (done := await _progress(crash_url)) < target:
                     assert worker.returncode is None, log_path.read_text()[-3000:]
-                    assert time.monotonic() < deadline, "the worker made no progress"
+                    assert time.monotonic() < deadline, (
+                        f"the worker got stuck at {done} of {available} records (kill {k + 1}, "
+                        f"waiting for {target})")
                     await asyncio.sleep(0.05)
-                await asyncio.sleep(rng.uniform(0.0, 0.8))
             finally:
                 await _stop(worker, signal.SIGKILL)
-            kills += 1
-            assert await _progress(crash_url) < total, "the stream ended before every kill happened"
+            crash_points.append(await _progress(crash_url))
+            assert target <= crash_points[-1] <= available < total
 
+        await produce(kafka, stages[KILLS])
+        assert sum((await end_offsets(kafka, topics.inputs)).values()) == total
         worker = await _start_worker(env, log_path)
         try:
             crash = Stack("real", kafka, Settings(kafka_bootstrap_servers=KAFKA, topic_prefix=prefix,
@@ -119,7 +163,8 @@ async def test_kill_9_at_random_points_ends_like_one_clean_run(tmp_path: Path):
             deadline = time.monotonic() + 240
             while await _progress(crash_url) < total:
                 assert worker.returncode is None, log_path.read_text()[-3000:]
-                assert time.monotonic() < deadline, "the restarted worker did not finish"
+                assert time.monotonic() < deadline, (
+                    f"the restarted worker did not finish (killed at {crash_points} of {bounds})")
                 await asyncio.sleep(0.2)
         finally:
             assert await _stop(worker, signal.SIGTERM) == 0, log_path.read_text()[-3000:]

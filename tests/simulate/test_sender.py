@@ -129,7 +129,10 @@ async def max_in_flight(spacing: timedelta) -> int:
         nonlocal current, peak
         current += 1
         peak = max(peak, current)
-        await asyncio.sleep(0.01)
+        # Stay in flight for a number of event-loop turns, not a wall-clock time: every request the sender
+        # lets go meanwhile enters too, however slow the machine (nothing here waits for I/O).
+        for _ in range(100):
+            await asyncio.sleep(0)
         current -= 1
         return httpx.Response(202, json={"accepted": 2})
 
