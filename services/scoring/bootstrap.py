@@ -20,6 +20,7 @@ from services.scoring.entrypoints.api import read_router
 from services.scoring.entrypoints.consumer import ConsumerOptions, ScoringConsumer
 from services.scoring.entrypoints.ports import ScoringModel
 from shared.bus import Bus, build_bus
+from shared.bus.memory import MemoryBus
 from shared.db import create_engine
 from shared.http import KeyRing, install_common
 from shared.metrics import CommonMetrics, ScoringMetrics, new_registry
@@ -82,7 +83,8 @@ async def scoring_runtime(settings: Settings, *, bus: Bus | None = None,
         options = ConsumerOptions(group_id=settings.scoring_group_id, partitions=settings.topic_partitions,
                                   max_batch=settings.scoring_batch_max_records,
                                   allowed_lateness=timedelta(seconds=settings.scoring_allowed_lateness_s),
-                                  idle_timeout_s=settings.scoring_idle_timeout_s)
+                                  idle_timeout_s=settings.scoring_idle_timeout_s,
+                                  publish_settle_s=0.0 if isinstance(the_bus, MemoryBus) else 0.1)
         consumer = ScoringConsumer(bus=the_bus, store=store, model=the_model,
                                    topics=Topics(settings.topic_prefix), options=options, metrics=metrics,
                                    common=common)

@@ -66,13 +66,13 @@ def _drain(logs: dict[str, list[Entry]], rng: random.Random, chunk: int, *, live
             take = min(rng.randint(1, chunk), broker.appended[topic] - cursors[topic])
             for entry in logs[topic][cursors[topic]:cursors[topic] + take]:
                 assert feed.accepts(entry.record)
-                feed.add(entry, now)
+                feed.add(entry, now, now)
             cursors[topic] += take
             feed.set_ends(dict(cursors))  # what a fetch answer shows: stale as soon as it is read
         while True:
             entry = feed.pop(now)
             if entry is None and feed.wanted:
-                feed.confirm_ends(broker.ends(), asked_at=now)
+                feed.confirm_ends(broker.ends(), asked_at=now, asked_wall=now)
                 entry = feed.pop(now)
             if entry is None:
                 break
@@ -117,16 +117,17 @@ def test_a_topic_with_records_not_yet_fetched_holds_the_merge_back_past_any_time
     rng = random.Random(1)
     logs = {t: _log(t, 3, rng) for t in TOPICS}
     feed = PartitionFeed(0, TOPICS, {}, idle_timeout_s=5)
-    feed.confirm_ends({t: 3 for t in TOPICS}, asked_at=0.0)
+    feed.confirm_ends({t: 3 for t in TOPICS}, asked_at=0.0, asked_wall=0.0)
     for entry in logs["p.usage"]:
-        feed.add(entry, 1.0)
+        feed.add(entry, 1.0, 1.0)
     assert feed.pop(2.0) is None and sorted(feed.blocked_on()) == sorted(set(TOPICS) - {"p.usage"})
     assert feed.pop(10_000.0) is None, "a lagging topic is waited for, however long"
     # A topic read to a fresh end does not hold anything back; already-seen offsets are refused.
     feed = PartitionFeed(0, TOPICS, {"p.tickets": 3})
     assert not feed.accepts(logs["p.tickets"][2].record)
-    feed.add(logs["p.usage"][0], 1.0)
-    feed.confirm_ends({"p.accounts": 0, "p.sentiment": 0, "p.tickets": 3, "p.usage": 3}, asked_at=1.0)
+    feed.add(logs["p.usage"][0], 1.0, 1.0)
+    feed.confirm_ends({"p.accounts": 0, "p.sentiment": 0, "p.tickets": 3, "p.usage": 3}, asked_at=1.0,
+                      asked_wall=1.0)
     assert feed.pop(1.0) is logs["p.usage"][0]
     assert feed.processed["p.usage"] == 1 and feed.lag() == {"p.accounts": 0, "p.sentiment": 0,
                                                              "p.tickets": 0, "p.usage": 2}
@@ -136,19 +137,19 @@ def test_an_end_remembered_from_an_older_fetch_is_asked_again():
     rng = random.Random(3)
     usage, tickets = _log("p.usage", 2, rng), _log("p.tickets", 1, rng)
     feed = PartitionFeed(0, TOPICS, {}, idle_timeout_s=30)
-    feed.confirm_ends({"p.accounts": 0, "p.sentiment": 0, "p.tickets": 0, "p.usage": 0}, asked_at=1.0)
-    feed.add(tickets[0], 2.0)
+    feed.confirm_ends({"p.accounts": 0, "p.sentiment": 0, "p.tickets": 0, "p.usage": 0}, asked_at=1.0, asked_wall=1.0)
+    feed.add(tickets[0], 2.0, 2.0)
     feed.set_ends({"p.tickets": 1, "p.usage": 0})   # a fetch answer: says nothing about what came since
     assert feed.pop(2.0) is None
     assert feed.wanted == {"p.accounts", "p.sentiment", "p.usage"}
     # The broker, asked, shows usage records appended meanwhile: the merge waits for them.
-    feed.confirm_ends({"p.accounts": 0, "p.sentiment": 0, "p.usage": 2}, asked_at=2.5)
+    feed.confirm_ends({"p.accounts": 0, "p.sentiment": 0, "p.usage": 2}, asked_at=2.5, asked_wall=2.5)
     assert feed.pop(3.0) is None and feed.blocked_on() == ["p.usage"] and not feed.wanted
     for entry in usage:
-        feed.add(entry, 3.0)
+        feed.add(entry, 3.0, 3.0)
     # Usage records fetched after the last answer: the empty topics are asked again before anything goes.
     assert feed.pop(3.0) is None and feed.wanted == {"p.accounts", "p.sentiment"}
-    feed.confirm_ends({"p.accounts": 0, "p.sentiment": 0}, asked_at=3.5)
+    feed.confirm_ends({"p.accounts": 0, "p.sentiment": 0}, asked_at=3.5, asked_wall=3.5)
     taken = [feed.pop(4.0), feed.pop(4.0)]
     assert taken == sorted(usage + tickets, key=lambda e: e.key)[:2]
 
@@ -157,7 +158,7 @@ def test_a_topic_whose_end_cannot_be_read_is_passed_after_the_idleness_timeout()
     rng = random.Random(4)
     usage = _log("p.usage", 1, rng)
     feed = PartitionFeed(0, TOPICS, {}, idle_timeout_s=30, now=0.0)
-    feed.add(usage[0], 1.0)
+    feed.add(usage[0], 1.0, 1.0)
     assert feed.pop(29.0) is None and feed.wanted == {"p.accounts", "p.sentiment", "p.tickets"}
     assert not feed.idle
     assert feed.pop(30.0) is usage[0]
@@ -169,7 +170,29 @@ def test_bad_records_pass_at_once_and_advance_their_position():
     feed.set_ends({"p.usage": 2, "p.tickets": 1})
     good = _log("p.tickets", 1, random.Random(2))[0]
     bad = Entry(Record("p.usage", 0, 0, b"a", b"{not json", 0), None, "not JSON")
-    feed.add(bad, 1.0)
+    feed.add(bad, 1.0, 1.0)
     assert feed.pop(1.0) is bad and feed.processed["p.usage"] == 1
-    feed.add(good, 1.0)
+    feed.add(good, 1.0, 1.0)
     assert feed.pop(1.0) is None, "p.usage has a record left to fetch"
+
+
+def test_an_end_asked_before_a_publish_settled_does_not_count():
+    """One publish carried an early ticket and a later usage record; Kafka made the usage record readable
+    first. An end of the tickets topic asked right away (before the publish settled) is not trusted."""
+    ticket = Entry(Record("p.tickets", 0, 0, b"a", b"{}", 10_000),
+                   Event("t", EventType.USAGE, "a", T0, UsageData(feature="login")))
+    usage = Entry(Record("p.usage", 0, 0, b"a", b"{}", 10_000),      # both produced at 10.0 s (wall clock)
+                  Event("u", EventType.USAGE, "a", T0 + timedelta(hours=1), UsageData(feature="login")))
+    feed = PartitionFeed(0, TOPICS, {}, settle_s=0.1)
+    feed.add(usage, 1.0, 10.01)
+    feed.confirm_ends({"p.accounts": 0, "p.sentiment": 0, "p.tickets": 0}, asked_at=1.01, asked_wall=10.02)
+    assert feed.pop(1.02) is None
+    assert feed.wanted == {"p.accounts", "p.sentiment", "p.tickets"} and feed.ask_after == 10.1
+    # Asked again once settled: the ticket of the same publish has landed meanwhile.
+    feed.confirm_ends({"p.accounts": 0, "p.sentiment": 0, "p.tickets": 1}, asked_at=1.11, asked_wall=10.11)
+    assert feed.pop(1.12) is None and feed.blocked_on() == ["p.tickets"]
+    feed.add(ticket, 1.2, 10.2)
+    feed.confirm_ends({"p.accounts": 0, "p.sentiment": 0}, asked_at=1.25, asked_wall=10.25)
+    assert feed.pop(1.25) is ticket, "the earlier ticket goes first"
+    feed.confirm_ends({"p.accounts": 0, "p.sentiment": 0, "p.tickets": 1}, asked_at=1.3, asked_wall=10.3)
+    assert feed.pop(1.3) is usage

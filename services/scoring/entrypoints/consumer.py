@@ -64,6 +64,10 @@ class ConsumerOptions:
     # How long a topic whose end the broker cannot tell may stay silent before the merge goes on
     # without it (feed.py states the rule).
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    # How long after a record was produced an empty topic's end must be asked to count as fresh: one
+    # publish spanning several topics lands on Kafka in no fixed order (feed.py). 0 for a bus that
+    # appends a publish at once (the in-process one).
+    publish_settle_s: float = 0.1
     ends_refresh_s: float = 1.0
     # Kafka offsets follow the committed batches at most this often, and once more when idle.
     offsets_every_s: float = 0.5
@@ -335,7 +339,7 @@ class ScoringConsumer:
             for account_id, due in load.timers:
                 clock.schedule(account_id, due)
             feed = PartitionFeed(n, self._inputs, positions, idle_timeout_s=self._opt.idle_timeout_s,
-                                 now=time.monotonic())
+                                 settle_s=self._opt.publish_settle_s, now=time.monotonic())
             self._owned[n] = _Owned(n, load.states, clock, feed)
             for topic, offset in positions.items():
                 tp = TopicPartition(topic, n)
@@ -372,7 +376,7 @@ class ScoringConsumer:
         """Ask the broker for the end offsets of `tps` (one request) and give them to the feeds as fresh."""
         if not tps:
             return True
-        asked_at = time.monotonic()
+        asked_at, asked_wall = time.monotonic(), time.time()
         try:
             answer = await subscriber.end_offsets(tps)
         except Exception as exc:  # the merge waits (or, past the idleness timeout, goes on): try again
@@ -384,7 +388,7 @@ class ScoringConsumer:
         for n, ends in by_number.items():
             owned = self._owned.get(n)
             if owned is not None:
-                owned.feed.confirm_ends(ends, asked_at)
+                owned.feed.confirm_ends(ends, asked_at, asked_wall)
         return True
 
     async def _ask_wanted(self, subscriber: Subscriber) -> bool:
@@ -392,6 +396,11 @@ class ScoringConsumer:
         tps = [TopicPartition(topic, n) for n, owned in self._owned.items() for topic in owned.feed.wanted]
         if not tps:
             return False
+        # Records produced a moment ago: let the publish that carried them settle first (bounded).
+        after = max(owned.feed.ask_after for owned in self._owned.values() if owned.feed.wanted)
+        wait = min(after - time.time(), self._opt.publish_settle_s)
+        if wait > 0:
+            await asyncio.sleep(wait)
         await self._ask_ends(subscriber, tps)
         return True
 
@@ -422,7 +431,7 @@ class ScoringConsumer:
 
     # -- intake -------------------------------------------------------------------------------
     def _accept(self, records: list[Record]) -> None:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         for record in records:
             owned = self._owned.get(record.partition)
             if owned is None or record.topic not in owned.feed.fetched or not owned.feed.accepts(record):
@@ -430,14 +439,14 @@ class ScoringConsumer:
             try:
                 event = decode_input(record.value)
             except BadRecord as exc:
-                owned.feed.add(Entry(record, None, exc.reason), now)
+                owned.feed.add(Entry(record, None, exc.reason), now, wall)
                 continue
             if record.key != event.account_id.encode():
                 shown = record.key.decode(errors="replace") if record.key is not None else None
                 owned.feed.add(Entry(record, None, f"record key {shown!r} is not the account_id "
-                                                   f"{event.account_id!r}"), now)
+                                                   f"{event.account_id!r}"), now, wall)
                 continue
-            owned.feed.add(Entry(record, event), now)
+            owned.feed.add(Entry(record, event), now, wall)
 
     def _apply_backpressure(self, subscriber: Subscriber) -> None:
         """Pause fetching topic-partitions whose queue outgrew its share of `max_buffered`; resume those
