@@ -5,6 +5,7 @@ exposes:
 
     TITLE = "Ingest (HTTP → Kafka)"        # optional, the report's heading for the section
     NOTES = "..."                          # optional, markdown printed under its table
+    SERVICES = False                       # optional: the section needs no Kafka / PostgreSQL
     async def run(ctx: Context) -> list[Result]
 
 See bench/README.md.
@@ -33,7 +34,7 @@ from bench.framework import (
     write_report,
 )
 
-SECTIONS = ("ingest", "scoring", "alerts")
+SECTIONS = ("ingest", "scoring", "alerts", "backtest")
 REPORT = ROOT / "docs" / "benchmarks.md"
 
 
@@ -60,13 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in wanted if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    ctx = Context.from_environment(quick=args.quick)
+    modules = {name: load_section(name) for name in wanted}
+    # A section declaring `SERVICES = False` runs without Kafka and PostgreSQL.
+    needs_services = any(m is not None and getattr(m, "SERVICES", True) for m in modules.values())
+    ctx = Context.from_environment(quick=args.quick, require_services=needs_services)
     machine = machine_info()
     blocks: dict[str, str] = {}
     raw: dict[str, list[dict[str, object]]] = {}
     failed = False
     for name in wanted:
-        module = load_section(name)
+        module = modules[name]
         if module is None:
             print(f"[bench] section '{name}': not present, skipped")
             continue

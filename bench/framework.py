@@ -88,9 +88,9 @@ class Context:
     python: str = field(default_factory=lambda: str(ROOT / ".venv" / "bin" / "python"))
 
     @classmethod
-    def from_environment(cls, *, quick: bool = False) -> Context:
+    def from_environment(cls, *, quick: bool = False, require_services: bool = True) -> Context:
         kafka = os.environ.get("CHURNSIGNAL_KAFKA_BOOTSTRAP_SERVERS", "")
-        if not kafka:
+        if not kafka and require_services:
             raise SystemExit("CHURNSIGNAL_KAFKA_BOOTSTRAP_SERVERS is not set: run `make services` and "
                              "`source var/services.env` (or use `make bench`)")
         python = ROOT / ".venv" / "bin" / "python"

@@ -1,4 +1,4 @@
-"""The `churnsignal` command: serve one service, run all three embedded, simulate, migrate."""
+"""The `churnsignal` command: serve one service, run all three embedded, simulate, migrate, backtest."""
 
 from __future__ import annotations
 
@@ -70,6 +70,12 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return simulate_main(args)
 
 
+def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from services.scoring.backtest.cli import run
+
+    return run(args, settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="churnsignal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)
+
+    backtest = sub.add_parser("backtest", help="replay a history through scoring and measure how well it "
+                                               "predicted churn (no Kafka, no database)")
+    from services.scoring.backtest.cli import add_arguments as add_backtest_arguments
+
+    add_backtest_arguments(backtest)
+    backtest.set_defaults(func=cmd_backtest)
     return parser
 
 
