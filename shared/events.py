@@ -161,6 +161,19 @@ class AccountData(_Data):
     arr: JsonNumber | None = Field(default=None, ge=0)
     seats: Annotated[int, Field(ge=0, le=1_000_000_000), BeforeValidator(_json_number)] | None = None
     segment: Annotated[str, StringConstraints(max_length=128)] | None = None
+    # Where the account stands as a customer, and since when (an RFC 3339 timestamp with offset, like
+    # `occurred_at`; when absent, the event's `occurred_at`). The newest `lifecycle_at` wins.
+    lifecycle: Literal["active", "churned", "renewed", "downgraded", "expanded"] | None = Field(
+        default=None, description="Where the account stands as a customer; `churned` stops its risks")
+    lifecycle_at: Timestamp | None = Field(
+        default=None, description="Since when `lifecycle` holds: RFC 3339 with offset (default: the event's "
+                                  "occurred_at); only with `lifecycle`")
+
+    @model_validator(mode="after")
+    def _lifecycle_at_needs_lifecycle(self) -> AccountData:
+        if self.lifecycle_at is not None and self.lifecycle is None:
+            raise ValueError("'lifecycle_at' is given without 'lifecycle'")
+        return self
 
 
 class ContactData(_Data):

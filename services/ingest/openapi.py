@@ -3,8 +3,8 @@
 The endpoint is a plain ASGI app that reads its body itself (fast path, exact error locations), so
 FastAPI cannot infer the operation; it is declared here instead, precise enough that a schema-driven
 fuzzer generates events ingest accepts and mutations it rejects. Data models come from their pydantic
-JSON schema; the rules pydantic checks in code (sentiment score range per source, score or text) are
-added by hand.
+JSON schema; the rules pydantic checks in code (sentiment score range per source, score or text; an
+account's `lifecycle_at` only with its `lifecycle`) are added by hand.
 """
 
 from __future__ import annotations
@@ -119,6 +119,14 @@ def _sentiment_rules() -> list[dict[str, Any]]:
     return [score_or_text, {"oneOf": by_source}]
 
 
+def _account_rules() -> list[dict[str, Any]]:
+    """AccountData._lifecycle_at_needs_lifecycle: `lifecycle_at` (not null) only with a `lifecycle`."""
+    return [{"anyOf": [
+        {"properties": {"lifecycle_at": {"type": "null"}}},
+        {"required": ["lifecycle"], "properties": {"lifecycle": {"type": "string"}}},
+    ]}]
+
+
 # SPEC §2 / shared.events: no string of an event, key or value, at any depth, may hold U+0000.
 _NO_NUL = "^[^\\u0000]*$"
 _JSON_VALUE = "JsonValue"
@@ -165,6 +173,8 @@ def component_schemas(max_events: int) -> dict[str, dict[str, Any]]:
         data = _nul_free(_inline(model.model_json_schema()))
         if kind is EventType.SENTIMENT:
             data["allOf"] = _sentiment_rules()
+        elif kind is EventType.ACCOUNT:
+            data["allOf"] = _account_rules()
         out[_data_name(kind)] = data
         out[_event_name(kind)] = {
             "type": "object",

@@ -77,6 +77,33 @@ def test_the_scripted_churner_is_caught_by_its_risk(report: dict):
     assert early["churned"] == 1 and early["any_risk"]["flagged"] == 0
 
 
+def _lifecycle(account: str, day: float, lifecycle: str, since: float | None = None) -> dict:
+    data: dict = {"lifecycle": lifecycle}
+    if since is not None:
+        data["lifecycle_at"] = at_day(since).isoformat()
+    return {"id": f"{account}:lifecycle:{day}", "type": "account", "account_id": account,
+            "occurred_at": at_day(day, 12).isoformat(), "data": data}
+
+
+def test_outcomes_default_to_the_lifecycle_of_account_events(files: dict[str, Path], report: dict):
+    """Without --outcomes, churn is read from account events: the same figures as the outcomes file."""
+    lines = [json.loads(line) for line in files["events"].read_text().splitlines()]
+    lines += [_lifecycle("acme-001", 60, "churned"),                  # churned_at: its occurred_at
+              _lifecycle("initech-003", 70, "churned", since=55),    # churned_at: its lifecycle_at
+              _lifecycle("initech-003", 71, "active", since=40),     # older: the churn stands
+              _lifecycle("umbrella-004", 56, "churned", since=56),   # then renewed: it stayed
+              _lifecycle("umbrella-004", 57, "renewed", since=57)]
+    lines[-5]["occurred_at"] = at_day(60).isoformat()
+    events = write_events(files["root"] / "lifecycle.ndjson", lines)
+    out = files["root"] / "from-lifecycle.json"
+    assert main(["backtest", "--events", str(events), "--cut", CUT_DATE, "--cut", EARLY_CUT.date().isoformat(),
+                 "--horizon", "30d", "--quiet", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["cuts"] == report["cuts"]
+    assert doc["outcomes_file"] is None
+    assert doc["outcomes"] == {"source": "lifecycle events", "accounts": 11, "churned": 2}
+
+
 def test_text_summary_on_stdout(files: dict[str, Path], capsys: pytest.CaptureFixture[str]):
     assert _run(files) == 0
     out = capsys.readouterr().out

@@ -6,6 +6,7 @@ import sys
 import uuid
 from datetime import timedelta
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -194,3 +195,24 @@ def test_random_streams_are_deterministic_and_round_trip(
             opened.add(str(t["type"]))
         elif t["transition"] == "resolved":
             opened.discard(str(t["type"]))
+
+
+def test_a_state_without_lifecycle_facts_decodes() -> None:
+    """States written before lifecycles existed hold 8 facts in their JSON tail: they still decode."""
+    engine = ScoringEngine(ScoringConfig())
+    state = engine.new_state("acc")
+    engine.apply(state, event("account", "acc", at_day(3), {"name": "Acme", "arr": 1200, "seats": 4,
+                                                            "renewal_date": "2026-12-31",
+                                                            "lifecycle": "expanded"}))
+    raw = encode_state(state)
+    start = raw.rindex(orjson.dumps(["acc"])[:-1])   # the JSON tail: [account_id, facts, contacts, risks]
+    tail = orjson.loads(raw[start:])
+    assert len(tail[1]) == 10 and tail[1][8:] == ["expanded", int(at_day(3).timestamp())]
+    tail[1] = tail[1][:8]
+    old = decode_state(raw[:start] + orjson.dumps(tail))
+    assert (old.lifecycle, old.lifecycle_ts) == (None, -1)
+    assert {k: v for k, v in _fields(old).items() if not k.startswith("lifecycle")} == \
+        {k: v for k, v in _fields(state).items() if not k.startswith("lifecycle")}
+    # And a state that never had a lifecycle still encodes as before: 8 facts.
+    state.lifecycle, state.lifecycle_ts = None, -1
+    assert encode_state(state) == raw[:start] + orjson.dumps(tail)

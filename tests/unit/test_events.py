@@ -16,6 +16,7 @@ from shared.events import (
     EventType,
     _checked_event,
     _plain_event,
+    event_to_dict,
     validate_event,
     validate_events,
 )
@@ -63,6 +64,23 @@ def test_sentiment_needs_score_or_text_and_score_in_range_for_source():
     assert ok.data.normalized_score() == -1
 
 
+def test_account_lifecycle_and_its_time():
+    base = {"id": "a", "type": "account", "account_id": "a", "occurred_at": "2026-06-01T11:00:00Z"}
+    ok = validate_event({**base, "data": {"lifecycle": "churned", "lifecycle_at": "2026-05-31T23:00:00-02:00"}},
+                        now=NOW)
+    assert isinstance(ok, Event)
+    assert ok.data.lifecycle == "churned" and ok.data.lifecycle_at == datetime(2026, 6, 1, 1, tzinfo=UTC)
+    assert validate_event({**base, "data": {"lifecycle": "renewed"}}, now=NOW).data.lifecycle_at is None
+    [alone] = validate_event({**base, "data": {"lifecycle_at": "2026-05-31T00:00:00Z"}}, now=NOW)
+    assert alone.loc == ("data",) and "'lifecycle_at'" in alone.msg and "'lifecycle'" in alone.msg
+    [bad] = validate_event({**base, "data": {"lifecycle": "lost"}}, now=NOW)
+    assert bad.loc == ("data", "lifecycle")
+    [naive] = validate_event({**base, "data": {"lifecycle": "churned", "lifecycle_at": "2026-05-31"}}, now=NOW)
+    assert naive.loc == ("data", "lifecycle_at") and "RFC 3339" in naive.msg
+    # Both fields, in the wire form and back.
+    assert event_to_dict(ok)["data"] == {"lifecycle": "churned", "lifecycle_at": "2026-05-31T23:00:00-02:00"}
+
+
 def test_every_invalid_event_of_a_batch_is_located():
     events, errors = validate_events([usage(), usage(id=""), "nope", usage(data={})], now=NOW)
     assert len(events) == 1
@@ -105,7 +123,10 @@ _DATA = {
                   {"source": "nps"}, {"source": "nps", "score": "9"}],
     "account": [{"name": "Acme", "renewal_date": "2026-12-31", "arr": 1000, "seats": 5.0,
                  "csm": {"email": "a@b.c", "slack_user_id": "U1"}}, {"renewal_date": "2026-13-01"},
-                {"renewal_date": 20261231}, {"csm": {"email": "not an address"}}, {"arr": -1}, {}],
+                {"renewal_date": 20261231}, {"csm": {"email": "not an address"}}, {"arr": -1}, {},
+                {"lifecycle": "churned", "lifecycle_at": "2026-05-01T00:00:00Z"}, {"lifecycle": "renewed"},
+                {"lifecycle_at": "2026-05-01T00:00:00Z"}, {"lifecycle": "gone"},
+                {"lifecycle": "active", "lifecycle_at": "2026-05-01"}],
     "contact": [{"contact_id": "c", "role": "champion", "status": "left", "user_id": "u"},
                 {"contact_id": "c", "role": "boss"}, {"role": "champion"}],
 }

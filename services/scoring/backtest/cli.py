@@ -39,10 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLE
     parser.add_argument("--events", required=True, type=Path, metavar="FILE",
                         help="NDJSON of events as ingest accepts them (gzip when the name ends in .gz)")
-    parser.add_argument("--outcomes", required=True, type=Path, metavar="FILE",
+    parser.add_argument("--outcomes", type=Path, default=None, metavar="FILE",
                         help="CSV with the header account_id,churned_at (YYYY-MM-DD or RFC 3339; empty: "
-                             "stayed). Required for now: account events carry no lifecycle field to read "
-                             "churn from")
+                             "stayed). Default: read from the events: an account whose newest account "
+                             "event lifecycle is churned churned at its lifecycle_at (else occurred_at); "
+                             "every other account stayed")
     parser.add_argument("--cut", required=True, action="append", metavar="YYYY-MM-DD",
                         help="a cut-off date (its UTC midnight); repeat for several")
     parser.add_argument("--horizon", required=True, metavar="DAYSd",
@@ -132,7 +133,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if lateness_s < 0:
         raise InputError(f"bad --allowed-lateness {lateness_s}: must be 0 or more")
     _check_input(args.events, "--events")
-    _check_input(args.outcomes, "--outcomes")
+    if args.outcomes is not None:
+        _check_input(args.outcomes, "--outcomes")
     config_path = args.config if args.config is not None else settings.scoring_config_file
     if config_path is not None:
         _check_input(Path(config_path), "--config")
@@ -161,21 +163,23 @@ def _backtest(args: argparse.Namespace, cuts: list[datetime], horizon: timedelta
               partitions: int, lateness_s: int, config: ScoringConfig, progress: Callable[[str], None]) -> None:
     from services.scoring.domain import RISK_TYPES, ScoringEngine
 
-    from .history import read_events, read_outcomes
+    from .history import lifecycle_outcomes, read_events, read_outcomes
     from .html import render_html
     from .replay import replay
     from .report import build_report, text_summary
 
     started = time.perf_counter()
-    outcomes = read_outcomes(args.outcomes)
+    outcomes = None if args.outcomes is None else read_outcomes(args.outcomes)
     history = read_events(args.events, partitions=partitions, until=cuts[-1], progress=progress)
+    if outcomes is None:
+        outcomes = lifecycle_outcomes(history)
     read_s = time.perf_counter() - started
     result = replay(history, cuts, ScoringEngine(config), allowed_lateness=timedelta(seconds=lateness_s),
                     lookback=lookback, progress=progress)
     about: dict[str, Any] = {
         "generated_by": "churnsignal backtest",
         "events_file": str(args.events),
-        "outcomes_file": str(args.outcomes),
+        "outcomes_file": None if args.outcomes is None else str(args.outcomes),
         "config_version": config.version,
         "partitions": partitions,
         "allowed_lateness_s": lateness_s,
@@ -185,7 +189,8 @@ def _backtest(args: argparse.Namespace, cuts: list[datetime], horizon: timedelta
                    "accounts": len(history.partition_of)},
         "replay": {"timer_evaluations": result.evaluations, "separate_replays": result.separate_replays,
                    "stuck_timers": result.stuck_timers},
-        "outcomes": {"accounts": len(outcomes), "churned": sum(1 for v in outcomes.values() if v is not None)},
+        "outcomes": {"source": "file" if args.outcomes is not None else "lifecycle events",
+                     "accounts": len(outcomes), "churned": sum(1 for v in outcomes.values() if v is not None)},
     }
     doc, charts = build_report(result, outcomes, horizon=horizon, lookback=lookback, risk_types=RISK_TYPES,
                                about=about)

@@ -13,6 +13,11 @@ Events from the last cut-off on can never change a state as of any cut: they are
 not kept. Event ids seen more than once are resolved like the service resolves them: within a partition
 the replay applies the first occurrence in the service's merge order; an id reused by accounts of two
 different partitions (which no correct sender does) belongs to the partition where the file first uses it.
+
+Without an outcomes file, the outcomes are read from the history itself: every account event's
+`lifecycle` (from every line, also after the last cut), the newest by `lifecycle_at` (else `occurred_at`)
+winning as in the scoring domain; an account whose newest lifecycle is `churned` churned at that time, every
+other account stayed (`lifecycle_outcomes`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import IO
 import orjson
 
 from shared.bus.port import partition_for
-from shared.events import NUL, NUL_ESCAPE, Event, EventError, EventType, validate_event
+from shared.events import NUL, NUL_ESCAPE, AccountData, Event, EventError, EventType, validate_event
 from shared.topics import Topics
 
 PROGRESS_EVERY = 500_000
@@ -83,6 +88,9 @@ class History:
     lines: int = 0                 # events read and validated
     kept: int = 0                  # events before the last cut-off (those replayed)
     foreign_duplicates: int = 0    # dropped: an id already used by an account of another partition
+    # account -> its newest lifecycle from account events of the whole file: ((lifecycle_at or
+    # occurred_at, occurred_at) as epoch seconds, lifecycle); a tie goes to the later line
+    lifecycles: dict[str, tuple[tuple[float, float], str]] = field(default_factory=dict)
 
 
 def open_binary(path: Path) -> IO[bytes]:
@@ -116,6 +124,8 @@ def read_events(path: Path, *, partitions: int, until: datetime | None = None,
     streams = history.streams
     accounts: dict[str, tuple[int, array[float], array[int]]] = {}
     usage = EventType.USAGE
+    account_type = EventType.ACCOUNT
+    lifecycles = history.lifecycles
     ranks = TOPIC_RANKS
     owner: dict[str, int] = {}          # event id -> the partition that applies it
     loads = orjson.loads
@@ -146,6 +156,8 @@ def read_events(path: Path, *, partitions: int, until: datetime | None = None,
                     next_report += PROGRESS_EVERY
                     progress(f"read {lineno:,} lines ({lineno / (time.perf_counter() - started):,.0f} lines/s)")
                 ts = event.occurred_at.timestamp()
+                if event.type is account_type:
+                    _note_lifecycle(lifecycles, event, ts)
                 if ts >= until_ts:
                     continue
                 account = event.account_id
@@ -178,7 +190,28 @@ def read_events(path: Path, *, partitions: int, until: datetime | None = None,
     return history
 
 
+def _note_lifecycle(lifecycles: dict[str, tuple[tuple[float, float], str]], event: Event, ts: float) -> None:
+    data = event.data
+    if not isinstance(data, AccountData) or data.lifecycle is None:
+        return
+    key = (ts if data.lifecycle_at is None else data.lifecycle_at.timestamp(), ts)
+    known = lifecycles.get(event.account_id)
+    if known is None or key >= known[0]:
+        lifecycles[event.account_id] = (key, data.lifecycle)
+
+
 # -- outcomes ---------------------------------------------------------------------------------------------
+
+
+def lifecycle_outcomes(history: History) -> dict[str, datetime | None]:
+    """The outcomes told by the history's account events: every account of the history (and every one
+    with a lifecycle) -> when it churned (its newest lifecycle is `churned`: that lifecycle's time), None
+    when it stayed."""
+    out: dict[str, datetime | None] = dict.fromkeys(history.partition_of)
+    for account, ((since, _), lifecycle) in history.lifecycles.items():
+        out[account] = datetime.fromtimestamp(since, UTC) if lifecycle == "churned" else None
+    return out
+
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 

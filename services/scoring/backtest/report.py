@@ -1,9 +1,9 @@
 """The figures of each cut (the JSON document) and the text summary. Pure: no I/O.
 
 Population of a cut: every account with an event before the cut that has an outcome (a row in the
-outcomes file) and had not churned before the cut. It churned *within the horizon* when
-cut <= churned_at < cut + horizon. Accounts without an outcome row, and accounts already churned, are
-counted under `excluded` and take no part in the figures.
+outcomes file, or any account when the outcomes come from lifecycle events) and had not churned before
+the cut. It churned *within the horizon* when cut <= churned_at < cut + horizon. Accounts without an
+outcome, and accounts already churned, are counted under `excluded` and take no part in the figures.
 
 - health: ranked by score, lower = riskier, over the accounts that have a score; accounts without one
   (tier "unknown": nothing known yet to judge them by) are reported apart under `unscored` and take

@@ -278,6 +278,9 @@ def _names(people: list[dict[str, Any]]) -> str:
 def summary(risk_type: str, evidence: dict[str, Any], account: str) -> str:
     """One sentence a CSM understands."""
     e = evidence
+    if e.get("reason") == "account churned":   # resolved because the account churned (see the engine)
+        kind = risk_type.replace("_", " ")
+        return f"{kind[:1].upper()}{kind[1:]} on {account}: closed, the account churned."
     if risk_type == "champion_left":
         people = e["contacts"]
         more = e.get("count", len(people)) - len(people)

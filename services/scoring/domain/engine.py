@@ -11,6 +11,9 @@
   which they arrived.
 - Risks follow a lifecycle: opened, updated (severity or material evidence changed), resolved; at most
   one open risk per type. A history snapshot is emitted only on a significant change.
+- An account whose newest lifecycle (account events' `lifecycle`, newest `lifecycle_at` wins) is `churned`
+  raises no risk: its open risks are resolved once (evidence `{"reason": "account churned"}`), detectors
+  run no more and the daily tick stops, until a newer lifecycle says otherwise. Its health is still scored.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ RISK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://churnsignal.dev/risk")
 # An account with no event for this long (and nothing time-bound pending) stops being ticked daily.
 LIVE_DAYS = 100
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+# The evidence of a risk resolved because its account churned.
+CHURNED_EVIDENCE = {"reason": "account churned"}
 # Risks that resolve as time passes, so an account holding one is ticked daily however quiet it is.
 _TIME_BOUND = frozenset({"health_drop", "ticket_spike", "sentiment_drop", "renewal_risk"})
 
@@ -270,6 +275,11 @@ class ScoringEngine:
         st.segment = merge(st.segment, _bounded(data.segment, 64))
         if newer:
             st.facts_ts = ts
+        if data.lifecycle is not None:
+            since = ts if data.lifecycle_at is None else _ts(data.lifecycle_at)
+            if since >= st.lifecycle_ts:   # the newest lifecycle wins (a tie: the later event)
+                st.lifecycle = data.lifecycle
+                st.lifecycle_ts = since
 
     def _fold_contact(self, st: AccountState, ts: int, data: ContactData) -> None:
         contacts_changed(st)
@@ -338,6 +348,8 @@ class ScoringEngine:
         return when if when is not None else self._time(due)
 
     def _due_after_tick(self, st: AccountState, at_ts: int) -> int | None:
+        if st.churned:
+            return None   # nothing to judge any more (an event wakes the account up again)
         day = at_ts // DAY
         nxt = (day + 1) * DAY
         if st.clock // DAY >= day - LIVE_DAYS or not _TIME_BOUND.isdisjoint(st.risks):
@@ -395,8 +407,16 @@ class ScoringEngine:
 
     def _lifecycle(self, st: AccountState, ctx: Context,
                    at_ts: int) -> list[tuple[str, int, str, str, str, dict[str, Any]]]:
-        """Runs every detector and moves its risk along (a detector sees only its own open risk)."""
+        """Runs every detector and moves its risk along (a detector sees only its own open risk). For a
+        churned account, resolves what is open and runs no detector."""
         out = []
+        if st.churned:
+            for rtype in RISK_TYPES:
+                rec = st.risks.pop(rtype, None)
+                if rec is not None:
+                    out.append((risk_id(st.account_id, rtype, rec[R_OPENED], rec[R_N]), rec[R_SEQ] + 1,
+                                "resolved", rtype, SEVERITIES[rec[R_SEV]], dict(CHURNED_EVIDENCE)))
+            return out
         for rtype in RISK_TYPES:
             rec = st.risks.get(rtype)
             v = DETECTORS[rtype](ctx, None if rec is None else rec[R_MATERIAL])

@@ -4,11 +4,14 @@ Everything an account needs for scoring lives here, bounded: daily usage counts 
 bitmaps of (hashed) users and features for 30 days, daily opened-ticket counts for 8 weeks, the open
 tickets (at most 24), the key contacts' own usage (at most 4 people), at most 6 contacts (champions,
 sponsors, and people whose role is not known yet; plain users and admins are not kept), the last 12
-sentiment answers, the open risks, and the last published health. Times are epoch seconds, days are
+sentiment answers, the open risks, the last published health, and the account's lifecycle (`churned`,
+`renewed`...) with the time it took effect. Times are epoch seconds, days are
 UTC day numbers (epoch seconds // 86400); all daily arrays end at `end_day` (oldest first).
 
 Encoding: a fixed binary header and packed arrays (leading zero days dropped, opened tickets as sparse
-(age, count) pairs), then an orjson list for the strings and small records. A typical account encodes
+(age, count) pairs), then an orjson list for the strings and small records. The account facts there are a
+list of 8 (name ... renewal day), or 10 once a lifecycle is known (lifecycle, its time): states written
+before lifecycles existed decode unchanged. A typical account encodes
 to 600-900 bytes, a busy one to about 1 KB; the unit tests hold a busy account under 1.5 KB.
 """
 
@@ -73,6 +76,7 @@ STATE_FIELDS = (
     "first_usage_day", "last_usage_day", "usual_gap", "first_ticket_day", "known_mask", "risk_counter",
     "usage", "users", "features", "tickets_opened", "score_max", "key_users", "open_tickets",
     "name", "csm_email", "csm_slack", "csm_name", "segment", "arr", "seats", "renewal_day", "facts_ts",
+    "lifecycle", "lifecycle_ts",
     "contacts", "sentiments", "risks", "last_score", "last_tier", "last_components",
 )
 
@@ -116,6 +120,8 @@ class AccountState:
         self.seats: int | None = None
         self.renewal_day: int | None = None
         self.facts_ts = NONE
+        self.lifecycle: str | None = None  # the newest lifecycle told by an account event
+        self.lifecycle_ts = NONE           # its lifecycle_at (else its event's occurred_at) (s)
         self.contacts: dict[str, list[Any]] = {}
         self.sentiments: list[list[int]] = []
         self.risks: dict[str, list[Any]] = {}
@@ -216,6 +222,11 @@ class AccountState:
     def display_name(self) -> str:
         return self.name or self.account_id
 
+    @property
+    def churned(self) -> bool:
+        """Whether the newest lifecycle says the account churned (scoring then raises no risk for it)."""
+        return self.lifecycle == "churned"
+
     def key_contacts(self) -> list[tuple[str, list[Any]]]:
         return sorted((cid, c) for cid, c in self.contacts.items() if c[C_ROLE] in KEY_ROLES)
 
@@ -315,6 +326,8 @@ def encode_state(state: AccountState) -> bytes:
     if state.facts_ts != NONE:
         facts = [state.name, state.csm_email, state.csm_slack, state.csm_name, state.segment, state.arr,
                  state.seats, state.renewal_day]
+        if state.lifecycle is not None:
+            facts += [state.lifecycle, state.lifecycle_ts]
     tail = [state.account_id, facts,
             [[cid, c[C_NAME]] for cid, c in state.contacts.items()] or None,
             [[t, *r] for t, r in state.risks.items()] or None]
@@ -381,7 +394,9 @@ def decode_state(raw: bytes) -> AccountState:
         st.name = st.csm_email = st.csm_slack = st.csm_name = st.segment = None
         st.arr = st.seats = st.renewal_day = None
     else:
-        st.name, st.csm_email, st.csm_slack, st.csm_name, st.segment, st.arr, st.seats, st.renewal_day = facts
+        st.name, st.csm_email, st.csm_slack, st.csm_name, st.segment, st.arr, st.seats, st.renewal_day = facts[:8]
+    # (a state written before lifecycles has 8 facts, or none)
+    st.lifecycle, st.lifecycle_ts = (facts[8], facts[9]) if facts is not None and len(facts) >= 10 else (None, NONE)
     st.contacts = {cid: [name, *rest] for (cid, name), rest in zip(contacts or [], numbers, strict=True)}
     st.risks = {r[0]: r[1:] for r in risks} if risks else {}
     return st
