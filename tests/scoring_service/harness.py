@@ -47,6 +47,23 @@ class Stack:
         return Stack(self.kind, self.bus, self.settings.model_copy(update={"scoring_group_id": group_id}))
 
 
+def stage_bounds(events: Sequence[dict[str, Any]], stages: int) -> list[int]:
+    """Where an event-time ordered stream is cut into `stages` contiguous slices: [0, b1, ..., len(events)],
+    each cut near an even share and moved forward to where `occurred_at` strictly increases. The merge
+    orders a partition's records by (occurred_at, topic, offset), so a tie across a cut could be merged in
+    another order when the later slice arrives after the earlier one was scored; without ties, a slice's
+    records all come after the previous slice's in a clean run's merge order too."""
+    at = [datetime.fromisoformat(e["occurred_at"]) for e in events]
+    bounds = [0]
+    for i in range(1, stages):
+        cut = len(events) * i // stages
+        while at[cut - 1] == at[cut]:
+            cut += 1
+        assert bounds[-1] < cut < len(events)
+        bounds.append(cut)
+    return [*bounds, len(events)]
+
+
 def records_for(topics: Topics, events: Iterable[dict[str, Any]],
                 received_at: datetime | None = None) -> list[OutMessage]:
     received = received_at or datetime.now(UTC)

@@ -20,11 +20,8 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -44,6 +41,7 @@ from tests.scoring_service.harness import (
     read_topic,
     records_for,
     running,
+    stage_bounds,
     wait_caught_up,
 )
 from tests.scoring_service.streams import simulated
@@ -72,23 +70,6 @@ async def _progress(url: str) -> int:
     return sum((await positions(url)).values())
 
 
-def _stage_bounds(events: Sequence[dict[str, Any]], stages: int) -> list[int]:
-    """Where the stream is cut into `stages` contiguous slices: [0, b1, ..., len(events)], each cut near
-    an even share and moved forward to where `occurred_at` strictly increases. The merge orders a
-    partition's records by (occurred_at, topic, offset), so a tie across a cut could be merged in another
-    order when the later stage arrives after the earlier one was scored; without ties, a stage's records
-    all come after the previous stage's in the clean run's merge order too."""
-    at = [datetime.fromisoformat(e["occurred_at"]) for e in events]
-    bounds = [0]
-    for i in range(1, stages):
-        cut = len(events) * i // stages
-        while at[cut - 1] == at[cut]:
-            cut += 1
-        assert bounds[-1] < cut < len(events)
-        bounds.append(cut)
-    return [*bounds, len(events)]
-
-
 @pytest.mark.skipif(not KAFKA or not PG_URL, reason="needs the real Kafka broker and PostgreSQL")
 async def test_kill_9_at_random_points_ends_like_one_clean_run(tmp_path: Path):
     rng = random.Random(20260301)
@@ -104,7 +85,7 @@ async def test_kill_9_at_random_points_ends_like_one_clean_run(tmp_path: Path):
 
     # The stages, produced one by one (each entirely before the next, so every topic-partition gets the
     # same records at the same offsets as producing them all at once, as the reference run does).
-    bounds = _stage_bounds(events, KILLS + 1)
+    bounds = stage_bounds(events, KILLS + 1)
     stages = [messages[a:b] for a, b in pairwise(bounds)]
 
     kafka = KafkaBus(KAFKA, publish_timeout_s=30.0)

@@ -28,6 +28,7 @@ from tests.scoring_service.harness import (
     records_for,
     risk_events,
     running,
+    stage_bounds,
     wait_caught_up,
 )
 from tests.scoring_service.streams import simulated
@@ -54,16 +55,8 @@ async def _until(predicate, timeout_s: float = 60) -> None:  # type: ignore[no-u
 
 
 def _stages(events: Sequence[dict[str, Any]], n: int) -> tuple[list[Sequence[dict[str, Any]]], list[int]]:
-    """The stream cut into `n` contiguous slices near even shares, each cut moved forward to where
-    `occurred_at` strictly increases, and the cumulative counts at the cuts, [0, ..., len(events)]."""
-    at = [datetime.fromisoformat(e["occurred_at"]) for e in events]
-    bounds = [0]
-    for i in range(1, n):
-        cut = len(events) * i // n
-        while at[cut - 1] == at[cut]:
-            cut += 1
-        bounds.append(cut)
-    bounds.append(len(events))
+    """The stream cut into `n` contiguous slices (harness.stage_bounds), and the cumulative counts at the cuts."""
+    bounds = stage_bounds(events, n)
     return [events[a:b] for a, b in pairwise(bounds)], bounds
 
 
