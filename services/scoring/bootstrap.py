@@ -84,7 +84,8 @@ async def scoring_runtime(settings: Settings, *, bus: Bus | None = None,
                                   max_batch=settings.scoring_batch_max_records,
                                   allowed_lateness=timedelta(seconds=settings.scoring_allowed_lateness_s),
                                   idle_timeout_s=settings.scoring_idle_timeout_s,
-                                  publish_settle_s=0.0 if isinstance(the_bus, MemoryBus) else 0.1)
+                                  publish_settle_s=(0.0 if isinstance(the_bus, MemoryBus)
+                                                    else ConsumerOptions.publish_settle_s))
         consumer = ScoringConsumer(bus=the_bus, store=store, model=the_model,
                                    topics=Topics(settings.topic_prefix), options=options, metrics=metrics,
                                    common=common)

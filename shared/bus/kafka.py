@@ -386,14 +386,15 @@ class KafkaSubscriber:
         return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
-        assigned = self._consumer.assignment()
-        tps = [KafkaTP(tp.topic, tp.partition) for tp in partitions]
-        self._consumer.pause(*[tp for tp in tps if tp in assigned])
+        self._consumer.pause(*self._assigned(partitions))
 
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._consumer.resume(*self._assigned(partitions))
+
+    def _assigned(self, partitions: Iterable[TopicPartition]) -> list[KafkaTP]:
+        """Those of `partitions` still assigned (a rebalance may have taken some), as aiokafka's type."""
         assigned = self._consumer.assignment()
-        tps = [KafkaTP(tp.topic, tp.partition) for tp in partitions]
-        self._consumer.resume(*[tp for tp in tps if tp in assigned])
+        return [k for k in (KafkaTP(tp.topic, tp.partition) for tp in partitions) if k in assigned]
 
     async def committed(self, tp: TopicPartition) -> int | None:
         return await self._consumer.committed(KafkaTP(tp.topic, tp.partition))
