@@ -76,6 +76,18 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    from services.scoring.backtest.calibrate import run
+
+    return run(args, settings)
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from services.scoring.backtest.fightchurn import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="churnsignal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_backtest_arguments(backtest)
     backtest.set_defaults(func=cmd_backtest)
+
+    calibrate = sub.add_parser("calibrate", help="fit the health model's weights and tiers to a labelled history "
+                                                 "and write a scoring config")
+    from services.scoring.backtest.calibrate import add_arguments as add_calibrate_arguments
+
+    add_calibrate_arguments(calibrate)
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    imports = sub.add_parser("import", help="convert third-party churn data (a ChurnSim simulation) into events")
+    from services.scoring.backtest.fightchurn import add_arguments as add_import_arguments
+
+    add_import_arguments(imports)
+    imports.set_defaults(func=cmd_import)
     return parser
 
 

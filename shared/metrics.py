@@ -6,6 +6,8 @@ Names carry the `churnsignal_` prefix and `_total` / `_seconds` suffixes; labels
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -14,6 +16,12 @@ BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000)
 
 def new_registry() -> CollectorRegistry:
     return CollectorRegistry(auto_describe=True)
+
+
+def _label_values(metric: Gauge) -> set[tuple[str, ...]]:
+    """The label values a labelled metric has children for."""
+    return {tuple(s.labels[name] for name in metric._labelnames)  # noqa: SLF001
+            for family in metric.collect() for s in family.samples}
 
 
 class CommonMetrics:
@@ -67,6 +75,34 @@ class ScoringMetrics:
         self.paused_partitions = Gauge("churnsignal_scoring_paused_partitions",
                                        "Input topic-partitions paused at the fetcher by back-pressure",
                                        registry=registry)
+        # Revenue, read from the database periodically (docs/metrics.md). Every scoring instance reports
+        # the same whole-database numbers: aggregate across instances with max, not sum.
+        self.arr_at_risk = Gauge(
+            "churnsignal_arr_at_risk",
+            "ARR of the accounts that are not churned and have an open risk, each account counted once under "
+            "the highest severity among its open risks", ["severity"], registry=registry)
+        self.churned_arr = Gauge(
+            "churnsignal_churned_arr",
+            "ARR of the accounts whose lifecycle is churned, by UTC month (YYYY-MM) of lifecycle_at; the last "
+            "13 months, the current one to date", ["month"], registry=registry)
+        self.gross_revenue_retention = Gauge(
+            "churnsignal_gross_revenue_retention",
+            "Gross revenue retention of a UTC month (YYYY-MM): 1 - C / S, where S is the ARR of the accounts "
+            "live at the month's start (first seen before it and not churned before it) and C the ARR of those "
+            "accounts whose churn (lifecycle_at) falls in the month; current ARR of each account, downgrades "
+            "not counted; the last 13 months, the current one to date; no sample when S is 0",
+            ["month"], registry=registry)
+
+    def set_revenue(self, at_risk: Mapping[str, float], churned: Mapping[str, float],
+                    retention: Mapping[str, float]) -> None:
+        """Set the revenue gauges to these values; months no longer given are dropped."""
+        for severity, arr in at_risk.items():
+            self.arr_at_risk.labels(severity).set(arr)
+        for gauge, values in ((self.churned_arr, churned), (self.gross_revenue_retention, retention)):
+            for month, value in values.items():
+                gauge.labels(month).set(value)
+            for (month,) in _label_values(gauge) - {(m,) for m in values}:
+                gauge.remove(month)
 
 
 class AlertsMetrics:

@@ -83,3 +83,21 @@ NEGATIVE_TEXTS = (
     "Terrible experience lately, too many bugs and slow answers from support.",
     "I can no longer recommend this tool to my team, the problems are not getting fixed.",
 )
+
+# Sparse mode: what an account comes back for every few weeks, and the features its visits use (weights).
+SPARSE_PURPOSES = {
+    "billing_run": (("login", 2.0), ("invoice.run", 4.0), ("invoice.review", 3.0), ("payment.approve", 2.0),
+                    ("report.export", 1.0)),
+    "reporting": (("login", 2.0), ("report.view", 4.0), ("report.export", 3.0), ("dashboard.view", 2.0),
+                  ("data.import", 1.0)),
+    "planning": (("login", 2.0), ("plan.update", 4.0), ("forecast.update", 3.0), ("budget.review", 2.0),
+                 ("report.export", 1.0)),
+    "repeat_purchase": (("login", 2.0), ("catalog.search", 3.0), ("order.place", 4.0), ("order.review", 2.0),
+                        ("invoice.download", 1.0)),
+}
+# Sparse mode: segment -> (share of accounts, yearly contract value range)
+SPARSE_SEGMENTS = {
+    "smb": (0.6, (1_000.0, 15_000.0)),
+    "mid_market": (0.3, (10_000.0, 60_000.0)),
+    "enterprise": (0.1, (50_000.0, 250_000.0)),
+}

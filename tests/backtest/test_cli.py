@@ -56,6 +56,10 @@ def test_json_has_the_documented_shape(report: dict):
         assert {"auc", "red_lift", "bottom_decile_lift", "calibration"} <= set(cut["health"])
         assert len(cut["health"]["calibration"]) == 10
         assert set(cut["risks"]) == set(RISK_TYPES)
+        assert set(cut["baselines"]) == {"recent_volume", "silence_2x_median_gap", "logistic_counts"}
+        lr = cut["baselines"]["logistic_counts"]
+        assert {"auc", "top_decile_lift", "lift_at_red_count", "accounts", "features", "folds"} <= set(lr)
+        assert lr["accounts"] == cut["health"]["scored"]
         for figures in cut["risks"].values():
             assert FLAG_KEYS <= set(figures)
         assert {"auc", "bottom_decile_lift"} <= set(cut["baselines"]["recent_volume"])

@@ -89,7 +89,8 @@ def test_baselines(cut_figures):
     assert silence["flagged"] == 1 and silence["true_positives"] == 1 and silence["recall"] == 0.5
     assert silence["median_lead_days"] == 21.0
     assert silence["ranked"] == 3 and silence["auc"] == 1.0
-    assert set(charts.gains) == {"health score", "recent volume (28 days)", "silence / median gap"}
+    assert set(charts.gains) == {"health score", "recent volume (28 days)", "silence / median gap",
+                                 "logistic regression on counts (5-fold CV)"}
 
 
 def test_a_cut_without_churners_has_undefined_figures():

@@ -70,12 +70,17 @@ def test_weekday_rhythm_is_normal_and_a_long_silence_is_not() -> None:
     assert silent and silent[0].evidence["usual_gap_days"] == 3 and silent[0].evidence["days_silent"] >= 9
 
 
-def test_a_young_account_is_not_judged_on_usage() -> None:
+def test_a_young_account_is_judged_on_its_rhythm_only() -> None:
     d = _driver()
     for day in range(3):
         _use(d, day, "u1")
-    d.advance(at_day(40))
+    d.advance(at_day(12))                       # nine silent days after three daily ones: not yet
     assert "usage_drop" not in _opened(d.run.transitions.get(ACC, []))
+    d.advance(at_day(40))
+    drops = [t for t in d.run.transitions[ACC] if t.type == "usage_drop"]
+    # No norm to fall below and no usual gap from 8 active days: only the lapse model judges it.
+    assert [t.evidence["mode"] for t in drops] == ["lapsed"]
+    assert drops[0].evidence["active_days"] == 3 and drops[0].evidence["p_active"] < 0.5
     state = d.run.states[ACC]
     assert d.engine.snapshot(state).component("usage_trend").score is not None  # silent: judged as 0 ...
     assert d.engine.snapshot(state).component("usage_trend").score == 0.0
@@ -167,16 +172,20 @@ def test_no_health_drop_while_an_account_is_brand_new() -> None:
     assert d.engine.snapshot(d.run.states[ACC]).score < 60
 
 
-def test_usage_is_not_judged_before_four_weeks_of_history() -> None:
+def test_before_four_weeks_of_history_usage_is_judged_on_its_rhythm_only() -> None:
     d = _driver()
     for day in range(12):
         if day % 7 < 5:
             _use(d, day, f"u{day % 3}", 4)
-    d.advance(at_day(27))                       # two weeks of use, then silence: no baseline to judge by
+    d.advance(at_day(20))                       # two weeks of use, then a week off: nothing to report
     assert "usage_drop" not in _opened(d.run.transitions.get(ACC, []))
-    d.advance(at_day(30))
-    [drop] = [t for t in d.run.transitions[ACC] if t.type == "usage_drop"]
-    assert drop.occurred_at == at_day(28) and drop.evidence["mode"] == "silent"
+    d.advance(at_day(27))                       # no norm yet, but silent far beyond its own rhythm
+    [opened] = [t for t in d.run.transitions[ACC] if t.type == "usage_drop"]
+    assert opened.evidence["mode"] == "lapsed" and opened.occurred_at > at_day(20)
+    d.advance(at_day(30))                       # four weeks of history: the silence rule takes over
+    drops = [t for t in d.run.transitions[ACC] if t.type == "usage_drop"]
+    assert [(t.transition, t.evidence["mode"]) for t in drops] == [("opened", "lapsed"), ("updated", "silent")]
+    assert drops[1].occurred_at == at_day(28)
 
 
 def _team_day(d: Driver, day: int, users: list[str]) -> None:

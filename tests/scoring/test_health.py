@@ -87,7 +87,7 @@ def test_reasons_name_what_costs_the_most_points_first(stories: list[Story], sto
     assert len(reasons) == 3 and reasons[0].startswith(worst.name.replace("_", " "))
     assert snap.brief().reasons == reasons and snap.brief().tier == "yellow"
     as_dict = snap.to_dict()
-    assert as_dict["config_version"] == ScoringConfig().version and len(as_dict["components"]) == 6
+    assert as_dict["config_version"] == ScoringConfig().version and len(as_dict["components"]) == len(COMPONENTS)
 
 
 def test_renewal_weighs_in_weak_health_as_the_date_approaches(engine: ScoringEngine) -> None:

@@ -118,7 +118,7 @@ def test_everything_is_capped_on_an_extreme_account() -> None:
     assert len(state.open_tickets) == MAX_OPEN_TICKETS and len(state.sentiments) == MAX_SENTIMENTS
     assert all(len(c[0]) <= 48 for c in state.contacts.values())
     raw = encode_state(state)
-    assert len(raw) <= 2_300, len(raw)
+    assert len(raw) <= 2_330, len(raw)   # (the lifelong rhythm adds about 26 bytes)
     assert _fields(decode_state(raw)) == _fields(state)
 
 

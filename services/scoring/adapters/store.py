@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, get_args
 
 import asyncpg
 import sqlalchemy as sa
@@ -22,6 +22,7 @@ from services.scoring.adapters import tables as t
 from services.scoring.adapters.errors import SchemaMissing, classified
 from shared.bus.port import TopicPartition
 from shared.db import driver_connection, is_postgres, pooled_driver_connection
+from shared.risks import Severity
 
 _SQLITE_CHUNK = 500  # bound parameters per IN (...) on SQLite
 
@@ -34,6 +35,8 @@ class AccountRow:
     next_due: datetime | None
     # The last health snapshot's listing columns; None when no new snapshot was recorded in this batch.
     health: HealthColumns | None = None
+    # The state's revenue facts (always written: all NULL when None, e.g. a model that tells none).
+    revenue: RevenueColumns | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,32 @@ class HealthColumns:
     tier: str
     as_of: datetime
     config_version: str | None
+
+
+class RevenueColumns(NamedTuple):
+    """An account's revenue facts as of its saved state (services/scoring/adapters/revenue.py); a named
+    tuple, cheap to build for every account of every batch."""
+
+    arr: float | None
+    lifecycle: str | None            # active | churned | renewed | downgraded | expanded
+    lifecycle_at: datetime | None
+    risk_severity: str | None        # the highest severity among the open risks; None: no open risk
+    first_seen_at: datetime | None   # start of the first event-time day with an event of the account
+
+
+_NO_REVENUE = RevenueColumns(None, None, None, None, None)
+REVENUE_COLUMNS = RevenueColumns._fields
+SEVERITIES: tuple[str, ...] = get_args(Severity)
+RETENTION_MONTHS = 13
+
+
+@dataclass(frozen=True, slots=True)
+class RevenueSummary:
+    """What the revenue gauges show (months are "YYYY-MM", UTC, the last `RETENTION_MONTHS` up to now's)."""
+
+    at_risk: dict[str, float]         # severity -> ARR of the accounts whose highest open risk has it
+    churned: dict[str, float]         # month -> ARR of the accounts that churned in it
+    retention: dict[str, float]       # month -> gross revenue retention (months with a starting ARR only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,14 +148,25 @@ class ScoringStore:
         return True
 
     async def check_schema(self) -> None:
-        """Raise SchemaMissing, naming the missing tables, when the migration has not run."""
+        """Raise SchemaMissing, naming the missing tables or account columns, when a migration has not run."""
+        def inspect(sync: Any) -> tuple[set[str], set[str]]:
+            inspector = sa.inspect(sync)
+            names = set(inspector.get_table_names())
+            if t.accounts.name not in names:
+                return names, set()
+            return names, {col["name"] for col in inspector.get_columns(t.accounts.name)}
+
         with classified():
             async with self._engine.connect() as conn:
-                names = await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
+                names, account_columns = await conn.run_sync(inspect)
         missing = sorted(table.name for table in t.ALL_TABLES if table.name not in names)
         if missing:
             raise SchemaMissing(f"scoring tables missing ({', '.join(missing)}): run `churnsignal migrate` "
                                 "against CHURNSIGNAL_DATABASE_URL first")
+        missing = [col.name for col in t.accounts.columns if col.name not in account_columns]
+        if missing:
+            raise SchemaMissing(f"scoring_accounts columns missing ({', '.join(missing)}): run `churnsignal "
+                                "migrate` against CHURNSIGNAL_DATABASE_URL first")
 
     # -- assignment --------------------------------------------------------------------------
     async def load_partitions(self, numbers: Iterable[int],
@@ -214,11 +254,65 @@ class ScoringStore:
                     sa.select(r.type, sa.func.count()).where(r.status == "open").group_by(r.type))
                 return {row[0]: int(row[1]) for row in rows}
 
+    async def revenue(self, now: datetime) -> RevenueSummary:
+        """ARR at risk by severity, churned ARR and gross revenue retention by month, in one scan of the
+        accounts (docs/metrics.md defines each number). Months: the `RETENTION_MONTHS` calendar months (UTC)
+        up to and including the one of `now`; the current month's numbers are month to date.
+
+        - at risk: the ARR of every account not churned with an open risk, counted once under the highest
+          severity among its open risks;
+        - churned: the ARR of the accounts whose lifecycle is `churned` with `lifecycle_at` in the month;
+        - retention: 1 - (ARR of the month's starting accounts that churned in the month) / (ARR of the
+          month's starting accounts); starting accounts: first seen before the month's start and not churned
+          before it. Downgrades are not counted (the state keeps only the current ARR). A month whose
+          starting ARR is 0 has no retention.
+        Each account counts with its current ARR (the last one told); accounts without ARR count for 0.
+        """
+        c = t.accounts.c
+        months = _months(now, RETENTION_MONTHS)
+        not_churned = sa.or_(c.lifecycle.is_(None), c.lifecycle != "churned")
+        columns: list[Any] = [
+            sa.func.sum(sa.case((sa.and_(c.risk_severity == severity, not_churned), c.arr)))
+            for severity in SEVERITIES]
+        for start, end in months:
+            churned_in = sa.and_(c.lifecycle == "churned", c.lifecycle_at >= start, c.lifecycle_at < end)
+            starting = sa.and_(c.first_seen_at < start,
+                               sa.or_(not_churned, c.lifecycle_at >= start))
+            columns += [sa.func.sum(sa.case((churned_in, c.arr))),
+                        sa.func.sum(sa.case((starting, c.arr))),
+                        sa.func.sum(sa.case((sa.and_(starting, churned_in), c.arr)))]
+        with classified():
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(sa.select(*columns))).one()
+        values = [0.0 if v is None else float(v) for v in row]
+        at_risk = dict(zip(SEVERITIES, values[:len(SEVERITIES)], strict=True))
+        churned: dict[str, float] = {}
+        retention: dict[str, float] = {}
+        for i, (start, _) in enumerate(months):
+            lost_all, base, lost = values[len(SEVERITIES) + 3 * i:len(SEVERITIES) + 3 * i + 3]
+            label = f"{start.year:04d}-{start.month:02d}"
+            churned[label] = lost_all
+            if base > 0:
+                retention[label] = 1.0 - lost / base
+        return RevenueSummary(at_risk, churned, retention)
+
     def _pg_connection(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """The asyncpg connection under a pooled one. The engine does not ping connections on checkout
         (a round trip per batch); a connection that failed here is invalidated, so the retried batch gets
         a fresh one from the pool (a unique violation leaves the connection fine: only the statement failed)."""
         return pooled_driver_connection(self._engine, keep_on=(asyncpg.UniqueViolationError,))
+
+
+def _months(now: datetime, n: int) -> list[tuple[datetime, datetime]]:
+    """[start, end) of the last `n` calendar months (UTC) up to the one of `now`, oldest first."""
+    now = now.astimezone(UTC)
+    index = now.year * 12 + now.month - 1
+    out = []
+    for i in range(index - n + 1, index + 1):
+        start = datetime(i // 12, i % 12 + 1, 1, tzinfo=UTC)
+        end = datetime((i + 1) // 12, (i + 1) % 12 + 1, 1, tzinfo=UTC)
+        out.append((start, end))
+    return out
 
 
 async def _mark_published(conn: AsyncConnection, pg: bool, event_ids: list[str], now: datetime) -> None:
@@ -253,21 +347,28 @@ WITH processed AS (
     INSERT INTO scoring_processed_events (event_id) SELECT unnest($1::text[])
 ), accounts_full AS (
     INSERT INTO scoring_accounts (account_id, partition, state, next_due, score, tier, as_of, config_version,
-                                  updated_at)
-    SELECT a, p, s, d, sc, tr, ao, cv, $41
+                                  updated_at, arr, lifecycle, lifecycle_at, risk_severity, first_seen_at)
+    SELECT a, p, s, d, sc, tr, ao, cv, $41, ar, lc, la, rs, fs
     FROM unnest($2::text[], $3::int[], $4::bytea[], $5::timestamptz[], $6::float8[], $7::text[],
-                $8::timestamptz[], $9::text[]) AS u(a, p, s, d, sc, tr, ao, cv)
+                $8::timestamptz[], $9::text[], $43::float8[], $44::text[], $45::timestamptz[], $46::text[],
+                $47::timestamptz[]) AS u(a, p, s, d, sc, tr, ao, cv, ar, lc, la, rs, fs)
     ON CONFLICT (account_id) DO UPDATE SET
         partition = EXCLUDED.partition, state = EXCLUDED.state, next_due = EXCLUDED.next_due,
         score = EXCLUDED.score, tier = EXCLUDED.tier, as_of = EXCLUDED.as_of,
-        config_version = EXCLUDED.config_version, updated_at = EXCLUDED.updated_at
+        config_version = EXCLUDED.config_version, updated_at = EXCLUDED.updated_at,
+        arr = EXCLUDED.arr, lifecycle = EXCLUDED.lifecycle, lifecycle_at = EXCLUDED.lifecycle_at,
+        risk_severity = EXCLUDED.risk_severity, first_seen_at = EXCLUDED.first_seen_at
 ), accounts_state AS (
-    INSERT INTO scoring_accounts (account_id, partition, state, next_due, tier, updated_at)
-    SELECT a, p, s, d, 'unknown', $41
-    FROM unnest($10::text[], $11::int[], $12::bytea[], $13::timestamptz[]) AS u(a, p, s, d)
+    INSERT INTO scoring_accounts (account_id, partition, state, next_due, tier, updated_at, arr, lifecycle,
+                                  lifecycle_at, risk_severity, first_seen_at)
+    SELECT a, p, s, d, 'unknown', $41, ar, lc, la, rs, fs
+    FROM unnest($10::text[], $11::int[], $12::bytea[], $13::timestamptz[], $48::float8[], $49::text[],
+                $50::timestamptz[], $51::text[], $52::timestamptz[]) AS u(a, p, s, d, ar, lc, la, rs, fs)
     ON CONFLICT (account_id) DO UPDATE SET
         partition = EXCLUDED.partition, state = EXCLUDED.state, next_due = EXCLUDED.next_due,
-        updated_at = EXCLUDED.updated_at
+        updated_at = EXCLUDED.updated_at,
+        arr = EXCLUDED.arr, lifecycle = EXCLUDED.lifecycle, lifecycle_at = EXCLUDED.lifecycle_at,
+        risk_severity = EXCLUDED.risk_severity, first_seen_at = EXCLUDED.first_seen_at
 ), history AS (
     INSERT INTO scoring_history (account_id, as_of, cause, score, tier, snapshot)
     SELECT a, ao, c, sc, tr, sn
@@ -333,7 +434,14 @@ def _pg_batch_args(b: BatchWrite, now: datetime) -> list[Any]:
         [tp.topic for tp in tps], [tp.partition for tp in tps], [b.positions[tp] for tp in tps],
         parts, [b.watermarks[p] for p in parts],
         now, b.published,
+        # $43-$52, the accounts' revenue columns (numbered after the rest so the above kept their numbers)
+        *_revenue_args(full), *_revenue_args(bare),
     ]
+
+
+def _revenue_args(rows: list[AccountRow]) -> list[list[Any]]:
+    revenue = [_NO_REVENUE if a.revenue is None else a.revenue for a in rows]
+    return [[getattr(x, name) for x in revenue] for name in REVENUE_COLUMNS]
 
 
 # -- SQLite ----------------------------------------------------------------------------------------
@@ -344,6 +452,11 @@ def _sqlite_upsert(table: sa.Table, keys: Sequence[str], update: Sequence[str]) 
                                       set_={c: stmt.excluded[c] for c in update})
 
 
+def _revenue_values(a: AccountRow) -> dict[str, Any]:
+    revenue = _NO_REVENUE if a.revenue is None else a.revenue
+    return {name: getattr(revenue, name) for name in REVENUE_COLUMNS}
+
+
 async def _sqlite_write(conn: AsyncConnection, b: BatchWrite, now: datetime) -> None:
     if b.processed_ids:
         await conn.execute(sa.insert(t.processed_events), [{"event_id": i} for i in b.processed_ids])
@@ -352,16 +465,18 @@ async def _sqlite_write(conn: AsyncConnection, b: BatchWrite, now: datetime) -> 
     if full:
         await conn.execute(
             _sqlite_upsert(t.accounts, ["account_id"], ["partition", "state", "next_due", "score", "tier",
-                                                        "as_of", "config_version", "updated_at"]),
+                                                        "as_of", "config_version", "updated_at",
+                                                        *REVENUE_COLUMNS]),
             [{"account_id": a.account_id, "partition": a.partition, "state": a.state, "next_due": a.next_due,
               "score": a.health.score, "tier": a.health.tier, "as_of": a.health.as_of,
-              "config_version": a.health.config_version, "updated_at": now}
+              "config_version": a.health.config_version, "updated_at": now, **_revenue_values(a)}
              for a in full if a.health is not None])
     if bare:
         await conn.execute(
-            _sqlite_upsert(t.accounts, ["account_id"], ["partition", "state", "next_due", "updated_at"]),
+            _sqlite_upsert(t.accounts, ["account_id"], ["partition", "state", "next_due", "updated_at",
+                                                        *REVENUE_COLUMNS]),
             [{"account_id": a.account_id, "partition": a.partition, "state": a.state, "next_due": a.next_due,
-              "tier": "unknown", "updated_at": now} for a in bare])
+              "tier": "unknown", "updated_at": now, **_revenue_values(a)} for a in bare])
     if b.history:
         await conn.execute(sa.insert(t.history), [
             {"account_id": h.account_id, "as_of": h.as_of, "cause": h.cause, "score": h.score, "tier": h.tier,

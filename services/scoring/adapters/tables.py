@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables of the scoring service (the schema itself is the Alembic revision 0001)."""
+"""SQLAlchemy Core tables of the scoring service (the schema itself is defined by the Alembic revisions)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,12 @@ accounts = sa.Table(
     sa.Column("as_of", UtcDateTime(), nullable=True),
     sa.Column("config_version", sa.String(128), nullable=True),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    # Revenue facts copied from the state at every save, for the revenue gauges (revision 0004).
+    sa.Column("arr", sa.Float(), nullable=True),
+    sa.Column("lifecycle", sa.String(16), nullable=True),
+    sa.Column("lifecycle_at", UtcDateTime(), nullable=True),
+    sa.Column("risk_severity", sa.String(16), nullable=True),
+    sa.Column("first_seen_at", UtcDateTime(), nullable=True),
 )
 
 processed_events = sa.Table(

@@ -122,6 +122,21 @@ def fewer_collections() -> Iterator[None]:
         gc.unfreeze()
 
 
+@contextlib.contextmanager
+def no_collections() -> Iterator[None]:
+    """The collector off while the history is read (every object made then lives until the end, and
+    reading makes no cycle: a collection would find nothing to free), then everything read moved out of
+    its reach (`gc.freeze`: `fewer_collections` unfreezes at the end)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     cuts = sorted({parse_cut(c) for c in args.cut})
     horizon = parse_days("--horizon", args.horizon)
@@ -170,7 +185,8 @@ def _backtest(args: argparse.Namespace, cuts: list[datetime], horizon: timedelta
 
     started = time.perf_counter()
     outcomes = None if args.outcomes is None else read_outcomes(args.outcomes)
-    history = read_events(args.events, partitions=partitions, until=cuts[-1], progress=progress)
+    with no_collections():
+        history = read_events(args.events, partitions=partitions, until=cuts[-1], cuts=cuts, progress=progress)
     if outcomes is None:
         outcomes = lifecycle_outcomes(history)
     read_s = time.perf_counter() - started

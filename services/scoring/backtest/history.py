@@ -14,6 +14,10 @@ not kept. Event ids seen more than once are resolved like the service resolves t
 the replay applies the first occurrence in the service's merge order; an id reused by accounts of two
 different partitions (which no correct sender does) belongs to the partition where the file first uses it.
 
+Given the cut-off dates, the reader also counts each account's events in the `COUNT_WINDOW_DAYS` before
+each cut (per usage feature name and per other event type), for the logistic-regression baseline: only
+events inside a window are counted, as they go by.
+
 Without an outcomes file, the outcomes are read from the history itself: every account event's
 `lifecycle` (from every line, also after the last cut), the newest by `lifecycle_at` (else `occurred_at`)
 winning as in the scoring domain; an account whose newest lifecycle is `churned` churned at that time, every
@@ -30,6 +34,7 @@ import re
 import time
 import zlib
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -39,11 +44,17 @@ from typing import IO
 import orjson
 
 from shared.bus.port import partition_for
-from shared.events import NUL, NUL_ESCAPE, AccountData, Event, EventError, EventType, validate_event
+from shared.events import NUL, NUL_ESCAPE, AccountData, Event, EventError, EventType, UsageData, validate_event
 from shared.topics import Topics
 
 PROGRESS_EVERY = 500_000
 DAY_S = 86_400
+COUNT_WINDOW_DAYS = 28
+
+# The keys of an account's window counts: a usage event counts under its feature name (a str), any other
+# event under its type's number here (an int, so that no feature name can collide with a type).
+TYPE_KEYS: dict[EventType, int] = {kind: i for i, kind in enumerate(EventType) if kind is not EventType.USAGE}
+WindowCounts = dict[str | int, int]
 
 Progress = Callable[[str], None]
 
@@ -70,6 +81,9 @@ class Activity:
 
     event_times: Sequence[float]   # epoch seconds, sorted
     usage_days: Sequence[int]      # UTC day numbers (epoch seconds // 86400), distinct, sorted
+    # cut (epoch seconds) -> the account's events in the COUNT_WINDOW_DAYS before it, per key (TYPE_KEYS);
+    # a cut without an entry: no event in its window
+    window_counts: dict[float, WindowCounts] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,6 +99,8 @@ class History:
     partition_of: dict[str, int] = field(default_factory=dict)
     # account -> its activity (each event kept; the replay redoes partitions with repeated ids)
     activity: dict[str, Activity] = field(default_factory=dict)
+    # the cuts (epoch seconds) whose windows were counted (`Activity.window_counts`)
+    counted_cuts: tuple[float, ...] = ()
     lines: int = 0                 # events read and validated
     kept: int = 0                  # events before the last cut-off (those replayed)
     foreign_duplicates: int = 0    # dropped: an id already used by an account of another partition
@@ -113,16 +129,38 @@ def describe(errors: list[EventError]) -> str:
     return text.replace(NUL, "\\u0000")
 
 
-def read_events(path: Path, *, partitions: int, until: datetime | None = None,
+def count_windows(cuts: Sequence[datetime]) -> list[tuple[float, float, int]]:
+    """(start, end, index) in epoch seconds of each cut's counting window [cut - COUNT_WINDOW_DAYS, cut)."""
+    return [(cut.timestamp() - COUNT_WINDOW_DAYS * DAY_S, cut.timestamp(), i) for i, cut in enumerate(cuts)]
+
+
+def count_event(counts: WindowCounts, event: Event) -> None:
+    """Count one event into an account's window counts."""
+    data = event.data
+    key: str | int = data.feature if isinstance(data, UsageData) else TYPE_KEYS[event.type]
+    counts[key] = counts.get(key, 0) + 1
+
+
+def read_events(path: Path, *, partitions: int, until: datetime | None = None, cuts: Sequence[datetime] = (),
                 progress: Progress | None = None) -> History:
     """Read and validate every line; keep the events before `until` (None: all), split per partition and
-    topic. Raises InputError naming the first bad line."""
+    topic, and count every account's events in the window before each of `cuts`. Raises InputError naming
+    the first bad line."""
     if partitions < 1:
         raise InputError("--partitions must be at least 1")
     history = History(partitions, [[[] for _ in range(TOPIC_COUNT)] for _ in range(partitions)],
                       [set() for _ in range(partitions)])
     streams = history.streams
-    accounts: dict[str, tuple[int, array[float], array[int]]] = {}
+    cuts = sorted(set(cuts))
+    windows = count_windows(cuts)
+    history.counted_cuts = cut_ts = tuple(cut.timestamp() for cut in cuts)
+    starts = [lo for lo, _, _ in windows]           # increasing, as the cuts
+    n_cuts = len(cuts)
+    # (the events before the first window's start are only compared once)
+    count_from = starts[0] if starts else math.inf
+    type_keys = TYPE_KEYS
+    # account -> (partition, event times, usage days, window counts per cut)
+    accounts: dict[str, tuple[int, array[float], array[int], list[WindowCounts]]] = {}
     usage = EventType.USAGE
     account_type = EventType.ACCOUNT
     lifecycles = history.lifecycles
@@ -163,7 +201,8 @@ def read_events(path: Path, *, partitions: int, until: datetime | None = None,
                 account = event.account_id
                 slot = accounts.get(account)
                 if slot is None:
-                    slot = accounts[account] = (partition_for(account.encode(), partitions), array("d"), array("q"))
+                    slot = accounts[account] = (partition_for(account.encode(), partitions), array("d"),
+                                                array("q"), [{} for _ in windows])
                 p = slot[0]
                 event_id = event.id
                 known = len(owner)
@@ -179,12 +218,27 @@ def read_events(path: Path, *, partitions: int, until: datetime | None = None,
                 slot[1].append(ts)
                 if kind is usage:
                     slot[2].append(int(ts // DAY_S))
+                if ts >= count_from:
+                    # the windows holding ts: those of the cuts in (ts, ts + window], i.e. from the first
+                    # cut after ts on, while the window's start is not after ts
+                    i = bisect_right(cut_ts, ts)
+                    if i < n_cuts and starts[i] <= ts:
+                        key = event.data.feature if kind is usage else type_keys[kind]  # type: ignore[union-attr]
+                        windows_of = slot[3]
+                        while True:
+                            counts = windows_of[i]
+                            counts[key] = counts.get(key, 0) + 1
+                            i += 1
+                            if i == n_cuts or starts[i] > ts:
+                                break
         except (OSError, EOFError, zlib.error) as exc:
             raise InputError(f"{path}: cannot read line {lineno + 1}: {exc}") from None
     history.lines = lineno - blank
-    for account, (p, times, days) in accounts.items():
+    counted = history.counted_cuts
+    for account, (p, times, days, counts) in accounts.items():
         history.partition_of[account] = p
-        history.activity[account] = Activity(array("d", sorted(times)), array("q", sorted(set(days))))
+        history.activity[account] = Activity(array("d", sorted(times)), array("q", sorted(set(days))),
+                                             {counted[i]: c for i, c in enumerate(counts) if c})
     history.kept = kept
     history.foreign_duplicates = foreign
     return history

@@ -1,7 +1,7 @@
 """The backtest as one self-contained HTML page: inline SVG charts and tables, no script, no external asset.
 
 Per cut: a lift chart (cumulative share of churners captured against the share of accounts, riskiest
-first: the health score, the two baselines and the random diagonal), the score distribution of the
+first: the health score, the three baselines and the random diagonal), the score distribution of the
 accounts that churned and of those that stayed, and the tables of the JSON document. Every chart has a
 title and a description for screen readers, and its numbers are in a table beside it.
 """
@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from .report import CURVE_HEALTH, CURVE_SILENCE, CURVE_VOLUME, CutCharts
+from .report import CURVE_HEALTH, CURVE_LOGISTIC, CURVE_SILENCE, CURVE_VOLUME, CutCharts
 
 # Colour and dash both tell the curves apart (readable without colour).
 _STYLES = {
     CURVE_HEALTH: ("#1b5e9b", ""),
     CURVE_VOLUME: ("#b35900", "8 4"),
     CURVE_SILENCE: ("#6a3d9a", "2 3"),
+    CURVE_LOGISTIC: ("#2e7d32", "10 3 2 3"),
 }
 _CHURNED = "#c0392b"
 _STAYED = "#7f8c8d"
@@ -172,8 +173,10 @@ def render_html(doc: dict[str, Any], charts: Sequence[CutCharts]) -> str:
            f'(scoring config {escape(str(doc.get("config_version")))}, {doc.get("partitions")} partitions, '
            f'allowed lateness {doc.get("allowed_lateness_s")} s). Churn counts when it happened within '
            f'{horizon:g} days of the cut; a risk counts when {escape(window)}. Baselines: the account\'s '
-           "event volume in the 28 days before the cut (lower is riskier) and silence beyond twice its "
-           "median gap between active days.</p>"]
+           "event volume in the 28 days before the cut (lower is riskier), silence beyond twice its "
+           "median gap between active days, and a logistic regression on its event counts per type and "
+           "usage feature in the 28 days before the cut (5-fold cross-validated by account: the bar a "
+           "useful score has to clear).</p>"]
     flag_head = ["flagged by", "flagged", "precision", "recall", "F1", "median lead (days)",
                  "false alarms per 100 stayed per month"]
     for n, (cut, chart) in enumerate(zip(doc["cuts"], charts, strict=True)):
@@ -215,7 +218,16 @@ def render_html(doc: dict[str, Any], charts: Sequence[CutCharts]) -> str:
              _fmt(volume["bottom_decile_lift"], "lift")],
             ["days silent / median gap", _fmt(silence["ranked"], "int"), _fmt(silence["auc"]),
              _fmt(silence["top_decile_lift"], "lift")],
+            *([[f"logistic regression on 28-day counts ({lr['features']} features, {lr['folds']}-fold CV)",
+                _fmt(lr["accounts"], "int"), _fmt(lr["auc"]), _fmt(lr["top_decile_lift"], "lift")]]
+              if (lr := cut["baselines"].get("logistic_counts")) is not None else []),
         ]))
+        if lr is not None:
+            out.append(_table(f"Red tier against the logistic baseline, cut {cut['cut']}", ["figure", "value"], [
+                ["red tier lift (health score)", _fmt(h["red_lift"], "lift")],
+                ["lift of as many accounts, riskiest by the logistic baseline",
+                 _fmt(lr["lift_at_red_count"], "lift")],
+            ]))
         out.append(_table(f"Silence flag against churn, cut {cut['cut']}", flag_head,
                           [_flag_row("silence > 2× median gap", silence)]))
         out.append("</section>")

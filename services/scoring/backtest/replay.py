@@ -38,7 +38,7 @@ from services.scoring.domain import PartitionClock, RiskTransition, ScoringEngin
 from services.scoring.domain.state import AccountState
 from shared.events import Event, EventType
 
-from .history import DAY_S, PROGRESS_EVERY, Activity, History
+from .history import DAY_S, PROGRESS_EVERY, Activity, History, WindowCounts, count_event, count_windows
 
 TIMER_ROUNDS = 1000       # as the consumer: rounds of due timers fired after one event
 _CHUNK = 65_536
@@ -210,12 +210,17 @@ def _prefix_length(streams: Sequence[Sequence[Event]], merged: Sequence[Event], 
 
 
 def replay(history: History, cuts: Sequence[datetime], engine: ScoringEngine, *, allowed_lateness: timedelta,
-           lookback: timedelta = timedelta(0), progress: Callable[[str], None] | None = None) -> ReplayResult:
+           lookback: timedelta = timedelta(0), progress: Callable[[str], None] | None = None,
+           on_cut: Callable[[datetime, dict[str, AccountState]], None] | None = None) -> ReplayResult:
     """Every account's state as of every cut (see the module docstring), and the activity of each account
-    (its events before the last cut) for the baselines."""
+    (its events before the last cut, and its window counts before each cut) for the baselines.
+    `on_cut(cut, states)` is shown each partition's account states as of each cut (`churnsignal
+    calibrate` measures them)."""
     started = time.perf_counter()
     cuts = sorted(set(cuts))
     result = ReplayResult(cuts, [{} for _ in cuts], dict(history.activity))
+    # (the reader counts the windows of the cuts it is given; any other cut's are counted here)
+    uncounted = [cut for cut in cuts if cut.timestamp() not in history.counted_cuts]
     done = 0
     next_report = PROGRESS_EVERY
     for p in range(history.partitions):
@@ -233,6 +238,8 @@ def replay(history: History, cuts: Sequence[datetime], engine: ScoringEngine, *,
                 alone.run(merge(before)[0], repeated)
                 alone.advance(cut)
                 result.accounts[i].update(alone.accounts_at(cut, lookback))
+                if on_cut is not None:
+                    on_cut(cut, alone.states)
                 result.evaluations += alone.evaluations
                 result.stuck_timers += alone.stuck
                 continue
@@ -248,6 +255,8 @@ def replay(history: History, cuts: Sequence[datetime], engine: ScoringEngine, *,
             copy = line.fork() if i < len(cuts) - 1 else line     # (nothing comes after the last cut)
             copy.advance(cut)
             result.accounts[i].update(copy.accounts_at(cut, lookback))
+            if on_cut is not None:
+                on_cut(cut, copy.states)
             if copy is not line:
                 result.evaluations += copy.evaluations
                 result.stuck_timers += copy.stuck
@@ -256,6 +265,8 @@ def replay(history: History, cuts: Sequence[datetime], engine: ScoringEngine, *,
         result.applied += pos
         if repeated:
             _activity_in_merge_order(merged, repeated, result.activity)
+        if repeated or uncounted:
+            _windows_in_merge_order(merged, repeated, result.activity, cuts if repeated else uncounted)
     result.applied -= result.duplicates
     result.seconds = time.perf_counter() - started
     return result
@@ -279,4 +290,35 @@ def _activity_in_merge_order(merged: Sequence[Event], repeated: set[str], out: d
         if event.type is usage:
             days.setdefault(account, set()).add(int(ts // DAY_S))
     for account, stamps in times.items():
-        out[account] = Activity(sorted(stamps), sorted(days.get(account, ())))
+        known = out.get(account)
+        out[account] = Activity(sorted(stamps), sorted(days.get(account, ())),
+                                {} if known is None else known.window_counts)
+
+
+def _windows_in_merge_order(merged: Sequence[Event], repeated: set[str], out: dict[str, Activity],
+                            cuts: Sequence[datetime]) -> None:
+    """The window counts of a partition's accounts before each of `cuts`, each id counted once (the first
+    in the merge), replacing what the reader counted for those cuts."""
+    windows = count_windows(cuts)
+    seen: set[str] = set()
+    counted: dict[str, list[WindowCounts]] = {}
+    for event in merged:
+        if event.id in repeated:
+            if event.id in seen:
+                continue
+            seen.add(event.id)
+        ts = event.occurred_at.timestamp()
+        for lo, hi, i in windows:
+            if lo <= ts < hi:
+                per_cut = counted.get(event.account_id)
+                if per_cut is None:
+                    per_cut = counted[event.account_id] = [{} for _ in windows]
+                count_event(per_cut[i], event)
+    keys = [cut.timestamp() for cut in cuts]
+    for account in {e.account_id for e in merged}:
+        known = out[account]
+        windows_of = {k: v for k, v in known.window_counts.items() if k not in keys}
+        for key, counts in zip(keys, counted.get(account, [{} for _ in keys]), strict=True):
+            if counts:
+                windows_of[key] = counts
+        out[account] = Activity(known.event_times, known.usage_days, windows_of)

@@ -19,7 +19,10 @@ import yaml
 
 DEFAULT_VERSION = "default-2"  # bumped whenever the defaults change what is raised
 
-COMPONENTS = ("usage_trend", "breadth", "support_load", "sentiment", "key_contacts", "renewal")
+BREADTH_WINDOW_DAYS = 30   # the daily user bitmaps kept per account (state.BREADTH_DAYS)
+
+COMPONENTS = ("usage_trend", "breadth", "support_load", "sentiment", "key_contacts", "renewal", "activity",
+              "intensity", "key_features", "tenure")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,10 @@ class Weights:
     sentiment: float = 0.20
     key_contacts: float = 0.10
     renewal: float = 0.10
+    activity: float = 0.0
+    intensity: float = 0.0
+    key_features: float = 0.0
+    tenure: float = 0.0
 
     def of(self, component: str) -> float:
         return float(getattr(self, component))
@@ -59,6 +66,87 @@ class UsageDropRule:
     gap_factor: float = 3.0         # silence opens when days silent >= gap_factor * usual gap ...
     min_silent_days: int = 10       # ... and at least this many days (a team's week off spans 9)
     min_active_days: int = 8        # active days needed before the usual gap is trusted
+
+
+@dataclass(frozen=True)
+class LapseRule:
+    """The chance that the account is still active, from its own rhythm (see `stats.p_active`).
+
+    Every account, however sparse, is judged from its second active day on: its active days are a
+    renewal process whose mean gap and regularity are learnt from its own gaps (a prior of
+    `prior_weight` gaps of `prior_gap_days` days keeps the first ones modest), and after each active day
+    it may have stopped for good (Beta(`dropout_a`, `dropout_b`) prior, as in the BG/NBD model). A share
+    `break_share` of gaps may carry a break of up to `max_break_days` (holidays, a planning pause), so a
+    weekly account on a two-week vacation stays likely active. usage_drop opens in mode "lapsed" when
+    the chance falls below `open_below` after at least `min_silent_days` silent days.
+    """
+
+    prior_gap_days: float = 14.0
+    prior_weight: float = 1.0
+    dropout_a: float = 1.0
+    dropout_b: float = 6.0
+    max_regularity: int = 6         # gamma shape of the gaps at most (1: as irregular as a Poisson process)
+    break_share: float = 0.10
+    max_break_days: int = 21
+    open_below: float = 0.5
+    min_silent_days: int = 10
+    live_gaps: float = 5.0          # an account is ticked while silent for fewer than this many usual gaps
+    max_live_days: int = 400        # ... but no longer than this
+
+
+@dataclass(frozen=True)
+class IntensityRule:
+    """Uses per active user-day (per active day without user ids) over the last `window_days` complete
+    days, against `typical` (from `churnsignal calibrate`; 0: not calibrated, the component is unknown)."""
+
+    window_days: int = 28
+    typical: float = 0.0
+    slope: float = 1.5              # score = 100 * sigmoid(slope * ln(intensity / typical))
+
+
+@dataclass(frozen=True)
+class KeyFeaturesRule:
+    """Features whose use (or absence) tells health, each with a weight and a typical 28-day count.
+
+    score = 100 * sigmoid(offset + sum(weight * (ln(1 + uses) - ln(1 + typical)))). Only the features
+    listed are counted (per account, per day, over `window_days`); none listed: the component is
+    unknown. `churnsignal calibrate` fits them from a labelled history.
+    """
+
+    window_days: int = 28
+    offset: float = 0.0
+    features: tuple[tuple[str, float, float], ...] = ()   # (name, weight, typical)
+
+    def __post_init__(self) -> None:
+        raw: Any = self.features
+        if isinstance(raw, dict):
+            items = []
+            for name, spec in raw.items():
+                if not isinstance(spec, dict) or set(spec) - {"weight", "typical"} or "weight" not in spec:
+                    raise ValueError(f"'key_features.features.{name}' in scoring config must be a mapping "
+                                     "with 'weight' and optional 'typical'")
+                weight, typical = spec["weight"], spec.get("typical", 0.0)
+                for key, value in (("weight", weight), ("typical", typical)):
+                    if isinstance(value, bool) or not isinstance(value, int | float):
+                        raise ValueError(f"'key_features.features.{name}.{key}' in scoring config must be a "
+                                         f"number, got {value!r}")
+                if typical < 0:
+                    raise ValueError(f"'key_features.features.{name}.typical' must be >= 0")
+                items.append((str(name), float(weight), float(typical)))
+            object.__setattr__(self, "features", tuple(sorted(items)))
+        elif not isinstance(raw, tuple):
+            raise ValueError("'key_features.features' in scoring config must be a mapping")
+        if not 1 <= self.window_days <= 35:
+            raise ValueError("key_features.window_days must be within 1..35")
+
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        return frozenset(name for name, _, _ in self.features)
+
+
+@dataclass(frozen=True)
+class TenureRule:
+    full_days: int = 365            # score = 100 * min(1, days since the first event / full_days)
 
 
 @dataclass(frozen=True)
@@ -143,6 +231,11 @@ class ScoringConfig:
     sentiment: SentimentRule = field(default_factory=SentimentRule)
     renewal: RenewalRule = field(default_factory=RenewalRule)
     health_drop: HealthDropRule = field(default_factory=HealthDropRule)
+    lapse: LapseRule = field(default_factory=LapseRule)
+    intensity: IntensityRule = field(default_factory=IntensityRule)
+    key_features: KeyFeaturesRule = field(default_factory=KeyFeaturesRule)
+    tenure: TenureRule = field(default_factory=TenureRule)
+    calibration: str = ""               # what the weights were fitted on (written by `churnsignal calibrate`)
 
     def __post_init__(self) -> None:
         if not 0 <= self.yellow_at < self.green_at <= 100:
@@ -157,6 +250,17 @@ class ScoringConfig:
             raise ValueError("ticket_spike.recent_days must be below the 56 days kept per account")
         if not 1 <= self.ticket_spike.burst_days <= self.ticket_spike.recent_days:
             raise ValueError("ticket_spike.burst_days must be within 1..recent_days")
+        lapse = self.lapse
+        if not 0 < lapse.open_below < 1:
+            raise ValueError("lapse.open_below must be between 0 and 1")
+        if lapse.prior_gap_days <= 0 or lapse.prior_weight <= 0 or lapse.dropout_a <= 0 or lapse.dropout_b <= 0:
+            raise ValueError("lapse.prior_gap_days, prior_weight, dropout_a and dropout_b must be > 0")
+        if not 1 <= lapse.max_regularity <= 20 or not 0 <= lapse.break_share < 1 or lapse.max_break_days < 0:
+            raise ValueError("lapse needs 1 <= max_regularity <= 20, 0 <= break_share < 1, max_break_days >= 0")
+        if self.intensity.typical < 0 or not 1 <= self.intensity.window_days <= BREADTH_WINDOW_DAYS:
+            raise ValueError(f"intensity needs typical >= 0 and window_days within 1..{BREADTH_WINDOW_DAYS}")
+        if self.tenure.full_days < 1:
+            raise ValueError("tenure.full_days must be >= 1")
 
     @functools.cached_property
     def component_weights(self) -> tuple[float, ...]:
@@ -192,7 +296,10 @@ class ScoringConfig:
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["key_features"]["features"] = {name: {"weight": weight, "typical": typical}
+                                           for name, weight, typical in self.key_features.features}
+        return out
 
 
 def _build(kind: type, data: dict[str, Any], where: str) -> dict[str, Any]:
@@ -204,7 +311,7 @@ def _build(kind: type, data: dict[str, Any], where: str) -> dict[str, Any]:
             raise ValueError(f"unknown key '{name}' in scoring config (known: {', '.join(sorted(known))})")
         default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING \
             else known[key].default
-        if dataclasses.is_dataclass(default):
+        if dataclasses.is_dataclass(default) and not isinstance(default, type):
             if not isinstance(value, dict):
                 raise ValueError(f"'{name}' in scoring config must be a mapping")
             out[key] = type(default)(**_build(type(default), value, f"{name}."))
@@ -224,4 +331,6 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if not isinstance(value, int | float):
             raise ValueError(f"'{name}' in scoring config must be a number, got {value!r}")
         return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ValueError(f"'{name}' in scoring config must be a string, got {value!r}")
     return value

@@ -142,14 +142,28 @@ def _judged_low(u: UsageSignal, rule: UsageDropRule) -> tuple[float, int] | None
     return None
 
 
+def lapsed(u: UsageSignal, cfg: ScoringConfig) -> bool:
+    """The account's own rhythm says it has likely stopped (any account from its second active day)."""
+    rule = cfg.lapse
+    return (u.p_active is not None and u.p_active < rule.open_below and u.rhythm_silent_days is not None
+            and u.rhythm_silent_days >= rule.min_silent_days)
+
+
 def usage_drop(ctx: Context, current: list[Any] | None) -> Verdict | None:
     u = ctx.sig.usage
     rule = ctx.cfg.usage_drop
-    if not u.known or u.history_days < rule.min_history_days:
-        return None  # no baseline yet: an account's first weeks say nothing about its norm
-    low = usage_low(u, rule, current is not None)
-    if not (low or u.silent):
+    if not u.known:
         return None
+    if u.history_days < rule.min_history_days or not (usage_low(u, rule, current is not None) or u.silent):
+        # Not enough history for a norm (an account's first weeks say nothing of it), or usage near its
+        # norm: what is left to judge is whether the account's own rhythm says it has stopped.
+        if not lapsed(u, ctx.cfg):
+            return None
+        evidence = {"mode": "lapsed", "p_active": round(u.p_active or 0.0, 2),
+                    "days_silent": u.rhythm_silent_days,
+                    "usual_gap_days": None if u.mean_gap is None else round(u.mean_gap, 1),
+                    "active_days": u.lifetime_active_days, "uses_7d": u.recent}
+        return Verdict("high", evidence, ["lapsed"])
     mode = "silent" if u.silent else "low"
     level, days = _judged_low(u, rule) or (u.week_level, rule.recent_days)
     evidence: dict[str, Any] = {
@@ -296,6 +310,12 @@ def summary(risk_type: str, evidence: dict[str, Any], account: str) -> str:
                 f"{p['days_since_last_use']} days (usually every {p['usual_gap_days']}){more}, "
                 "while colleagues stay active.")
     if risk_type == "usage_drop":
+        if e["mode"] == "lapsed":
+            gap = e["usual_gap_days"]
+            every = f"every {gap:.0f} days" if gap is not None and gap >= 1.5 else "daily"
+            return (f"{account} looks lapsed: no activity for {e['days_silent']} days, where it was active about "
+                    f"{every} ({e['active_days']} active days); the chance it is still active is "
+                    f"{round(e['p_active'] * 100)}%.")
         if e["mode"] == "silent":
             gap = e["usual_gap_days"]
             return (f"{account} has had no product usage for {e['days_silent']} days "

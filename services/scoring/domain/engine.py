@@ -41,6 +41,7 @@ from .sentiment import answer_value
 from .signals import (
     complete_days_changed,
     contacts_changed,
+    fold_rhythm,
     key_usage_changed,
     measure,
     refresh_usual_gaps,
@@ -75,6 +76,9 @@ from .state import (
     R_OPENED,
     R_SEQ,
     R_SEV,
+    RH_FIRST,
+    RH_LAST,
+    RH_N,
     ROLES,
     SCORE_DAYS,
     SEVERITIES,
@@ -117,6 +121,8 @@ class ScoringEngine:
         self._users: dict[str, tuple[int, int]] = {}
         self._features: dict[str, int] = {}
         self._times: dict[int, datetime] = {}
+        self._key_features = config.key_features.names
+        self._key_keep = config.key_features.window_days + 7   # days of key-feature uses kept
 
     def _user(self, user_id: str) -> tuple[int, int]:
         if len(self._users) >= 100_000:
@@ -202,6 +208,8 @@ class ScoringEngine:
             st.features[i] |= fbit if fbit is not None else self._feature(data.feature)
             if user:
                 st.users[i] |= ubit
+        if self._key_features and data.feature in self._key_features:
+            self._count_key_feature(st, day, data)
         if uh and st.key_users:
             rec = st.key_users.get(uh)
             if rec is not None:
@@ -212,6 +220,16 @@ class ScoringEngine:
                     rec[K_LAST] = day
                     if st.user_last_active_day(rec, st.eval_day) != seen:
                         key_usage_changed(st)
+
+    def _count_key_feature(self, st: AccountState, day: int, data: UsageData) -> None:
+        days = st.key_counts.get(data.feature)
+        if days is None:
+            days = st.key_counts[data.feature] = {}
+        days[day] = days.get(day, 0) + data.count
+        oldest = st.end_day - self._key_keep
+        if min(days) < oldest:
+            for old in [d for d in days if d < oldest]:
+                del days[old]
 
     def _fold_ticket(self, st: AccountState, day: int, data: TicketData) -> None:
         tickets_changed(st)
@@ -333,6 +351,7 @@ class ScoringEngine:
         if day > state.eval_day:
             state.eval_day = day
             refresh_usual_gaps(state, self.config)   # gaps move at most once a day
+            fold_rhythm(state)
         outcome = self._evaluate(state, at_ts, at, None)
         state.next_due = self._due_after_tick(state, at_ts)
         outcome.next_due = None if state.next_due is None else self._time(state.next_due)
@@ -352,7 +371,7 @@ class ScoringEngine:
             return None   # nothing to judge any more (an event wakes the account up again)
         day = at_ts // DAY
         nxt = (day + 1) * DAY
-        if st.clock // DAY >= day - LIVE_DAYS or not _TIME_BOUND.isdisjoint(st.risks):
+        if st.clock // DAY >= day - self._live_days(st) or not _TIME_BOUND.isdisjoint(st.risks):
             return nxt
         if st.renewal_day is not None:
             start = st.renewal_day - self.config.renewal.proximity_start_days
@@ -361,6 +380,16 @@ class ScoringEngine:
             if day <= st.renewal_day:
                 return nxt
         return None
+
+    def _live_days(self, st: AccountState) -> int:
+        """How long after its last event an account is still ticked daily: LIVE_DAYS, or longer for a
+        sparse account whose rhythm is still being judged (several of its usual gaps)."""
+        rh = st.rhythm
+        if rh[RH_N] < 2:
+            return LIVE_DAYS
+        lapse = self.config.lapse
+        gaps = lapse.live_gaps * (rh[RH_LAST] - rh[RH_FIRST]) / (rh[RH_N] - 1)
+        return LIVE_DAYS if gaps <= LIVE_DAYS else min(int(gaps), lapse.max_live_days)
 
     # -- evaluation --------------------------------------------------------------------------------------
 
@@ -478,9 +507,11 @@ class ScoringEngine:
                               cause or "clock")
         st.last_score = score10
         st.last_tier = tier
-        st.last_components = [
-            [None if c.score is None else round(c.score * 10), round(c.contribution * 10)]
-            for c in components]
+        kept = [[None if c.score is None else round(c.score * 10), round(c.contribution * 10)]
+                for c in components]
+        while kept and kept[-1][0] is None:   # (unknown components at the end need no bytes)
+            kept.pop()
+        st.last_components = kept
         return snap
 
     # -- read side ------------------------------------------------------------------------------------

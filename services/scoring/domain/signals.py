@@ -31,6 +31,11 @@ from .state import (
     K_GAP,
     K_MASK,
     NONE,
+    RH_FIRST,
+    RH_LAST,
+    RH_N,
+    RH_SQ,
+    RH_UPTO,
     ROLES,
     S_CONTACT,
     S_NORM,
@@ -43,7 +48,7 @@ from .state import (
     AccountState,
     stable_hash,
 )
-from .stats import distinct_estimate, distinct_estimates, median, usual_gap
+from .stats import distinct_estimate, distinct_estimates, median, p_active, usual_gap
 
 
 def refresh_usual_gaps(st: AccountState, cfg: ScoringConfig) -> None:
@@ -61,6 +66,34 @@ def refresh_usual_gaps(st: AccountState, cfg: ScoringConfig) -> None:
         gap = usual_gap(st.mask_days(rec[K_MASK], d), cfg.champion_inactive.min_active_days)
         if gap is not None:
             rec[K_GAP] = gap
+
+def fold_rhythm(st: AccountState) -> None:
+    """Fold the complete days before the last clock tick into the account's lifelong rhythm (its active
+    days and the gaps between them). Done at the tick, on complete days only, so that the order in which
+    the events of a day arrived never matters; days older than the daily array reaches are already in."""
+    d = st.eval_day
+    rh = st.rhythm
+    upto = rh[RH_UPTO]
+    if d == NONE or st.first_usage_day == NONE or (upto != NONE and upto >= d):
+        return
+    start = max(st.first_usage_day, st.end_day - USAGE_DAYS + 1)
+    if upto != NONE and upto > start:
+        start = upto
+    values = _days(st, st.usage, start, d - 1)
+    n, first, last, sq = rh[RH_N], rh[RH_FIRST], rh[RH_LAST], rh[RH_SQ]
+    for i, uses in enumerate(values):
+        if uses:
+            day = start + i
+            if last == NONE:
+                first = day
+            elif day > last:
+                sq += (day - last) ** 2
+            else:
+                continue
+            n += 1
+            last = day
+    rh[RH_N], rh[RH_FIRST], rh[RH_LAST], rh[RH_SQ], rh[RH_UPTO] = n, first, last, sq, d
+
 
 DAY = 86_400
 
@@ -103,6 +136,16 @@ class UsageSignal:
     usual_gap: int | None = None     # days between active days (p90), as of the last clock tick
     silence_threshold: float | None = None
     silent: bool = False
+    # the lifelong rhythm (see `stats.p_active`)
+    lifetime_active_days: int = 0
+    rhythm_silent_days: int | None = None   # complete days since the last active day of the rhythm
+    mean_gap: float | None = None
+    regularity: int | None = None
+    p_active: float | None = None
+    # intensity: uses per active user-day (per active day without user ids) in the intensity window
+    intensity: float | None = None
+    intensity_days: int = 0                 # active days in that window
+    intensity_by_users: bool = False        # measured per active user-day
 
 
 @dataclass(slots=True)
@@ -154,6 +197,12 @@ class KeyContact:
 
 
 @dataclass(slots=True)
+class KeyFeatureSignal:
+    uses: tuple[tuple[str, int], ...] = ()   # (feature, uses in the window), config order
+    window_days: int = 28
+
+
+@dataclass(slots=True)
 class Signals:
     eval_day: int
     at_day: int
@@ -163,6 +212,8 @@ class Signals:
     sentiment: SentimentSignal
     contacts: list[KeyContact]
     renewal_days: int | None
+    key_features: KeyFeatureSignal | None = None   # None: no key feature configured
+    tenure_days: int | None = None                 # complete days since the first event
 
 
 def measure(state: AccountState, cfg: ScoringConfig, at_day: int) -> Signals:
@@ -171,10 +222,12 @@ def measure(state: AccountState, cfg: ScoringConfig, at_day: int) -> Signals:
         memo = state.memo = Memo(cfg)
     d = state.eval_day
     # Usage and breadth read the daily arrays before d (and, when none is kept, the last usage day).
-    days_key = (d, state.end_day, state.first_usage_day, min(state.last_usage_day, d), state.usual_gap)
+    days_key = (d, state.end_day, state.first_usage_day, min(state.last_usage_day, d), state.usual_gap,
+                state.rhythm[RH_N], state.rhythm[RH_LAST])
     if memo.complete_days is None or memo.complete_days[0] != days_key:
-        memo.complete_days = (days_key, _usage(state, cfg, d), _breadth(state, cfg, d))
-    _, usage, breadth = memo.complete_days
+        memo.complete_days = (days_key, _usage(state, cfg, d), _breadth(state, cfg, d),
+                              _key_features(state, cfg, d) if cfg.key_features.features else None)
+    _, usage, breadth, key_features = memo.complete_days
     # Key contacts read the contacts and their own usage before d.
     contacts_key = (d, state.end_day)
     if memo.contacts is None or memo.contacts[0] != contacts_key:
@@ -190,7 +243,9 @@ def measure(state: AccountState, cfg: ScoringConfig, at_day: int) -> Signals:
         memo.sentiment = (*_sentiment_days(state, cfg, at_day), _sentiment(state, cfg, at_day, items))
     return Signals(eval_day=d, at_day=at_day, usage=usage, breadth=breadth, tickets=memo.tickets[1],
                    sentiment=memo.sentiment[2], contacts=contacts,
-                   renewal_days=None if state.renewal_day is None else state.renewal_day - at_day)
+                   renewal_days=None if state.renewal_day is None else state.renewal_day - at_day,
+                   key_features=key_features,
+                   tenure_days=None if d == NONE or state.first_day == NONE else max(0, d - state.first_day))
 
 
 class Memo:
@@ -207,7 +262,8 @@ class Memo:
 
     def __init__(self, cfg: ScoringConfig) -> None:
         self.cfg = cfg
-        self.complete_days: tuple[tuple[int, ...], UsageSignal, BreadthSignal] | None = None
+        self.complete_days: tuple[tuple[int, ...], UsageSignal, BreadthSignal,
+                                  KeyFeatureSignal | None] | None = None
         self.contacts: tuple[tuple[int, ...], list[tuple[str, list[Any]]], list[KeyContact]] | None = None
         self.tickets: tuple[tuple[int, ...], TicketSignal] | None = None
         self.sentiment: tuple[int, int, SentimentSignal] | None = None   # (first day, last day, ...)
@@ -281,7 +337,52 @@ def _usage(st: AccountState, cfg: ScoringConfig, d: int) -> UsageSignal:
     if out.usual_gap is not None:
         out.silence_threshold = max(rule.gap_factor * out.usual_gap, float(rule.min_silent_days))
         out.silent = out.days_silent >= out.silence_threshold
+    _rhythm(st, cfg, out, d)
+    _intensity(st, cfg, out, d)
     return out
+
+
+def _rhythm(st: AccountState, cfg: ScoringConfig, out: UsageSignal, d: int) -> None:
+    rh = st.rhythm
+    out.lifetime_active_days = rh[RH_N]
+    if rh[RH_LAST] == NONE:
+        return
+    lapse = cfg.lapse
+    silent = out.rhythm_silent_days = max(0, d - 1 - rh[RH_LAST])
+    judged = p_active(rh[RH_N], rh[RH_LAST] - rh[RH_FIRST], rh[RH_SQ], silent, prior_gap=lapse.prior_gap_days,
+                      prior_weight=lapse.prior_weight, dropout_a=lapse.dropout_a, dropout_b=lapse.dropout_b,
+                      max_shape=lapse.max_regularity, break_share=lapse.break_share,
+                      max_break=lapse.max_break_days)
+    if judged is not None:
+        out.p_active, out.mean_gap, out.regularity = judged
+
+
+def _intensity(st: AccountState, cfg: ScoringConfig, out: UsageSignal, d: int) -> None:
+    n = cfg.intensity.window_days
+    first = max(d - n, st.end_day - BREADTH_DAYS + 1)
+    uses = _days(st, st.usage, first, d - 1)
+    active = len(uses) - uses.count(0)
+    out.intensity_days = active
+    if not active:
+        return
+    users = _days(st, st.users, first, d - 1)
+    if any(users):
+        estimate = distinct_estimates(USER_BITS)
+        user_days = sum([estimate[bits.bit_count()] for bits, used in zip(users, uses, strict=True) if used])
+        out.intensity = sum(uses) / max(user_days, float(active))
+        out.intensity_by_users = True
+    else:
+        out.intensity = sum(uses) / active
+
+
+def _key_features(st: AccountState, cfg: ScoringConfig, d: int) -> KeyFeatureSignal:
+    rule = cfg.key_features
+    first = d - rule.window_days
+    uses = []
+    for name, _, _ in rule.features:
+        days = st.key_counts.get(name)
+        uses.append((name, sum([n for day, n in days.items() if first <= day < d]) if days else 0))
+    return KeyFeatureSignal(tuple(uses), rule.window_days)
 
 
 def _days(st: AccountState, values: list[int], first: int, last: int) -> list[int]:

@@ -57,6 +57,8 @@ SEVERITIES = ("low", "medium", "high", "critical")
 #   became an active key contact (-1: not known). A departure counts only when something was known of
 #   the person before it (a contact first seen as "left" left long ago).
 C_NAME, C_USER, C_ROLE, C_STATUS, C_TS, C_FIRST, C_LEFT, C_SINCE = range(8)
+# rhythm record (see AccountState.rhythm)
+RH_N, RH_FIRST, RH_LAST, RH_SQ, RH_UPTO = range(5)
 # key user record: [last_day, mask, usual_gap] (mask bit i = active on day end_day - i)
 K_LAST, K_MASK, K_GAP = range(3)
 # sentiment record: [ts, normalized * 1000, contact hash (0: none), source index, raw score * 10 or -1]
@@ -76,7 +78,7 @@ STATE_FIELDS = (
     "first_usage_day", "last_usage_day", "usual_gap", "first_ticket_day", "known_mask", "risk_counter",
     "usage", "users", "features", "tickets_opened", "score_max", "key_users", "open_tickets",
     "name", "csm_email", "csm_slack", "csm_name", "segment", "arr", "seats", "renewal_day", "facts_ts",
-    "lifecycle", "lifecycle_ts",
+    "lifecycle", "lifecycle_ts", "rhythm", "key_counts",
     "contacts", "sentiments", "risks", "last_score", "last_tier", "last_components",
 )
 
@@ -122,6 +124,10 @@ class AccountState:
         self.facts_ts = NONE
         self.lifecycle: str | None = None  # the newest lifecycle told by an account event
         self.lifecycle_ts = NONE           # its lifecycle_at (else its event's occurred_at) (s)
+        # the account's active days over its whole life, folded in at the daily tick (see `fold_rhythm`):
+        # [active days, first active day, last active day, sum of squared gaps, days folded up to (excl.)]
+        self.rhythm = [0, NONE, NONE, 0, NONE]
+        self.key_counts: dict[str, dict[int, int]] = {}   # key feature -> {day: uses} (configured ones)
         self.contacts: dict[str, list[Any]] = {}
         self.sentiments: list[list[int]] = []
         self.risks: dict[str, list[Any]] = {}
@@ -331,6 +337,10 @@ def encode_state(state: AccountState) -> bytes:
     tail = [state.account_id, facts,
             [[cid, c[C_NAME]] for cid, c in state.contacts.items()] or None,
             [[t, *r] for t, r in state.risks.items()] or None]
+    if state.rhythm[RH_UPTO] != NONE or state.key_counts:
+        tail.append(state.rhythm)
+        if state.key_counts:
+            tail.append({f: sorted(days.items()) for f, days in state.key_counts.items()})
     parts.append(orjson.dumps(tail))
     return b"".join(parts)
 
@@ -389,7 +399,10 @@ def decode_state(raw: bytes) -> AccountState:
         for h, p in zip(hashes, packed, strict=True):
             day = p & 0xFFFFFF
             st.open_tickets[h] = [p >> 24, day - 0x1000000 if day & 0x800000 else day]
-    st.account_id, facts, contacts, risks = orjson.loads(raw[pos:])
+    st.account_id, facts, contacts, risks, *more = orjson.loads(raw[pos:])
+    # (states written before the rhythm was kept have none)
+    st.rhythm = more[0] if more else [0, NONE, NONE, 0, NONE]
+    st.key_counts = {f: dict(map(tuple, days)) for f, days in more[1].items()} if len(more) > 1 else {}
     if facts is None:
         st.name = st.csm_email = st.csm_slack = st.csm_name = st.segment = None
         st.arr = st.seats = st.renewal_day = None

@@ -76,3 +76,56 @@ def distinct_estimates(bits: int) -> tuple[float, ...]:
 
 def clamp(x: float, low: float = 0.0, high: float = 100.0) -> float:
     return low if x < low else high if x > high else x
+
+
+def gap_survival(silence: float, shape: int, events: float, exposure: float) -> float:
+    """P(a gap lasts longer than `silence` days) for gamma(`shape`) gaps whose rate is uncertain.
+
+    The rate of the gap's `shape` stages is Gamma(`events`, `exposure`) (events seen over that many
+    days); the gap then outlasts `silence` when fewer than `shape` stages fall within it, a sum of
+    negative binomial terms.
+    """
+    if silence <= 0:
+        return 1.0
+    q = exposure / (exposure + silence)
+    term = q ** events           # j = 0
+    total = term
+    for j in range(1, shape):
+        term *= (events + j - 1) / j * (1.0 - q)
+        total += term
+    return total if total < 1.0 else 1.0
+
+
+def p_active(active_days: int, span: int, square_gaps: int, silence: int, *, prior_gap: float,
+             prior_weight: float, dropout_a: float, dropout_b: float, max_shape: int, break_share: float,
+             max_break: int) -> tuple[float, float, int] | None:
+    """(chance the account is still active, its mean gap, the regularity used) after `silence` days
+    without activity, from its `active_days` (the first and last `span` days apart, `square_gaps` the sum
+    of the squared gaps between them). None before the second active day.
+
+    A BG/NBD-style model on the account's own history alone: while active, the gaps between active days
+    are gamma distributed (regularity: the shape, from the gaps' spread, shrunk towards 1 when there are
+    few), their rate learnt from the gaps seen (with a prior of `prior_weight` gaps of `prior_gap` days);
+    after every active day the account may stop for good (Beta(`dropout_a`, `dropout_b`) prior, updated
+    by the active days it came back after). A share `break_share` of gaps may also hold a break of 1 to
+    `max_break` // 7 weeks. P(active) = P(alive) * P(gap > silence | alive) / (that + P(stopped)).
+    """
+    x = active_days - 1
+    if x < 1:
+        return None
+    mean = span / x
+    shape = 1
+    if mean > 0:
+        cv2 = max(0.0, square_gaps / x / (mean * mean) - 1.0)
+        raw = max_shape if cv2 * max_shape <= 1.0 else 1.0 / cv2
+        shape = max(1, min(max_shape, round(1.0 + (raw - 1.0) * x / (x + 3.0))))
+    events = shape * (prior_weight + x)
+    exposure = prior_weight * prior_gap + span
+    survive = gap_survival(silence, shape, events, exposure)
+    weeks = max_break // 7
+    if break_share > 0 and weeks > 0:
+        broken = sum(gap_survival(silence - 7 * w, shape, events, exposure) for w in range(1, weeks + 1)) / weeks
+        survive = (1.0 - break_share) * survive + break_share * broken
+    odds_stopped = dropout_a / (dropout_b + x - 1.0)
+    alive = survive / (survive + odds_stopped)
+    return alive, mean, shape

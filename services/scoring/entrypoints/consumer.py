@@ -79,6 +79,7 @@ class ConsumerOptions:
     live_states: int = 5_000
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
+    # The open-risk and revenue gauges are read from the database this often.
     risk_gauge_refresh_s: float = 30.0
 
 
@@ -328,6 +329,8 @@ class ScoringConsumer:
             counts = await self._store.open_risk_counts()
             for risk_type in get_args(RiskType):
                 self._metrics.open_risks.labels(risk_type).set(counts.get(risk_type, 0))
+            revenue = await self._store.revenue(self._now())
+            self._metrics.set_revenue(revenue.at_risk, revenue.churned, revenue.retention)
 
     async def _load_pending(self, subscriber: Subscriber) -> None:
         numbers = set(self._pending_load)
@@ -629,8 +632,10 @@ class ScoringConsumer:
             for topic, offset in owned.feed.processed.items():
                 batch.positions[TopicPartition(topic, n)] = offset
         encoded = {account: self._model.encode_state(state) for account, state in work.states.items()}
+        revenue = self._model.revenue
         batch.accounts = [AccountRow(account, work.partition_of[account], raw, work.due.get(account),
-                                     work.health.get(account)) for account, raw in encoded.items()]
+                                     work.health.get(account), revenue(work.states[account]))
+                          for account, raw in encoded.items()]
         batch.risks = list(work.risks.values())
         # Memory goes ahead of the database; `_forget` undoes it if this batch does not commit.
         for account, raw in encoded.items():

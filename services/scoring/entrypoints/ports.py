@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.events import Event
 from shared.risks import AccountBrief
+
+if TYPE_CHECKING:
+    from services.scoring.adapters.store import RevenueColumns
 
 
 class Snapshot(Protocol):
@@ -72,12 +75,19 @@ class Clock(Protocol):
     def pop_due(self) -> list[tuple[datetime, str]]: ...
 
 
+def no_revenue(state: Any) -> RevenueColumns | None:
+    """The revenue reader of a model whose states tell no revenue facts (their columns stay NULL)."""
+    return None
+
+
 @dataclass(frozen=True)
 class ScoringModel:
-    """The domain pieces the service uses, bundled: engine, state codec, clock factory."""
+    """The domain pieces the service uses, bundled: engine, state codec, clock factory, and the reader of
+    a state's revenue facts (stored beside the state for the revenue gauges)."""
 
     engine: Engine
     encode_state: Callable[[Any], bytes]
     decode_state: Callable[[bytes], Any]
     new_clock: Callable[[timedelta, datetime | None], Clock]
     config_version: str
+    revenue: Callable[[Any], RevenueColumns | None] = no_revenue
