@@ -13,7 +13,7 @@ run_pytest = rc=0; $(VPY) -m pytest -q $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit code 5): nothing to run, treated as success"; rc=0; fi; \
 	exit $$rc
 
-.PHONY: help venv install tools services test test-unit run bench lint stop status clean distclean
+.PHONY: help venv install tools services test test-unit run bench detection lint stop status clean distclean
 
 help:
 	@echo "make install    create $(VENV) and install the project with its dev extra"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-unit  tests not marked 'integration', no services needed"
 	@echo "make run        run churnsignal in embedded mode (no services needed)"
 	@echo "make bench      benchmarks, against the real services"
+	@echo "make detection  detection quality on public and simulated data: docs/detection.md"
 	@echo "make lint       ruff check"
 	@echo "make status     show whether the services run"
 	@echo "make stop       stop Kafka and PostgreSQL"
@@ -63,6 +64,10 @@ run: install
 
 bench: install services
 	set -e; . ./$(SERVICES_ENV); $(VPY) -m bench $(BENCH_ARGS)
+
+# Detection quality on ChurnSim (fightchurn, PyPI) and the sparse simulator: writes docs/detection.md.
+detection: install services
+	$(VPY) -m bench.detection
 
 lint: install
 	$(VPY) -m ruff check .

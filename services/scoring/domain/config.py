@@ -72,13 +72,14 @@ class UsageDropRule:
 class LapseRule:
     """The chance that the account is still active, from its own rhythm (see `stats.p_active`).
 
-    Every account, however sparse, is judged from its second active day on: its active days are a
-    renewal process whose mean gap and regularity are learnt from its own gaps (a prior of
-    `prior_weight` gaps of `prior_gap_days` days keeps the first ones modest), and after each active day
-    it may have stopped for good (Beta(`dropout_a`, `dropout_b`) prior, as in the BG/NBD model). A share
-    `break_share` of gaps may carry a break of up to `max_break_days` (holidays, a planning pause), so a
-    weekly account on a two-week vacation stays likely active. usage_drop opens in mode "lapsed" when
-    the chance falls below `open_below` after at least `min_silent_days` silent days.
+    Every account, however sparse, is judged from its second visit on (a visit: an active day, or two
+    when it carries over to the next day): its visits are a renewal process whose mean gap and
+    regularity are learnt from its own gaps (a prior of `prior_weight` gaps of `prior_gap_days` days keeps
+    the first ones modest), and after each visit it may have stopped for good (Beta(`dropout_a`,
+    `dropout_b`) prior, as in the BG/NBD model). A share `break_share` of gaps may carry a break of up
+    to `max_break_days` (holidays, a planning pause), so a weekly account on a two-week vacation stays
+    likely active; a share `skip_share` may skip a visit. usage_drop opens in mode "lapsed" when the
+    chance falls below `open_below` after at least `min_silent_days` silent days.
     """
 
     prior_gap_days: float = 14.0
@@ -86,8 +87,10 @@ class LapseRule:
     dropout_a: float = 1.0
     dropout_b: float = 6.0
     max_regularity: int = 6         # gamma shape of the gaps at most (1: as irregular as a Poisson process)
+    min_regularity_gaps: int = 3    # gaps needed before the regularity is estimated (exponential before)
     break_share: float = 0.10
     max_break_days: int = 21
+    skip_share: float = 0.0         # share of gaps that are two gaps in one (a visit skipped)
     open_below: float = 0.5
     min_silent_days: int = 10
     live_gaps: float = 5.0          # an account is ticked while silent for fewer than this many usual gaps
@@ -255,8 +258,10 @@ class ScoringConfig:
             raise ValueError("lapse.open_below must be between 0 and 1")
         if lapse.prior_gap_days <= 0 or lapse.prior_weight <= 0 or lapse.dropout_a <= 0 or lapse.dropout_b <= 0:
             raise ValueError("lapse.prior_gap_days, prior_weight, dropout_a and dropout_b must be > 0")
-        if not 1 <= lapse.max_regularity <= 20 or not 0 <= lapse.break_share < 1 or lapse.max_break_days < 0:
-            raise ValueError("lapse needs 1 <= max_regularity <= 20, 0 <= break_share < 1, max_break_days >= 0")
+        if not 1 <= lapse.max_regularity <= 20 or not 0 <= lapse.break_share < 1 or lapse.max_break_days < 0 \
+                or not 0 <= lapse.skip_share < 1 or lapse.break_share + lapse.skip_share >= 1:
+            raise ValueError("lapse needs 1 <= max_regularity <= 20, max_break_days >= 0, break_share and "
+                             "skip_share >= 0 and together below 1")
         if self.intensity.typical < 0 or not 1 <= self.intensity.window_days <= BREADTH_WINDOW_DAYS:
             raise ValueError(f"intensity needs typical >= 0 and window_days within 1..{BREADTH_WINDOW_DAYS}")
         if self.tenure.full_days < 1:

@@ -162,7 +162,7 @@ def usage_drop(ctx: Context, current: list[Any] | None) -> Verdict | None:
         evidence = {"mode": "lapsed", "p_active": round(u.p_active or 0.0, 2),
                     "days_silent": u.rhythm_silent_days,
                     "usual_gap_days": None if u.mean_gap is None else round(u.mean_gap, 1),
-                    "active_days": u.lifetime_active_days, "uses_7d": u.recent}
+                    "visits": u.lifetime_active_days, "uses_7d": u.recent}
         return Verdict("high", evidence, ["lapsed"])
     mode = "silent" if u.silent else "low"
     level, days = _judged_low(u, rule) or (u.week_level, rule.recent_days)
@@ -314,7 +314,7 @@ def summary(risk_type: str, evidence: dict[str, Any], account: str) -> str:
             gap = e["usual_gap_days"]
             every = f"every {gap:.0f} days" if gap is not None and gap >= 1.5 else "daily"
             return (f"{account} looks lapsed: no activity for {e['days_silent']} days, where it was active about "
-                    f"{every} ({e['active_days']} active days); the chance it is still active is "
+                    f"{every} ({e['visits']} visits); the chance it is still active is "
                     f"{round(e['p_active'] * 100)}%.")
         if e["mode"] == "silent":
             gap = e["usual_gap_days"]

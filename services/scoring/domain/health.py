@@ -296,13 +296,13 @@ def _activity(sig: Signals, cfg: ScoringConfig) -> Part:
     u = sig.usage
     p = u.p_active
     if p is None or u.mean_gap is None:
-        return None, _fixed("fewer than two active days: no rhythm to judge yet", "activity unknown")
+        return None, _fixed("fewer than two visits: no rhythm to judge yet", "activity unknown")
 
     def explain() -> tuple[str, str]:
         gap = u.mean_gap or 0.0
         every = f"every {gap:.0f} day{'s' if round(gap) != 1 else ''}" if gap >= 1.5 else "daily"
         return (f"{_pct(p)} chance it is still active: last active {u.rhythm_silent_days} days ago, usually "
-                f"{every} ({u.lifetime_active_days} active days)", f"{_pct(p)} chance still active")
+                f"{every} ({u.lifetime_active_days} visits)", f"{_pct(p)} chance still active")
 
     return 100.0 * p, explain
 

@@ -34,6 +34,7 @@ from .state import (
     RH_FIRST,
     RH_LAST,
     RH_N,
+    RH_PREV,
     RH_SQ,
     RH_UPTO,
     ROLES,
@@ -67,6 +68,11 @@ def refresh_usual_gaps(st: AccountState, cfg: ScoringConfig) -> None:
         if gap is not None:
             rec[K_GAP] = gap
 
+VISIT_JOIN_AFTER = 2   # a day right after an active day continues its visit when the visit came after a
+                       # gap longer than this (a sparse account's visit spilling over midnight or into the
+                       # next working day is one visit, not a one-day gap)
+
+
 def fold_rhythm(st: AccountState) -> None:
     """Fold the complete days before the last clock tick into the account's lifelong rhythm (its active
     days and the gaps between them). Done at the tick, on complete days only, so that the order in which
@@ -81,18 +87,37 @@ def fold_rhythm(st: AccountState) -> None:
         start = upto
     values = _days(st, st.usage, start, d - 1)
     n, first, last, sq = rh[RH_N], rh[RH_FIRST], rh[RH_LAST], rh[RH_SQ]
+    prev = rh[RH_PREV] if len(rh) > RH_PREV else 0   # the last gap; negative once its visit was extended
     for i, uses in enumerate(values):
-        if uses:
-            day = start + i
-            if last == NONE:
+        if not uses:
+            continue
+        day = start + i
+        if last == NONE:
+            first = last = day
+            n = 1
+            prev = VISIT_JOIN_AFTER + 1      # the first visit may carry over too
+            continue
+        if day <= last:
+            continue
+        if day == last + 1 and prev > VISIT_JOIN_AFTER:
+            # The day after a visit that came after a longer gap: the same visit carried over (once).
+            # Gaps run from visit end to visit end, so the gap before this visit grows by the day.
+            if n == 1:
                 first = day
-            elif day > last:
-                sq += (day - last) ** 2
             else:
-                continue
-            n += 1
+                sq += 2 * prev + 1           # (prev + 1)^2 - prev^2
+            prev = -(prev + 1)
             last = day
+            continue
+        prev = day - last
+        sq += prev * prev
+        n += 1
+        last = day
     rh[RH_N], rh[RH_FIRST], rh[RH_LAST], rh[RH_SQ], rh[RH_UPTO] = n, first, last, sq, d
+    if len(rh) > RH_PREV:
+        rh[RH_PREV] = prev
+    else:
+        rh.append(prev)
 
 
 DAY = 86_400
@@ -338,7 +363,8 @@ def _usage(st: AccountState, cfg: ScoringConfig, d: int) -> UsageSignal:
         out.silence_threshold = max(rule.gap_factor * out.usual_gap, float(rule.min_silent_days))
         out.silent = out.days_silent >= out.silence_threshold
     _rhythm(st, cfg, out, d)
-    _intensity(st, cfg, out, d)
+    if cfg.weights.intensity > 0:   # (only the intensity component reads it)
+        _intensity(st, cfg, out, d)
     return out
 
 
@@ -352,7 +378,8 @@ def _rhythm(st: AccountState, cfg: ScoringConfig, out: UsageSignal, d: int) -> N
     judged = p_active(rh[RH_N], rh[RH_LAST] - rh[RH_FIRST], rh[RH_SQ], silent, prior_gap=lapse.prior_gap_days,
                       prior_weight=lapse.prior_weight, dropout_a=lapse.dropout_a, dropout_b=lapse.dropout_b,
                       max_shape=lapse.max_regularity, break_share=lapse.break_share,
-                      max_break=lapse.max_break_days)
+                      max_break=lapse.max_break_days, min_gaps=lapse.min_regularity_gaps,
+                      skip_share=lapse.skip_share)
     if judged is not None:
         out.p_active, out.mean_gap, out.regularity = judged
 

@@ -58,7 +58,7 @@ SEVERITIES = ("low", "medium", "high", "critical")
 #   the person before it (a contact first seen as "left" left long ago).
 C_NAME, C_USER, C_ROLE, C_STATUS, C_TS, C_FIRST, C_LEFT, C_SINCE = range(8)
 # rhythm record (see AccountState.rhythm)
-RH_N, RH_FIRST, RH_LAST, RH_SQ, RH_UPTO = range(5)
+RH_N, RH_FIRST, RH_LAST, RH_SQ, RH_UPTO, RH_PREV = range(6)
 # key user record: [last_day, mask, usual_gap] (mask bit i = active on day end_day - i)
 K_LAST, K_MASK, K_GAP = range(3)
 # sentiment record: [ts, normalized * 1000, contact hash (0: none), source index, raw score * 10 or -1]
@@ -125,8 +125,9 @@ class AccountState:
         self.lifecycle: str | None = None  # the newest lifecycle told by an account event
         self.lifecycle_ts = NONE           # its lifecycle_at (else its event's occurred_at) (s)
         # the account's active days over its whole life, folded in at the daily tick (see `fold_rhythm`):
-        # [active days, first active day, last active day, sum of squared gaps, days folded up to (excl.)]
-        self.rhythm = [0, NONE, NONE, 0, NONE]
+        # [visits (active days, a visit carried over to the next day counted once), first active day, last
+        #  active day, sum of squared gaps between visits, days folded up to (excl.), the last gap]
+        self.rhythm = [0, NONE, NONE, 0, NONE, 0]
         self.key_counts: dict[str, dict[int, int]] = {}   # key feature -> {day: uses} (configured ones)
         self.contacts: dict[str, list[Any]] = {}
         self.sentiments: list[list[int]] = []
@@ -401,7 +402,7 @@ def decode_state(raw: bytes) -> AccountState:
             st.open_tickets[h] = [p >> 24, day - 0x1000000 if day & 0x800000 else day]
     st.account_id, facts, contacts, risks, *more = orjson.loads(raw[pos:])
     # (states written before the rhythm was kept have none)
-    st.rhythm = more[0] if more else [0, NONE, NONE, 0, NONE]
+    st.rhythm = more[0] if more else [0, NONE, NONE, 0, NONE, 0]
     st.key_counts = {f: dict(map(tuple, days)) for f, days in more[1].items()} if len(more) > 1 else {}
     if facts is None:
         st.name = st.csm_email = st.csm_slack = st.csm_name = st.segment = None

@@ -98,24 +98,26 @@ def gap_survival(silence: float, shape: int, events: float, exposure: float) -> 
 
 def p_active(active_days: int, span: int, square_gaps: int, silence: int, *, prior_gap: float,
              prior_weight: float, dropout_a: float, dropout_b: float, max_shape: int, break_share: float,
-             max_break: int) -> tuple[float, float, int] | None:
+             max_break: int, min_gaps: int = 3, skip_share: float = 0.0) -> tuple[float, float, int] | None:
     """(chance the account is still active, its mean gap, the regularity used) after `silence` days
     without activity, from its `active_days` (the first and last `span` days apart, `square_gaps` the sum
     of the squared gaps between them). None before the second active day.
 
     A BG/NBD-style model on the account's own history alone: while active, the gaps between active days
-    are gamma distributed (regularity: the shape, from the gaps' spread, shrunk towards 1 when there are
-    few), their rate learnt from the gaps seen (with a prior of `prior_weight` gaps of `prior_gap` days);
-    after every active day the account may stop for good (Beta(`dropout_a`, `dropout_b`) prior, updated
-    by the active days it came back after). A share `break_share` of gaps may also hold a break of 1 to
-    `max_break` // 7 weeks. P(active) = P(alive) * P(gap > silence | alive) / (that + P(stopped)).
+    are gamma distributed (regularity: the shape, from the gaps' spread once there are `min_gaps` of
+    them, shrunk towards 1 while they are few; exponential before), their rate learnt from the gaps seen
+    (with a prior of `prior_weight` gaps of `prior_gap` days); after every active day the account may
+    stop for good (Beta(`dropout_a`, `dropout_b`) prior, updated by the active days it came back after).
+    A share `break_share` of gaps may also hold a break of 1 to `max_break` // 7 weeks, and a share
+    `skip_share` may be two gaps in one (a visit skipped).
+    P(active) = P(alive) * P(gap > silence | alive) / (that + P(stopped)).
     """
     x = active_days - 1
     if x < 1:
         return None
     mean = span / x
     shape = 1
-    if mean > 0:
+    if mean > 0 and x >= min_gaps:
         cv2 = max(0.0, square_gaps / x / (mean * mean) - 1.0)
         raw = max_shape if cv2 * max_shape <= 1.0 else 1.0 / cv2
         shape = max(1, min(max_shape, round(1.0 + (raw - 1.0) * x / (x + 3.0))))
@@ -126,6 +128,8 @@ def p_active(active_days: int, span: int, square_gaps: int, silence: int, *, pri
     if break_share > 0 and weeks > 0:
         broken = sum(gap_survival(silence - 7 * w, shape, events, exposure) for w in range(1, weeks + 1)) / weeks
         survive = (1.0 - break_share) * survive + break_share * broken
+    if skip_share > 0:   # a visit skipped: two gaps in one
+        survive = (1.0 - skip_share) * survive + skip_share * gap_survival(silence, 2 * shape, events, exposure)
     odds_stopped = dropout_a / (dropout_b + x - 1.0)
     alive = survive / (survive + odds_stopped)
     return alive, mean, shape
