@@ -151,8 +151,9 @@ def sparse(work: Path) -> list[str]:
              f"again. The lapse model's defaults were chosen on seeds {', '.join(map(str, SPARSE_TRAIN))}; "
              f"reported on seeds {', '.join(map(str, SPARSE_REPORT))}.", "",
              "| seed | accounts | churned | usage_drop precision | recall | F1 | baseline: silence > 2x median gap "
-             "(precision / recall / F1) | health AUC, calibrated | silence/gap baseline AUC |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "(precision / recall / F1) | health AUC, defaults | red (defaults): accounts / churn rate | "
+             "health AUC, calibrated | silence/gap baseline AUC |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in SPARSE_REPORT:
         events = _sparse_events(work, s)
         _log(f"backtesting sparse seed {s}")
@@ -160,9 +161,12 @@ def sparse(work: Path) -> list[str]:
         cal = _backtest(events, SPARSE_CUT, "180d", work / f"sparse-{s}-calibrated.json", config)["cuts"][0]
         drop = default["risks"]["usage_drop"]
         silence = flag = default["baselines"]["silence_2x_median_gap"]
+        red = default["health"]["tiers"]["red"]
         lines.append(f"| {s} | {default['accounts']:,} | {default['churned']} | **{_pct(drop['precision'])}** | "
                      f"**{_pct(drop['recall'])}** | {_f(drop['f1'])} | {_pct(flag.get('precision'))} / "
-                     f"{_pct(flag.get('recall'))} / {_f(flag.get('f1'))} | {_f(cal['health']['auc'])} | "
+                     f"{_pct(flag.get('recall'))} / {_f(flag.get('f1'))} | {_f(default['health']['auc'])} | "
+                     f"{red['accounts']} / {_pct(red['churned'] / red['accounts'] if red['accounts'] else None)} | "
+                     f"{_f(cal['health']['auc'])} | "
                      f"{_f(silence.get('auc'))} |")
     lines.append("")
     return lines
@@ -230,6 +234,10 @@ DEFAULTS_NOTE = [
     "intensity; the sparse one weighs activity), and `intensity` and `key_features` need a product's own "
     "typical levels and features. Run `churnsignal calibrate` on your own labelled history and pass the "
     "config it writes (its version is stamped on every score).",
+    "- An account visiting less than about weekly (mean gap of 7 days or more) has no weekly level: its usage "
+    "component is the chance that it is still active (the lapse model) and its breadth is not judged. Before "
+    "this, such accounts read as silent and almost all of them were red (ChurnSim's daily accounts are "
+    "unaffected).",
     "- The six original components keep their weights: no public labelled data here exercises tickets, "
     "sentiment, key contacts and renewal dates together, so they were set by the scripted stories of the "
     "simulator (section 3), not fitted.", "",

@@ -14,7 +14,7 @@ from .stories import at_day, event
 def test_defaults_without_a_file() -> None:
     cfg = ScoringConfig.load(None)
     assert cfg == ScoringConfig()
-    assert cfg.version == "default-2"
+    assert cfg.version == "default-3"
     assert (cfg.green_at, cfg.yellow_at) == (70.0, 40.0)
 
 

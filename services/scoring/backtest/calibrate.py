@@ -17,7 +17,8 @@ whether it churned within the horizon. Then, in this order:
    are the coefficients' magnitudes, normalised to sum to 1.
 4. **Tiers**: with those weights, `yellow_at` (red below it) is the highest threshold whose red accounts
    churn at the chosen precision (`--precision`, default twice the base churn rate), and `green_at` the
-   lowest threshold above it whose green accounts churn at most at half the base rate.
+   lowest threshold above it whose green accounts churn at most at half the base rate, and at least 10
+   points above `yellow_at`.
 
 Everything else comes from `--config` (or the defaults). The written YAML has `version` = "calibrated-" + a
 hash of the fitted values, stamped on every score, and `calibration` says what it was fitted on.
@@ -55,6 +56,7 @@ MIN_FEATURE_SHARE = 0.02
 MAX_KEY_FEATURES = 8
 MIN_EFFECT = 0.05
 L2 = 1.0
+MIN_YELLOW_BAND = 10.0   # points between yellow_at and green_at at least (a band to watch, not a line)
 
 
 @dataclass
@@ -162,8 +164,8 @@ def fit_tiers(scores: Sequence[float], labels: Sequence[bool], precision: float)
         prev = pairs[i - 1][0] if i else -1.0
         if s > yellow and prev < s and above_c / above_n <= base / 2:
             green = math.ceil(s * 10) / 10
-    if green is None or green <= yellow:
-        green = min(100.0, max(yellow + 10.0, 70.0))
+    if green is None or green < yellow + MIN_YELLOW_BAND:
+        green = min(100.0, yellow + MIN_YELLOW_BAND)
     return round(yellow, 1), round(green, 1)
 
 

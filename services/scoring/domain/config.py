@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-DEFAULT_VERSION = "default-2"  # bumped whenever the defaults change what is raised
+DEFAULT_VERSION = "default-3"  # bumped whenever the defaults change what is raised
 
 BREADTH_WINDOW_DAYS = 30   # the daily user bitmaps kept per account (state.BREADTH_DAYS)
 

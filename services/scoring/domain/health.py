@@ -119,10 +119,20 @@ _NO_USAGE_YET = _fixed("no product usage seen yet", "usage unknown")
 _NO_USAGE = _fixed("no product usage in the last 5 weeks", "no usage")
 
 
+# An account visiting less than about weekly has no weekly level to compare: its usage is judged by the
+# chance that it is still active, from its own rhythm (see `stats.p_active`).
+SPARSE_GAP_DAYS = 7.0
+
+
 def _usage_trend(sig: Signals) -> Part:
     u = sig.usage
     if not u.known:
         return None, _AWAITING_USAGE if sig.eval_day < 0 else _NO_USAGE_YET
+    if u.p_active is not None and u.mean_gap is not None and u.mean_gap >= SPARSE_GAP_DAYS:
+        p, gap = u.p_active, u.mean_gap
+        return 100.0 * p, lambda: (f"sparse usage, usually every {gap:.0f} days: last active "
+                                   f"{u.rhythm_silent_days} days ago, {_pct(p)} chance it is still active "
+                                   f"({u.lifetime_active_days} visits)", f"{_pct(p)} chance still active")
     if u.silent:
         return 0.0, lambda: (f"no product usage for {u.days_silent} days (usually active every {u.usual_gap} "
                              f"day{'s' if u.usual_gap != 1 else ''})", f"usage silent for {u.days_silent} days")
@@ -149,10 +159,15 @@ def _usage_trend(sig: Signals) -> Part:
 _BREADTH_UNKNOWN = _fixed("not enough usage history to judge breadth of use", "breadth unknown")
 
 
+_BREADTH_SPARSE = _fixed("usage too sparse for a weekly breadth of use", "breadth unknown")
+
+
 def _breadth(sig: Signals) -> Part:
     b = sig.breadth
     if not b.known:
         return None, _BREADTH_UNKNOWN
+    if sig.usage.mean_gap is not None and sig.usage.mean_gap >= SPARSE_GAP_DAYS:
+        return None, _BREADTH_SPARSE
     ratio = b.ratio or 0.0
 
     def explain() -> tuple[str, str]:
