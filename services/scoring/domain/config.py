@@ -57,7 +57,9 @@ class UsageDropRule:
     min_history_days: int = 28      # days of usage history before a drop or silence is judged at all
     min_norm: float = 10.0          # below this weekly volume only silence is judged ...
     min_norm_user_days: float = 5.0  # ... and below this many active user-days a week
-    small_team: float = 10.0        # fewer people than this in a usual week: a small team (see above)
+    small_team: float = 11.0        # fewer people than this in a usual week (ten or fewer): a small team
+                                    # (see above); in a team of ten, two or three people off at once halve
+                                    # a week
     ratio: float = 0.50             # opens when the level is below this share of normal, ...
     small_team_ratio: float = 0.40  # ... below this for a small team (the last week and fortnight), ...
     quiet_week_days: int = 1        # ... or, whatever the team size, usage on at most this many days of

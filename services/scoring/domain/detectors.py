@@ -20,7 +20,7 @@ vacation, a sponsor who looks in now and then, a small team's uneven weeks, a ch
   days, not silent, not low).
 - usage_drop (high), judged from 28 days of usage history on: the usage level (`UsageSignal.level`:
   active user-days against their norm, or raw uses when the account sends no user ids) is below 50%
-  over the last week for a team of 10+ people, below 40% over both the last week and the last two
+  over the last week for a team of 11+ people, below 40% over both the last week and the last two
   weeks for a smaller team (one person's week off halves a small team's week, not its fortnight); or
   the last week had usage on at most one day where there usually is on 4+; or there was no usage for
   >= max(3 x the account's usual gap, 10) complete days. It clears once the last week is back at 60%.
