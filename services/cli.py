@@ -115,12 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser("simulate",
                               help="synthetic accounts with scripted churn stories, sent to ingest")
-    try:
-        from services.simulate.cli import add_arguments
-    except ImportError:  # pragma: no cover - during development only
-        pass
-    else:
-        add_arguments(simulate)
+    from services.simulate.cli import add_arguments as add_simulate_arguments
+
+    add_simulate_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)
 
     backtest = sub.add_parser("backtest", help="replay a history through scoring and measure how well it "

@@ -223,6 +223,7 @@ class EmbeddedRun:
         _prepare_files(db_path, Path(settings.outbox_dir))
         from shared.migrate import upgrade_async  # imported late: Alembic logs at import time
 
+        # The one migration of the run: the apps below share this database and do not migrate it again.
         await upgrade_async(settings.database_url)
 
         bus = MemoryBus(default_partitions=settings.topic_partitions)
@@ -261,16 +262,16 @@ class EmbeddedRun:
         from services.ingest.bootstrap import create_app as ingest_app
         from services.scoring.bootstrap import create_app as scoring_app
 
-        # One bus for all three; each app keeps its own metrics registry (its own /metrics).
+        # One bus for all three; each app keeps its own metrics registry (its own /metrics). The database
+        # was migrated once by `_run`: the apps skip their own start-up migration.
         return [
             _Service("ingest", settings.ingest_port, ingest_app(settings, bus=bus)),
-            _Service("scoring", settings.scoring_port, scoring_app(settings, bus=bus)),
-            _Service("alerts", settings.alerts_port, alerts_app(settings, bus=bus)),
+            _Service("scoring", settings.scoring_port, scoring_app(settings, bus=bus, migrate=False)),
+            _Service("alerts", settings.alerts_port, alerts_app(settings, bus=bus, migrate=False)),
         ]
 
     async def _start_servers(self, sockets: list[socket.socket]) -> None:
-        # One after the other: the apps migrate the SQLite file at start, and Alembic's module-level
-        # state does not support two upgrades at once in one process.
+        # One after the other, each started before the next (a failure names the app that failed).
         for service, sock in zip(self.services, sockets, strict=True):
             config = uvicorn.Config(service.app, log_level="warning", access_log=False, lifespan="on",
                                     timeout_graceful_shutdown=10)

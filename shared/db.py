@@ -1,4 +1,4 @@
-"""Database engine and session factory for `postgresql+asyncpg` and `sqlite+aiosqlite` URLs."""
+"""Database engine for `postgresql+asyncpg` and `sqlite+aiosqlite` URLs."""
 
 from __future__ import annotations
 
@@ -8,13 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
 def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
@@ -36,10 +30,6 @@ def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> As
 
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping)
-
-
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

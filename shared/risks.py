@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -17,7 +17,10 @@ Severity = Literal["low", "medium", "high", "critical"]
 Transition = Literal["opened", "updated", "resolved"]
 Tier = Literal["green", "yellow", "red", "unknown"]
 
-SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+# The one list of each: everything else imports these (scoring stores a severity as its index here).
+RISK_TYPES: tuple[str, ...] = get_args(RiskType)
+SEVERITIES: tuple[str, ...] = get_args(Severity)      # lowest first
+SEVERITY_RANK: dict[str, int] = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 
 
 class Trigger(BaseModel):

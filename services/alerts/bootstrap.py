@@ -117,10 +117,12 @@ def build_channels(
     }, None
 
 
-async def prepare_database(settings: Settings, engine: AsyncEngine) -> None:
-    """SQLite (embedded): migrate at start. PostgreSQL: `churnsignal migrate` must have run."""
+async def prepare_database(settings: Settings, engine: AsyncEngine, *, migrate: bool = True) -> None:
+    """SQLite: migrate at start, unless `migrate` is False (`churnsignal run` migrates the file once,
+    before starting the three apps). PostgreSQL: `churnsignal migrate` must have run."""
     if settings.database_url.startswith("sqlite"):
-        await upgrade_async(settings.database_url)
+        if migrate:
+            await upgrade_async(settings.database_url)
         return
     try:
         async with engine.connect() as conn:
@@ -130,9 +132,10 @@ async def prepare_database(settings: Settings, engine: AsyncEngine) -> None:
 
 
 def create_app(
-    settings: Settings, *, bus: Bus | None = None, registry: CollectorRegistry | None = None
+    settings: Settings, *, bus: Bus | None = None, registry: CollectorRegistry | None = None, migrate: bool = True
 ) -> FastAPI:
-    """The alerts app. With `bus` None it builds (and owns) the bus from the settings."""
+    """The alerts app. With `bus` None it builds (and owns) the bus from the settings. `migrate=False` leaves
+    the SQLite migrations to the caller (embedded mode)."""
     own_bus = bus is None
     the_bus: Bus = build_bus(settings) if bus is None else bus
     registry = new_registry() if registry is None else registry
@@ -170,7 +173,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await prepare_database(settings, engine)
+        await prepare_database(settings, engine, migrate=migrate)
         # One pool (128 connections) for the Slack and webhook channels; sends in flight are bounded per
         # channel kind (MAX_SENDS_IN_FLIGHT).
         client = new_session()

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from shared.backoff import Backoff
 from shared.bus.port import Bus
 from shared.errors import BusUnavailable
 
@@ -40,8 +41,8 @@ class TopicProvisioner:
 
     async def run(self) -> None:
         """Retry until the topics exist (meant to run as a background task)."""
-        delay = 0.25
+        backoff = Backoff(0.25, cap=self._max_backoff_s)
         while not await self.attempt():
+            delay = backoff.next()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self._max_backoff_s)
         log.info("topics ready: %s", ", ".join(self._topics))

@@ -19,6 +19,7 @@ from services.scoring.adapters.store import ScoringStore
 from services.scoring.entrypoints.api import read_router
 from services.scoring.entrypoints.consumer import ConsumerOptions, ScoringConsumer
 from services.scoring.entrypoints.ports import ScoringModel
+from shared.backoff import Backoff
 from shared.bus import Bus, build_bus
 from shared.bus.memory import MemoryBus
 from shared.db import create_engine
@@ -57,10 +58,13 @@ class ScoringRuntime:
     registry: CollectorRegistry
 
 
-async def prepare_database(settings: Settings, engine: AsyncEngine, store: ScoringStore) -> None:
-    """SQLite (embedded): migrate at start. PostgreSQL: `churnsignal migrate` must have run."""
+async def prepare_database(settings: Settings, engine: AsyncEngine, store: ScoringStore, *,
+                           migrate: bool = True) -> None:
+    """SQLite: migrate at start, unless `migrate` is False (`churnsignal run` migrates the file once,
+    before starting the three apps). PostgreSQL: `churnsignal migrate` must have run."""
     if settings.database_url.startswith("sqlite"):
-        await upgrade_async(settings.database_url)
+        if migrate:
+            await upgrade_async(settings.database_url)
     else:
         await store.check_schema()
 
@@ -68,8 +72,10 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, store: Scori
 @contextlib.asynccontextmanager
 async def scoring_runtime(settings: Settings, *, bus: Bus | None = None,
                           registry: CollectorRegistry | None = None,
-                          model: ScoringModel | None = None) -> AsyncIterator[ScoringRuntime]:
-    """Everything scoring needs, started; the consumer is built but not running (see `run_consumer`)."""
+                          model: ScoringModel | None = None,
+                          migrate: bool = True) -> AsyncIterator[ScoringRuntime]:
+    """Everything scoring needs, started; the consumer is built but not running (see `run_consumer`).
+    `migrate=False`: the caller has migrated the SQLite database already (see `prepare_database`)."""
     own_bus = bus is None
     the_bus: Bus = build_bus(settings) if bus is None else bus
     registry = new_registry() if registry is None else registry
@@ -79,7 +85,7 @@ async def scoring_runtime(settings: Settings, *, bus: Bus | None = None,
     engine = create_engine(settings.database_url, pre_ping=False)
     try:
         store = ScoringStore(engine)
-        await prepare_database(settings, engine, store)
+        await prepare_database(settings, engine, store, migrate=migrate)
         the_model = build_model(settings) if model is None else model
         options = ConsumerOptions(group_id=settings.scoring_group_id, partitions=settings.topic_partitions,
                                   max_batch=settings.scoring_batch_max_records,
@@ -101,7 +107,7 @@ async def scoring_runtime(settings: Settings, *, bus: Bus | None = None,
 async def run_consumer(consumer: ScoringConsumer, *, restart: bool) -> None:
     """Run the consumer until stopped. With `restart`, a failure is logged and the consumer restarted
     after a growing pause (the service stays up and reports not ready meanwhile)."""
-    delay = 0.5
+    backoff = Backoff(0.5, cap=30.0)
     while True:
         try:
             await consumer.run()
@@ -111,15 +117,15 @@ async def run_consumer(consumer: ScoringConsumer, *, restart: bool) -> None:
         except Exception:
             if not restart:
                 raise
+            delay = backoff.next()
             log.exception("scoring consumer failed; restarting in %.1fs", delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
 
 
 def create_app(settings: Settings, *, bus: Bus | None = None, registry: CollectorRegistry | None = None,
-               model: ScoringModel | None = None) -> FastAPI:
+               model: ScoringModel | None = None, migrate: bool = True) -> FastAPI:
     """The scoring service: consumer in the background, read API on top. `model` replaces the domain
-    (tests only)."""
+    (tests only); `migrate=False` leaves the SQLite migrations to the caller (embedded mode)."""
     registry = new_registry() if registry is None else registry
     holder: dict[str, ScoringRuntime] = {}
 
@@ -131,7 +137,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None, registry: Collecto
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with scoring_runtime(settings, bus=bus, registry=registry, model=model) as rt:
+        async with scoring_runtime(settings, bus=bus, registry=registry, model=model, migrate=migrate) as rt:
             holder["runtime"] = rt
             task = asyncio.create_task(run_consumer(rt.consumer, restart=True), name="scoring-consumer")
             if bus is None:  # its own process (`churnsignal serve scoring`)

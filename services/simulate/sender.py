@@ -8,7 +8,6 @@ scoring clock is driven by event time and must not see a day of history arrive a
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import httpx
 import orjson
 
 from services.simulate.model import SimEvent
+from shared.backoff import Backoff
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 MAX_RETRY_AFTER_S = 30.0
@@ -150,6 +150,7 @@ class IngestSender:
         payload = orjson.dumps([e.body for e in batch])
         started = time.monotonic()
         attempt = 0
+        backoff = Backoff(0.5, cap=10.0, jitter=1.0)  # uniform(0, min(10, 0.25 * 2^attempt))
         while True:
             attempt += 1
             wait: float | None
@@ -168,7 +169,9 @@ class IngestSender:
                 problem = f"HTTP {response.status_code}"
                 wait = retry_after_seconds(response.headers.get("retry-after"))
             if wait is None:
-                wait = random.uniform(0, min(10.0, 0.25 * 2 ** attempt))  # full jitter
+                wait = backoff.next()  # full jitter
+            else:
+                backoff.skip()  # the exponent follows the attempt count either way
             if time.monotonic() - started + wait > self._deadline_s:
                 raise IngestUnavailable(f"ingest at {self._endpoint} still failing after {attempt} attempts "
                                         f"({problem})")

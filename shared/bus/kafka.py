@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.protocol.metadata import MetadataRequest
 
+from shared.backoff import Backoff
 from shared.bus.port import OutMessage, RebalanceListener, Record, TopicPartition, partition_for
 from shared.errors import BusUnavailable
 
@@ -152,17 +153,17 @@ class KafkaPublisher:
         )
 
     async def _connect(self) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, cap=5.0)
         while True:
             producer = self._new_producer()
             try:
                 await producer.start()
             except KafkaError as exc:
                 await producer.stop()
+                delay = backoff.next()
                 log.warning("kafka producer cannot connect yet (%s); retrying in %.1fs",
                             type(exc).__name__, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
                 continue
             self._producer = producer
             return

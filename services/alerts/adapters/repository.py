@@ -19,9 +19,6 @@ from services.alerts.domain.content import Notification
 from shared.bus.port import TopicPartition
 from shared.risks import RiskEvent
 
-DELIVERY_STATUSES = ("pending", "sent", "failed", "dead_letter")
-ALERT_STATUSES = ("open", "acked", "resolved")
-
 
 def utc(dt: datetime) -> datetime:
     """Timezone-aware UTC (SQLite hands naive datetimes back)."""

@@ -46,13 +46,10 @@ from services.alerts.domain.targets import (
     resolve_targets,
     valid_email,
 )
-from shared.risks import SEVERITY_RANK, RiskEvent
+from shared.risks import RISK_TYPES, SEVERITIES, SEVERITY_RANK, RiskEvent
 
 DEFAULT_GROUP_WAIT = timedelta(seconds=30)
 DEFAULT_REPEAT_INTERVAL = timedelta(hours=24)
-RISK_TYPES = ("champion_left", "champion_inactive", "usage_drop", "ticket_spike", "sentiment_drop",
-              "renewal_risk", "health_drop")
-SEVERITIES = tuple(SEVERITY_RANK)
 CSM_RECEIVER = "csm"
 FALLBACK_RECEIVER = "fallback"
 WEBHOOK_SECRET_REF = "CHURNSIGNAL_WEBHOOK_SECRET"      # settings.webhook_secret when `secret_env` is absent

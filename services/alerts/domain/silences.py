@@ -6,10 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.risks import RiskEvent
-
-RISK_TYPES = frozenset({"champion_left", "champion_inactive", "usage_drop", "ticket_spike", "sentiment_drop",
-                        "renewal_risk", "health_drop"})
+from shared.risks import RISK_TYPES, RiskEvent
 
 
 @dataclass(frozen=True)
@@ -33,7 +30,7 @@ def validate_silence(account_id: str, types: Iterable[str], until: datetime, rea
     if not account_id or len(account_id) > 128:
         raise ValueError("account_id: must be 1-128 characters")
     type_set = frozenset(types)
-    unknown = sorted(type_set - RISK_TYPES)
+    unknown = sorted(type_set.difference(RISK_TYPES))
     if unknown:
         raise ValueError(f"types: unknown risk type(s) {', '.join(map(repr, unknown))} (expected "
                          f"{', '.join(sorted(RISK_TYPES))}; empty means all)")

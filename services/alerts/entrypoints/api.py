@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -22,10 +22,9 @@ from services.alerts.adapters.repository import (
 from shared.errors import BadRequest, NotFound, Unprocessable
 from shared.events import reject_nul
 from shared.http import KeyRing, scope_dependency
-from shared.risks import RiskType
+from shared.risks import RISK_TYPES
 from shared.settings import ApiKey
 
-RISK_TYPES: tuple[str, ...] = get_args(RiskType)
 MAX_PAGE = 500
 
 # Stored in PostgreSQL text columns, which cannot hold U+0000: such a string is a 422 naming the field.

@@ -39,6 +39,7 @@ from services.alerts.adapters.errors import DATABASE_ERRORS
 from services.alerts.adapters.repository import AlertsRepository
 from services.alerts.entrypoints.dispatch import DeliveryRunner
 from services.alerts.entrypoints.pipeline import AlertPipeline, ClaimResult
+from shared.backoff import Backoff
 from shared.bus.port import Bus, Record, Subscriber, TopicPartition
 from shared.db import is_postgres
 from shared.metrics import AlertsMetrics, CommonMetrics
@@ -111,17 +112,17 @@ class RiskConsumer:
 
     async def run_forever(self) -> None:
         """`run`, restarted with capped backoff when the bus fails under it (broker down at start-up...)."""
-        delay = 0.5
+        backoff = Backoff(0.5, cap=self.max_backoff_s)
         while not self._stopping.is_set():
             try:
                 await self.run()
             except Exception as exc:  # any bus client error: logged, then the consumer starts over
                 self.healthy = False
+                delay = backoff.next()
                 # the class only: a client error's text may carry a connection URL
                 log.error("alerts consumer failed (%s); restarting in %.1fs", type(exc).__name__, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, self.max_backoff_s)
 
     async def run(self) -> None:
         sub = self.bus.subscriber([self.topic], self.group_id, listener=self)
@@ -202,7 +203,7 @@ class RiskConsumer:
             raise
 
     async def _handle_with_retry(self, sub: Subscriber, records: list[Record]) -> None:
-        delay = 0.1
+        backoff = Backoff(0.1, cap=self.max_backoff_s)
         while True:
             try:
                 await self.handle(sub, records)
@@ -214,13 +215,13 @@ class RiskConsumer:
                 # wait for it.
                 self.healthy = False
                 await self._close_connection(invalidate=True)
+                delay = backoff.next()
                 log.warning(
                     "alerts claim failed (%s); retrying the batch in %.1fs", type(exc).__name__, delay
                 )
                 if self._stopping.is_set():
                     raise
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
 
     async def handle(self, sub: Subscriber, records: list[Record]) -> None:
         risks: list[RiskEvent] = []

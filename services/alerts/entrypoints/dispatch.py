@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.alerts.adapters.repository import AlertsRepository, AttemptRow, DeliveryRow, Outcome
 from services.alerts.domain.content import Notification
 from services.alerts.notify.delivery import Deliverer, DeliveryResult
+from shared.backoff import Backoff
 from shared.errors import ChurnsignalError
 from shared.metrics import AlertsMetrics, CommonMetrics
 
@@ -171,21 +172,21 @@ class DeliveryRunner:
     # -- background loops ----------------------------------------------------------------------
     async def run_writer(self) -> None:
         """Writes outcomes as they come (batched); retries with capped backoff while the DB is away."""
-        delay = 0.1
+        backoff = Backoff(0.1, cap=5.0)
         while True:
             await self._flush.wait()
             await asyncio.sleep(self.flush_every_s)  # let a few outcomes gather into one transaction
             self._flush.clear()
             try:
                 await self.flush()
-                delay = 0.1
+                backoff.reset()
             except (SQLAlchemyError, OSError) as exc:
+                delay = backoff.next()
                 log.warning(
                     "recording delivery outcomes failed (%s); retrying in %.1fs", type(exc).__name__, delay
                 )
                 self._flush.set()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def flush(self) -> None:
         batch, self._outcomes = self._outcomes, []

@@ -27,6 +27,7 @@ from typing import Literal, Protocol
 
 from services.alerts.domain.content import Notification
 from services.alerts.notify.channel import Channel
+from shared.backoff import Backoff
 from shared.errors import ChurnsignalError, PermanentFailure, RetryableFailure
 from shared.metrics import AlertsMetrics, CommonMetrics
 
@@ -221,6 +222,8 @@ class Deliverer:
                                      code="no_channel")
             return await self._finish(notification, "dead_letter", 0, error, start)
         interval = self._rate_interval if channel.kind in self._rate_limited else 0.0
+        # min(cap, base * 2^(attempt - 1)) for the n-th retry, times rng() (full jitter)
+        backoffs = Backoff(min(self._base, self._cap), cap=self._cap, jitter=1.0, rng=self._rng)
         attempt = 0
         while True:
             if not await self.limiter.acquire(target.rate_key, interval, deadline):
@@ -259,7 +262,7 @@ class Deliverer:
                     self.limiter.defer(target.rate_key, float(retry_after))
             else:
                 retry_after = 0.0
-            backoff = self._rng() * min(self._cap, self._base * 2 ** (attempt - 1))
+            backoff = backoffs.next()
             slot_wait = self.limiter.next_slot(target.rate_key) - self._clock()
             delay = max(backoff, float(retry_after), slot_wait)
             if self._clock() + delay >= deadline:

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, get_args
+from typing import Any, NamedTuple
 
 import asyncpg
 import sqlalchemy as sa
@@ -22,7 +22,7 @@ from services.scoring.adapters import tables as t
 from services.scoring.adapters.errors import SchemaMissing, classified
 from shared.bus.port import TopicPartition
 from shared.db import driver_connection, is_postgres, pooled_driver_connection
-from shared.risks import Severity
+from shared.risks import SEVERITIES
 
 _SQLITE_CHUNK = 500  # bound parameters per IN (...) on SQLite
 
@@ -60,7 +60,6 @@ class RevenueColumns(NamedTuple):
 
 _NO_REVENUE = RevenueColumns(None, None, None, None, None)
 REVENUE_COLUMNS = RevenueColumns._fields
-SEVERITIES: tuple[str, ...] = get_args(Severity)
 RETENTION_MONTHS = 13
 
 

@@ -46,13 +46,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
+from shared.risks import RISK_TYPES as RISK_TYPES
+
 from .config import ScoringConfig, TicketSpikeRule, UsageDropRule
 from .health import Assessment
 from .signals import KeyContact, Signals, TicketSignal, UsageSignal
 from .stats import poisson_sf
-
-RISK_TYPES = ("champion_left", "champion_inactive", "usage_drop", "ticket_spike", "sentiment_drop",
-              "renewal_risk", "health_drop")
 
 
 @dataclass(frozen=True, slots=True)

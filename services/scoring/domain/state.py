@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from shared.risks import SEVERITIES as SEVERITIES  # a severity is stored as its index
+
 if TYPE_CHECKING:
     from .signals import Memo
 
@@ -49,7 +51,6 @@ KEY_ROLES = frozenset({0, 1})            # champion, sponsor
 STATUSES = ("active", "left")
 PRIORITIES = ("low", "normal", "high", "urgent")
 SOURCES = ("nps", "csat", "survey", "conversation", "review")
-SEVERITIES = ("low", "medium", "high", "critical")
 
 # contact record: [name, user_hash, role, status, ts, first_ts, left_ts, since_ts]
 #   role/status: index into ROLES/STATUSES or -1 when unknown; ts: occurred_at of the newest update;

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, get_args
+from typing import Any
 
 from services.scoring.adapters.errors import StoreUnavailable
 from services.scoring.adapters.store import (
@@ -37,12 +36,13 @@ from services.scoring.adapters.store import (
 )
 from services.scoring.entrypoints.feed import DEFAULT_IDLE_TIMEOUT_S, Entry, PartitionFeed
 from services.scoring.entrypoints.ports import Clock, Outcome, ScoringModel
+from shared.backoff import Backoff
 from shared.bus.port import Bus, OutMessage, Publisher, Record, Subscriber, TopicPartition
 from shared.codec import BadRecord, dead_letter, decode_input, dumps
 from shared.errors import BusUnavailable, RetryableFailure
 from shared.events import Event
 from shared.metrics import CommonMetrics, ScoringMetrics
-from shared.risks import HealthBrief, RiskEvent, RiskType, Trigger
+from shared.risks import RISK_TYPES, HealthBrief, RiskEvent, Trigger
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class ScoringConsumer:
         self._inflight: asyncio.Task[None] | None = None  # the commit of the last batch built
         self._paused: set[TopicPartition] = set()   # paused at the fetcher by back-pressure
         self._risk_gauge_at = 0.0
-        self._backoff = self._opt.backoff_initial_s
+        self._backoff = Backoff(self._opt.backoff_initial_s, cap=self._opt.backoff_max_s, jitter=0.5)
         self._subscriber: Subscriber | None = None
         self._publisher: Publisher | None = None
         self._stopping = asyncio.Event()
@@ -220,9 +220,9 @@ class ScoringConsumer:
             while not self._stopping.is_set():
                 try:
                     await self._step(subscriber)
-                    self._backoff = self._opt.backoff_initial_s
+                    self._backoff.reset()
                 except (RetryableFailure, BusUnavailable) as exc:
-                    delay = self._next_backoff()
+                    delay = self._backoff.next()
                     log.warning("scoring batch not committed (%s: %s); retrying in %.2fs",
                                 type(exc).__name__, exc.message, delay)
                     await self._sleep(delay)
@@ -236,11 +236,6 @@ class ScoringConsumer:
             finally:
                 await publisher.stop()
             log.info("scoring consumer stopped")
-
-    def _next_backoff(self) -> float:
-        delay = self._backoff
-        self._backoff = min(self._backoff * 2, self._opt.backoff_max_s)
-        return delay * (0.5 + random.random() / 2)
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -327,7 +322,7 @@ class ScoringConsumer:
         if now >= self._risk_gauge_at:
             self._risk_gauge_at = now + self._opt.risk_gauge_refresh_s
             counts = await self._store.open_risk_counts()
-            for risk_type in get_args(RiskType):
+            for risk_type in RISK_TYPES:
                 self._metrics.open_risks.labels(risk_type).set(counts.get(risk_type, 0))
             revenue = await self._store.revenue(self._now())
             self._metrics.set_revenue(revenue.at_risk, revenue.churned, revenue.retention)
