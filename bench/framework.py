@@ -2,7 +2,7 @@
 
 A section is a module listed in `bench.__main__.SECTIONS` exposing `async def run(ctx: Context) ->
 list[Result]`. Each result is one measured figure, optionally next to a raw baseline measured in the
-same run (the raw aiokafka producer, a raw consumer, ...) and a target from SPEC §8. The report
+same run (the raw aiokafka producer, a raw consumer, ...) and a target set by the section. The report
 (`docs/benchmarks.md`) holds one table per section; a section not run this time keeps its previous
 table, so sections can be re-measured alone (`python -m bench --only ingest`).
 """
@@ -182,9 +182,9 @@ HEADER = """# Benchmarks
 
 Measured by `make bench` (`python -m bench`) against the real Kafka broker and PostgreSQL of
 `make services`, on loopback, each figure next to a raw client measured in the same run. Targets are
-those of SPEC §8. Sections can be re-measured alone (`make bench BENCH_ARGS="--only ingest"`); each
-table says when and where it was measured. How the harness works and how a section plugs in:
-`bench/README.md`.
+set next to each figure in its section (`bench/<section>.py`). Sections can be re-measured alone
+(`make bench BENCH_ARGS="--only ingest"`); each table says when and where it was measured. How the
+harness works and how a section plugs in: `bench/README.md`.
 """
 
 

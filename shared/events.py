@@ -1,4 +1,4 @@
-"""The one event schema (SPEC §2), used by every service and by the tests.
+"""The one event schema (docs/events.md), used by every service and by the tests.
 
 An event is an envelope (`id`, `type`, `account_id`, `occurred_at`, `data`) whose `data` is checked
 against the model of its `type`. Unknown envelope fields are rejected; unknown keys inside `data`
@@ -50,7 +50,7 @@ def json_may_hold_nul(text: bytes | bytearray) -> bool:
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
-# JSON types exactly as SPEC §2 states them: pydantic's lax mode would also take "5" or true for a number,
+# JSON types exactly as docs/events.md states them: pydantic's lax mode would also take "5" or true for a number,
 # and a Unix time or "2026-01-31 12:00" for a timestamp; the published OpenAPI schema rejects those.
 _RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
                       r"([Zz]|[+-][0-9]{2}:[0-9]{2})")

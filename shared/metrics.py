@@ -1,4 +1,5 @@
-"""Metrics: every name in one place (SPEC §8), built on an injected registry.
+"""Metrics: every name in one place, built on an injected registry (docs/metrics.md defines the revenue
+gauges; deploy/RUNBOOK.md explains the alert rules built on the others).
 
 Names carry the `churnsignal_` prefix and `_total` / `_seconds` suffixes; labels are low-cardinality
 (never an account id). Dashboards and alert rules in deploy/ rely on these names.

@@ -1,4 +1,4 @@
-"""The risk event (SPEC §5): what scoring publishes on the `risks` topic and alerts consumes."""
+"""The risk event (docs/events.md): what scoring publishes on the `risks` topic and alerts consumes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Topic names (SPEC §4). Input topics are co-partitioned: same partition count, keyed by account_id."""
+"""Topic names (docs/events.md). Input topics are co-partitioned: same partition count, keyed by account_id."""
 
 from __future__ import annotations
 

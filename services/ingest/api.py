@@ -69,7 +69,7 @@ async def read_body(receive: Receive, declared_length: str | None, limit: int) -
 
 
 class EventsEndpoint:
-    """`POST /v1/events` (SPEC §3): authenticate, read, parse, validate, publish, answer."""
+    """`POST /v1/events` (docs/events.md): authenticate, read, parse, validate, publish, answer."""
 
     def __init__(self, intake: Intake, keyring: KeyRing, metrics: IngestMetrics, *, max_body_bytes: int,
                  max_events: int) -> None:

@@ -1,8 +1,8 @@
 """Reading a `POST /v1/events` body: media type, bounded gzip, JSON or NDJSON with located errors.
 
-Pure functions over header values and bytes (no web framework here), so every rule of SPEC §3 about
-the body is unit-tested without a server. Errors are the project's HTTP error family: 400 says where
-the JSON broke, 413 names the limit, 415 names the media type or encoding.
+Pure functions over header values and bytes (no web framework here), so every rule about the body
+(docs/events.md, "Sending events") is unit-tested without a server. Errors are the project's HTTP error
+family: 400 says where the JSON broke, 413 names the limit, 415 names the media type or encoding.
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def _account_rules() -> list[dict[str, Any]]:
     ]}]
 
 
-# SPEC §2 / shared.events: no string of an event, key or value, at any depth, may hold U+0000.
+# docs/events.md / shared.events: no string of an event, key or value, at any depth, may hold U+0000.
 _NO_NUL = "^[^\\u0000]*$"
 _JSON_VALUE = "JsonValue"
 
@@ -178,7 +178,7 @@ def component_schemas(max_events: int) -> dict[str, dict[str, Any]]:
         out[_data_name(kind)] = data
         out[_event_name(kind)] = {
             "type": "object",
-            "description": f"A `{kind.value}` event (SPEC §2). Unknown top-level fields are rejected.",
+            "description": f"A `{kind.value}` event (see docs/events.md). Unknown top-level fields are rejected.",
             "additionalProperties": False,
             "required": ["id", "type", "account_id", "occurred_at", "data"],
             "properties": {

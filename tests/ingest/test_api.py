@@ -1,4 +1,4 @@
-"""`POST /v1/events` behaviour (SPEC §3), each test on the in-process bus and on the real Kafka broker."""
+"""`POST /v1/events` behaviour (docs/events.md), each test on the in-process bus and on the real Kafka broker."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from tests.conftest import test_api_keys as api_keys
 
 PAST_DATE_TIME = "churnsignal-past-date-time"
 _ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
-# SPEC §2: any past time is fine, more than 5 minutes in the future is not. JSON Schema cannot say
+# docs/events.md: any past time is fine, more than 5 minutes in the future is not. JSON Schema cannot say
 # "not in the future", so the test draws `occurred_at` from the past, under a format name of its own
 # (overriding "date-time" itself would leak into other schema tests of the same session).
 schemathesis.openapi.format(PAST_DATE_TIME, st.datetimes(

@@ -1,4 +1,4 @@
-"""Account stories as data: raw events (SPEC §2 JSON) in arrival order, and the risks each must raise.
+"""Account stories as data: raw events (docs/events.md JSON) in arrival order, and the risks each must raise.
 
 Every story covers the same ten weeks of event time (`START`..`END`) so that, merged into one stream, the
 accounts that keep sending events move the clock forward for the ones that fall silent. A story names

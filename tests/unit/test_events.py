@@ -1,4 +1,4 @@
-"""The shared event schema (SPEC §2)."""
+"""The shared event schema (docs/events.md)."""
 
 from __future__ import annotations
 

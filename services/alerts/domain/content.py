@@ -1,4 +1,4 @@
-"""What a notification says, per channel (SPEC §6 "Content").
+"""What a notification says, per channel.
 
 Every user-supplied string (account name, summary, evidence, reasons, ids) is escaped for its medium: Slack
 mrkdwn escapes `&`, `<` and `>` (so `<!channel>`, `<@U…>` and `<http://evil|click>` arrive as text), HTML is

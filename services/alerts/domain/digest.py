@@ -1,4 +1,4 @@
-"""Digests: low-severity risks wait `group_wait`, then go out as one message per target (SPEC §6).
+"""Digests: low-severity risks wait `group_wait`, then go out as one message per target (docs/routing.md).
 
 The service queues a `PendingItem` instead of sending when `goes_to_digest` says so, and periodically calls
 `plan_digests` with everything still queued; the plan says which notifications to claim now and which items

@@ -1,4 +1,6 @@
-"""When a risk event notifies a target (SPEC §6 "Once").
+"""When a risk event notifies a target: when the risk opens, when its severity rises, again after the
+route's `repeat_interval` while unacknowledged, and when it resolves if the route has `send_resolved`
+(docs/routing.md). Each decision is claimed and sent once (docs/architecture.md).
 
 State is kept per (risk_id, target key). `decide` is pure; `next_state` is the state to store after it,
 whatever the decision (so a silenced or suppressed event still moves `last_seq`).

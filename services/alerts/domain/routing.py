@@ -1,4 +1,4 @@
-"""The route tree (SPEC §6), in the spirit of Alertmanager's `dispatch/route.go`.
+"""The route tree (docs/routing.md), in the spirit of Alertmanager's `dispatch/route.go`.
 
 Routing file (`CHURNSIGNAL_ROUTING_FILE`)::
 

@@ -1,4 +1,4 @@
-"""Silences: "do not notify about this account (these risk types) until ..." (SPEC §6)."""
+"""Silences: "do not notify about this account (these risk types) until ..." (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Alerts HTTP API (SPEC §6, scope `admin`): alerts and acknowledgements, silences, deliveries."""
+"""Alerts HTTP API (docs/api.md, scope `admin`): alerts and acknowledgements, silences, deliveries."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Input: a directory with the simulator's tables as CSV with a header line (`psql 
 the simulator's saved configuration `<model>/<model>_conf.yaml`, whose `end_date` is the simulation end
 (else `--end`). ChurnSim times carry no zone; they are taken as UTC.
 
-Output, one event per line (SPEC §2), stably sorted by `occurred_at`:
+Output, one event per line (docs/events.md), stably sorted by `occurred_at`:
 
 - per account with a subscription, an `account` event at its first subscription start: `name`, `arr` (12 x
   the MRR of the subscriptions starting then), `segment` (the account's channel, else the plan);

@@ -17,14 +17,15 @@ Imports only the standard library, orjson, PyYAML (config), vaderSentiment (text
             outcome = engine.evaluate(states[account_id], at)
             clock.schedule(account_id, outcome.next_due)
 
-Days are UTC days. Notes on the interface (scoring_interface.md); no name was changed or removed:
+Days are UTC days. Notes on the interface:
 - `apply` of a usage event returns no snapshot and no transitions: usage is judged on complete days at the
   clock tick (`evaluate`), which is what makes out-of-order events within the lateness harmless.
 - `Outcome.next_due` is always later than the moment evaluated, so draining `pop_due` terminates. A live
-  account is ticked at every UTC midnight (event time); one with no event for 100 days and nothing
-  time-bound pending is not ticked again until an event arrives (or its renewal approaches).
-- The event time of an event-caused transition is max(the account's clock, the event's occurred_at),
-  as specified; under out-of-order arrival it can be later than the event itself (within the lateness).
+  account is ticked at every UTC midnight (event time); one with no event for 100 days (longer for a
+  sparse account whose rhythm is still judged, see `LapseRule.live_gaps`) and nothing time-bound pending
+  is not ticked again until an event arrives (or its renewal approaches).
+- The event time of an event-caused transition is max(the account's clock, the event's occurred_at);
+  under out-of-order arrival it can be later than the event itself (within the lateness).
 - `HealthSnapshot.cause` is "current" for `engine.snapshot(state)` (the read API's view).
 - `AccountState.memo` keeps an account's measurements between its evaluations (`signals.Memo`); it is never
   encoded, and a state without it (fresh or decoded) produces exactly the same outcomes.

@@ -12,7 +12,7 @@ tick, see `signals.py`). Every rule is meant to stay quiet through an account's 
 vacation, a sponsor who looks in now and then, a small team's uneven weeks, a chance cluster of tickets.
 - champion_left (critical): a champion/sponsor whose status turned to "left" (someone first seen as
   "left" is an old departure and does not count), until a champion/sponsor is named active after it.
-- champion_inactive (high): a champion (SPEC: a champion's own usage; sponsors are executives, not daily
+- champion_inactive (high): a champion (judged on their own usage; sponsors are executives, not daily
   users) who uses the product habitually (usual gap: p90 of the gaps between their active days, from
   >= 12 active days, at most 7 days) has been silent for >= max(3 x that gap, 12) complete days (an
   ordinary week off, last seen on a Friday and back on the Monday after next, is 9 silent days, 10 or
@@ -103,7 +103,7 @@ def champion_inactive(ctx: Context, current: list[Any] | None) -> Verdict | None
     account_active = u.known and u.recent > 0 and not u.silent and not usage_low(u, rule, False)
     if not account_active:
         return None
-    # Champions only (SPEC): a sponsor is an executive, not a daily user; who looks in now and then is
+    # Champions only: a sponsor is an executive, not a daily user; who looks in now and then is
     # judged in the key-contacts component instead.
     quiet = [k for k in ctx.sig.contacts
              if k.role == "champion" and not k.left and k.threshold is not None
