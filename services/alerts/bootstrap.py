@@ -14,7 +14,7 @@ import aiohttp
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
-from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerts.adapters.rate_slots import PgSlotStore
@@ -36,6 +36,7 @@ from services.alerts.notify.slack_webhook import SlackWebhookChannel
 from services.alerts.notify.webhook import WebhookChannel
 from shared.bus import Bus, build_bus
 from shared.db import create_engine
+from shared.db_errors import ENGINE_ERRORS
 from shared.errors import BusUnavailable
 from shared.http import KeyRing, install_common
 from shared.metrics import AlertsMetrics, CommonMetrics, new_registry
@@ -254,7 +255,7 @@ def create_app(
             async with asyncio.timeout(2.0), engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             db = True
-        except (SQLAlchemyError, OSError, TimeoutError):
+        except ENGINE_ERRORS:  # the timeout's TimeoutError included: an OSError
             db = False
         return {"database": db and runner.db_ok, "consumer": consumer.healthy}
 

@@ -33,7 +33,6 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.alerts.adapters.errors import DATABASE_ERRORS
 from services.alerts.adapters.repository import (
     ClaimReads,
     ClaimWrites,
@@ -48,6 +47,7 @@ from services.alerts.adapters.repository import (
     utc,
 )
 from shared.db import driver_connection
+from shared.db_errors import DATABASE_ERRORS
 from shared.risks import RiskEvent
 
 log = logging.getLogger(__name__)

@@ -23,27 +23,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.alerts.adapters.errors import DATABASE_ERRORS as CLAIM_ERRORS
 from services.alerts.notify.delivery import SlotStoreUnavailable
 from shared.db import create_engine, pooled_driver_connection
+from shared.db_errors import DATABASE_ERRORS, STALE_CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
 
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (*CLAIM_ERRORS, TimeoutError)
-# A pooled connection the server has dropped since (restart, terminated backend, idle timeout): the
-# statement is worth one more try on a new connection. Not a failure to connect (the database is down).
-STALE_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.InterfaceError,
-    # The server's "terminating connection" arrived while the connection sat in the pool: the next
-    # statement finds the protocol still consuming that error ("another operation is in progress").
-    asyncpg.InternalClientError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.AdminShutdownError,
-)
 MAX_KEY = 300  # alerts_rate_slots.key
 
 # The insert case gives a slot that starts now (the value returned is a hair below 0); the update case
@@ -114,7 +101,7 @@ class PgSlotStore:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._execute(_DEFER, slot_key(key), seconds)
-        except DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:  # the timeout's TimeoutError included: an OSError
             raise SlotStoreUnavailable(f"rate slots: {type(exc).__name__}", code="rate_slots") from exc
 
     async def close(self) -> None:
@@ -174,7 +161,7 @@ class PgSlotStore:
             for request in batch:
                 if not request.future.done():
                     request.future.set_result(waits[request.key])
-        except DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:  # the timeout's TimeoutError included: an OSError
             _fail(batch, type(exc).__name__)
         except Exception as exc:  # noqa: BLE001 - a bug here must not stall the sends waiting on it
             log.error("rate slot batch failed with %s", type(exc).__name__, exc_info=exc)

@@ -35,13 +35,13 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.alerts.adapters.claim_pg import PgClaimStore
-from services.alerts.adapters.errors import DATABASE_ERRORS
 from services.alerts.adapters.repository import AlertsRepository
 from services.alerts.entrypoints.dispatch import DeliveryRunner
 from services.alerts.entrypoints.pipeline import AlertPipeline, ClaimResult
 from shared.backoff import Backoff
 from shared.bus.port import Bus, Record, Subscriber, TopicPartition
 from shared.db import is_postgres
+from shared.db_errors import DATABASE_ERRORS
 from shared.metrics import AlertsMetrics, CommonMetrics
 from shared.risks import RiskEvent
 

@@ -18,13 +18,13 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerts.adapters.repository import AlertsRepository, AttemptRow, DeliveryRow, Outcome
 from services.alerts.domain.content import Notification
 from services.alerts.notify.delivery import Deliverer, DeliveryResult
 from shared.backoff import Backoff
+from shared.db_errors import ENGINE_ERRORS
 from shared.errors import ChurnsignalError
 from shared.metrics import AlertsMetrics, CommonMetrics
 
@@ -180,7 +180,7 @@ class DeliveryRunner:
             try:
                 await self.flush()
                 backoff.reset()
-            except (SQLAlchemyError, OSError) as exc:
+            except ENGINE_ERRORS as exc:
                 delay = backoff.next()
                 log.warning(
                     "recording delivery outcomes failed (%s); retrying in %.1fs", type(exc).__name__, delay
@@ -209,7 +209,7 @@ class DeliveryRunner:
         while True:
             try:
                 await self.resume_once()
-            except (SQLAlchemyError, OSError) as exc:
+            except ENGINE_ERRORS as exc:
                 log.warning("resuming pending deliveries failed (%s)", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.resume_every_s)
@@ -247,7 +247,7 @@ class DeliveryRunner:
             if abandoned:
                 async with self.engine.begin() as conn:
                     await AlertsRepository(conn).release(abandoned, self.clock())
-        except (SQLAlchemyError, OSError) as exc:
+        except ENGINE_ERRORS as exc:
             log.error(
                 "could not record %d outcome(s) at shutdown (%s); they will be resent when their "
                 "lease runs out",

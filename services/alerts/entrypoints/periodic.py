@@ -11,12 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerts.adapters.repository import AlertsRepository
 from services.alerts.entrypoints.dispatch import DeliveryRunner
 from services.alerts.entrypoints.pipeline import AlertPipeline, DigestRace
+from shared.db_errors import ENGINE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,6 @@ class PeriodicTasks:
         while True:
             try:
                 await tick()
-            except (SQLAlchemyError, OSError) as exc:
+            except ENGINE_ERRORS as exc:
                 log.warning("alerts %s failed (%s); next try in %.1fs", what, type(exc).__name__, interval_s)
             await asyncio.sleep(interval_s)

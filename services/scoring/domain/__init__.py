@@ -1,9 +1,11 @@
 """The pure scoring domain: event-time windows, the health model, churn-risk detectors, risk lifecycle.
 
-Where things are decided: `signals.py` measures an account (windows, baselines, gaps), `health.py` turns
-that into the six components and the score, `detectors.py` holds the risk rules (one function per risk
-type), `engine.py` folds events and runs the lifecycle, `state.py` is the compact state and its codec,
-`clock.py` the partition's event-time clock, `config.py` every threshold.
+Where things are decided: `signals.py` measures an account (windows, baselines, gaps; one module per
+signal: `usage.py`, `breadth.py`, `tickets.py`, `sentiment_signal.py`, `contacts.py`, kept between
+evaluations by `memo.py`), `health.py` turns that into the six components and the score, `detectors.py`
+holds the risk rules (one function per risk type), `engine.py` folds events and runs the lifecycle,
+`state.py` is the compact state and `codec.py` its byte encoding, `clock.py` the partition's event-time
+clock, `config.py` every threshold.
 
 Imports only the standard library, orjson, PyYAML (config), vaderSentiment (text scoring, lazily) and
 `shared.events` / `shared.risks`; does no I/O. The service drives it per partition:
@@ -27,7 +29,7 @@ Days are UTC days. Notes on the interface:
 - The event time of an event-caused transition is max(the account's clock, the event's occurred_at);
   under out-of-order arrival it can be later than the event itself (within the lateness).
 - `HealthSnapshot.cause` is "current" for `engine.snapshot(state)` (the read API's view).
-- `AccountState.memo` keeps an account's measurements between its evaluations (`signals.Memo`); it is never
+- `AccountState.memo` keeps an account's measurements between its evaluations (`memo.Memo`); it is never
   encoded, and a state without it (fresh or decoded) produces exactly the same outcomes.
 - Added: `Component.configured_weight` / `.label`, `HealthSnapshot.brief()` / `.component()`,
   `RiskTransition.event_id` / `.to_dict()`, `PartitionClock.due_at()` / `len()`,

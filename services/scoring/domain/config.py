@@ -47,7 +47,7 @@ class UsageDropRule:
     """Usage well below the account's own norm, or silent far beyond its own usual gap.
 
     The level judged is the account's active user-days against their norm (raw uses when it sends no
-    user ids), see `signals.UsageSignal`; a small team is judged over the last two weeks as well as the
+    user ids), see `usage.UsageSignal`; a small team is judged over the last two weeks as well as the
     last one, so that one or two people's week off is not mistaken for the account fading.
     """
 
