@@ -17,8 +17,28 @@ STORIES: dict[str, tuple[str, ...]] = {
 }
 
 
+class _Timeline:
+    """The simulated timeline of a parameter set: `history_days + live_days` long, ending at `now`."""
+
+    now: datetime
+    history_days: float
+    live_days: float
+
+    @property
+    def end(self) -> datetime:
+        return self.now.astimezone(UTC)
+
+    @property
+    def start(self) -> datetime:
+        return self.end - timedelta(days=self.history_days + self.live_days)
+
+    @property
+    def live_from(self) -> datetime:
+        return self.end - timedelta(days=self.live_days)
+
+
 @dataclass(frozen=True)
-class SimulationParams:
+class SimulationParams(_Timeline):
     """Everything the generator depends on: the same parameters always give the same events.
 
     The timeline is `history_days + live_days` long and ends at `now`: every event lies in the past.
@@ -45,25 +65,13 @@ class SimulationParams:
         if not 0 <= self.churn_rate <= 1:
             raise ValueError("churn_rate must be within 0..1")
 
-    @property
-    def end(self) -> datetime:
-        return self.now.astimezone(UTC)
-
-    @property
-    def start(self) -> datetime:
-        return self.end - timedelta(days=self.history_days + self.live_days)
-
-    @property
-    def live_from(self) -> datetime:
-        return self.end - timedelta(days=self.live_days)
-
 
 # Sparse mode: the longest gap of an account that did not lapse stays this many days under `declare_after`.
 PAUSE_MARGIN_DAYS = 7
 
 
 @dataclass(frozen=True)
-class SparseParams:
+class SparseParams(_Timeline):
     """The sparse, purchase-like mode: accounts active only every few weeks, some of which lapse.
 
     The timeline is `history_days + live_days` long and ends at `now`, like `SimulationParams`'s.
@@ -111,18 +119,6 @@ class SparseParams:
                 raise ValueError(f"{name} must be within 0..1")
         if not 0 <= self.lapse_rate < 1:
             raise ValueError("lapse_rate must be within 0..1 (1 excluded)")
-
-    @property
-    def end(self) -> datetime:
-        return self.now.astimezone(UTC)
-
-    @property
-    def start(self) -> datetime:
-        return self.end - timedelta(days=self.history_days + self.live_days)
-
-    @property
-    def live_from(self) -> datetime:
-        return self.end - timedelta(days=self.live_days)
 
 
 @dataclass(frozen=True, slots=True)

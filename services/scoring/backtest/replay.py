@@ -29,7 +29,7 @@ import heapq
 import operator
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import chain
@@ -272,18 +272,24 @@ def replay(history: History, cuts: Sequence[datetime], engine: ScoringEngine, *,
     return result
 
 
-def _activity_in_merge_order(merged: Sequence[Event], repeated: set[str], out: dict[str, Activity]) -> None:
-    """The activity of a partition whose events repeat ids, each id counted once (the first in the merge,
-    as the replay applies it)."""
+def _first_of_each_id(merged: Sequence[Event], repeated: set[str]) -> Iterator[Event]:
+    """The merged events with each repeated id taken once, its first in the merge (as the replay applies it)."""
     seen: set[str] = set()
-    usage = EventType.USAGE
-    times: dict[str, list[float]] = {}
-    days: dict[str, set[int]] = {}
     for event in merged:
         if event.id in repeated:
             if event.id in seen:
                 continue
             seen.add(event.id)
+        yield event
+
+
+def _activity_in_merge_order(merged: Sequence[Event], repeated: set[str], out: dict[str, Activity]) -> None:
+    """The activity of a partition whose events repeat ids, each id counted once (the first in the merge,
+    as the replay applies it)."""
+    usage = EventType.USAGE
+    times: dict[str, list[float]] = {}
+    days: dict[str, set[int]] = {}
+    for event in _first_of_each_id(merged, repeated):
         account = event.account_id
         ts = event.occurred_at.timestamp()
         times.setdefault(account, []).append(ts)
@@ -300,13 +306,8 @@ def _windows_in_merge_order(merged: Sequence[Event], repeated: set[str], out: di
     """The window counts of a partition's accounts before each of `cuts`, each id counted once (the first
     in the merge), replacing what the reader counted for those cuts."""
     windows = count_windows(cuts)
-    seen: set[str] = set()
     counted: dict[str, list[WindowCounts]] = {}
-    for event in merged:
-        if event.id in repeated:
-            if event.id in seen:
-                continue
-            seen.add(event.id)
+    for event in _first_of_each_id(merged, repeated):
         ts = event.occurred_at.timestamp()
         for lo, hi, i in windows:
             if lo <= ts < hi:
