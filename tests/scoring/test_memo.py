@@ -197,3 +197,54 @@ def _events(draw: st.DrawFn) -> list[Event]:
 def test_every_measurement_of_random_histories_is_as_if_afresh(events: list[Event],
                                                                 measured_twice: list[int]) -> None:
     _run(ScoringEngine(ScoringConfig()), events)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=_events())
+def test_random_histories_come_out_the_same_with_and_without_memo(events: list[Event]) -> None:
+    """Outcomes and states, not only measurements: this is what holds the skipped evaluations exact (an
+    event that changed nothing, on a day already evaluated, is not evaluated again when the memo is kept)."""
+    _same_with_and_without_memo(events)
+
+
+# -- events that change nothing ------------------------------------------------------------------------------
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls = [0]
+    evaluate = ScoringEngine._evaluate
+
+    def counted(self: ScoringEngine, *args: Any) -> Outcome:
+        calls[0] += 1
+        return evaluate(self, *args)
+
+    monkeypatch.setattr(ScoringEngine, "_evaluate", counted)
+    return calls
+
+
+def _user(day: float, hour: float, contact: str) -> Event:
+    return event("contact", "acc", at_day(day, hour), {"contact_id": contact, "role": "user", "name": contact})
+
+
+def test_a_plain_users_contact_event_on_an_evaluated_day_is_not_evaluated(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _counting(monkeypatch)
+    engine = ScoringEngine(ScoringConfig())
+    state = engine.new_state("acc")
+    for day in range(9):
+        engine.apply(state, event("usage", "acc", at_day(day, 10), {"feature": "f", "user_id": "u1"}))
+    engine.evaluate(state, at_day(9, 0))                   # the day's clock tick
+    engine.apply(state, _ticket(9, 11, "t1"))
+    assert calls[0] == 2
+    outcome = engine.apply(state, _user(9, 12, "c-user"))
+    assert calls[0] == 2, "a user nobody keeps changes nothing the evaluation reads"
+    assert outcome.health is None and outcome.transitions == [] and outcome.next_due is not None
+    assert state.eval_ts == int(at_day(9, 12).timestamp())   # as if evaluated
+    # A usage event for a day already judged changes the measurements: the next event is evaluated.
+    engine.apply(state, event("usage", "acc", at_day(8, 18), {"feature": "g", "user_id": "u2"}))
+    engine.apply(state, _user(9, 13, "c-user-2"))
+    assert calls[0] == 3
+    # So is one on a day not yet evaluated, and a user who was a champion before (a real change).
+    engine.apply(state, _user(10, 9, "c-user-3"))
+    assert calls[0] == 4
+    engine.apply(state, event("contact", "acc", at_day(10, 10), {"contact_id": "c-ch", "role": "champion"}))
+    engine.apply(state, _user(10, 11, "c-ch"))
+    assert calls[0] == 6

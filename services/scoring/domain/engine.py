@@ -46,6 +46,7 @@ from .signals import (
     measure,
     refresh_usual_gaps,
     sentiments_changed,
+    settled,
     tickets_changed,
 )
 from .state import (
@@ -154,6 +155,7 @@ class ScoringEngine:
         ts = int(event.occurred_at.timestamp() // 1)
         day = ts // DAY
         before = state.clock
+        first_day = state.first_day
         if day > state.end_day:
             state.advance_to(day)
         if state.first_day == NONE or day < state.first_day:
@@ -165,6 +167,7 @@ class ScoringEngine:
             assert isinstance(data, UsageData)
             self._fold_usage(state, day, data)
             return Outcome(None, [], self._due_after_event(state, day))
+        unchanged_day = day <= state.end_day and state.first_day == first_day
         if event.type is EventType.TICKET:
             assert isinstance(data, TicketData)
             self._fold_ticket(state, day, data)
@@ -176,7 +179,11 @@ class ScoringEngine:
             self._fold_account(state, ts, data)
         elif event.type is EventType.CONTACT:
             assert isinstance(data, ContactData)
-            self._fold_contact(state, ts, data)
+            if not self._fold_contact(state, ts, data) and unchanged_day:
+                skipped = self._unchanged(state, max(before, ts))
+                if skipped is not None:
+                    skipped.next_due = self._due_after_event(state, day)
+                    return skipped
         at_ts = max(before, ts)
         at = event.occurred_at.astimezone(UTC) if ts >= before else _dt(at_ts)
         outcome = self._evaluate(state, at_ts, at, event.id)
@@ -299,16 +306,19 @@ class ScoringEngine:
                 st.lifecycle = data.lifecycle
                 st.lifecycle_ts = since
 
-    def _fold_contact(self, st: AccountState, ts: int, data: ContactData) -> None:
-        contacts_changed(st)
+    def _fold_contact(self, st: AccountState, ts: int, data: ContactData) -> bool:
+        """Folds a contact event in; False when it changed nothing (a user or admin not kept)."""
         cid = data.contact_id
         c = st.contacts.get(cid)
         if data.role in ("user", "admin") and (c is None or ts >= c[C_TS]):
             # Only champions and sponsors matter to scoring (and people whose role is not known yet).
-            if c is not None:
-                del st.contacts[cid]
-                st.sync_key_users()
-            return
+            if c is None:
+                return False
+            contacts_changed(st)
+            del st.contacts[cid]
+            st.sync_key_users()
+            return True
+        contacts_changed(st)
         if c is None:
             c = [None, 0, NONE, NONE, ts, ts, NONE, NONE]
             st.contacts[cid] = c
@@ -339,6 +349,19 @@ class ScoringEngine:
         if len(st.contacts) > MAX_CONTACTS:
             del st.contacts[_evictable_contact(st)]
         st.sync_key_users()
+        return True
+
+    def _unchanged(self, st: AccountState, at_ts: int) -> Outcome | None:
+        """The outcome of evaluating at at_ts after an event that changed nothing the evaluation reads, when
+        it is known without evaluating: the last evaluation was on the same day and would measure the same
+        (`signals.settled`: nothing changed since, usage included), and the score and every detector's
+        verdict depend on the measurements and the day only, so evaluating again would give the same score,
+        move no risk and record no snapshot. None when it must evaluate."""
+        if st.eval_ts == NONE or st.eval_ts // DAY != at_ts // DAY or not settled(st, self.config, at_ts // DAY):
+            return None
+        if at_ts > st.eval_ts:
+            st.eval_ts = at_ts
+        return Outcome(None, [], None)
 
     # -- clock -------------------------------------------------------------------------------------------
 

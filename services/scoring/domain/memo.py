@@ -24,7 +24,7 @@ class Memo:
     only what they changed; the measurements are the same as if taken afresh (tests/scoring/test_memo).
     """
 
-    __slots__ = ("cfg", "complete_days", "contacts", "tickets", "sentiment")
+    __slots__ = ("cfg", "complete_days", "contacts", "tickets", "sentiment", "settled")
 
     def __init__(self, cfg: ScoringConfig) -> None:
         self.cfg = cfg
@@ -33,31 +33,33 @@ class Memo:
         self.contacts: tuple[tuple[int, ...], list[tuple[str, list[Any]]], list[KeyContact]] | None = None
         self.tickets: tuple[tuple[int, ...], TicketSignal] | None = None
         self.sentiment: tuple[int, int, SentimentSignal] | None = None   # (first day, last day, ...)
+        # The day of the last evaluation when no part was forgotten since (None: a part was).
+        self.settled: int | None = None
 
 
 def complete_days_changed(st: AccountState) -> None:
     """Usage of a complete day (before the last clock tick) changed: a late event."""
     memo = st.memo
     if memo is not None:
-        memo.complete_days = memo.contacts = None
+        memo.complete_days = memo.contacts = memo.settled = None
 
 
 def key_usage_changed(st: AccountState) -> None:
     """A key contact's own usage record changed (a new active day)."""
     if st.memo is not None:
-        st.memo.contacts = None
+        st.memo.contacts = st.memo.settled = None
 
 
 def contacts_changed(st: AccountState) -> None:
     if st.memo is not None:
-        st.memo.contacts = st.memo.sentiment = None
+        st.memo.contacts = st.memo.sentiment = st.memo.settled = None
 
 
 def tickets_changed(st: AccountState) -> None:
     if st.memo is not None:
-        st.memo.tickets = None
+        st.memo.tickets = st.memo.settled = None
 
 
 def sentiments_changed(st: AccountState) -> None:
     if st.memo is not None:
-        st.memo.sentiment = None
+        st.memo.sentiment = st.memo.settled = None
