@@ -17,14 +17,15 @@ from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.alerts.adapters.claim_session import claim_session
 from services.alerts.adapters.rate_slots import PgSlotStore
+from services.alerts.adapters.repository import SqlUnitOfWork
 from services.alerts.domain.content import Notification
 from services.alerts.domain.routing import SLACK_WEBHOOK_REF, RoutingTree, fallback_receiver
+from services.alerts.domain.routing_config import parse_routing
 from services.alerts.entrypoints.api import build_router
 from services.alerts.entrypoints.consumer import RiskConsumer
-from services.alerts.entrypoints.dispatch import DeliveryRunner
 from services.alerts.entrypoints.periodic import PeriodicTasks
-from services.alerts.entrypoints.pipeline import AlertPipeline
 from services.alerts.notify.channel import Channel
 from services.alerts.notify.console import ConsoleChannel
 from services.alerts.notify.delivery import Deliverer
@@ -34,6 +35,8 @@ from services.alerts.notify.secrets import SecretLookup
 from services.alerts.notify.slack_api import SlackApiChannel
 from services.alerts.notify.slack_webhook import SlackWebhookChannel
 from services.alerts.notify.webhook import WebhookChannel
+from services.alerts.service.dispatch import DeliveryRunner
+from services.alerts.service.pipeline import AlertPipeline
 from shared.bus import Bus, build_bus
 from shared.db import create_engine
 from shared.db_errors import ENGINE_ERRORS
@@ -65,9 +68,7 @@ def load_routing(settings: Settings) -> RoutingTree:
         settings.fallback_email, SLACK_WEBHOOK_REF if settings.slack_webhook_url is not None else None
     )
     if settings.routing_file:
-        return RoutingTree.from_yaml(
-            Path(settings.routing_file).read_text(encoding="utf-8"), fallback=fallback
-        )
+        return parse_routing(Path(settings.routing_file).read_text(encoding="utf-8"), fallback=fallback)
     return RoutingTree.default(fallback)
 
 
@@ -145,8 +146,11 @@ def create_app(
     topics = Topics(settings.topic_prefix)
     tree = load_routing(settings)
     engine = create_engine(settings.database_url)
+    # The stores: chosen here, once, and injected (the consumer's claims by dialect, see claim_session).
+    uow = SqlUnitOfWork(engine)
+    claims = claim_session(engine)
     lease = DELIVERY_LEASE
-    runner = DeliveryRunner(engine, clock=utcnow, lease=lease, metrics=metrics, common=common)
+    runner = DeliveryRunner(uow, clock=utcnow, lease=lease, metrics=metrics, common=common)
     enabled = None if console_mode(settings) else _enabled_kinds(settings)
     pipeline = AlertPipeline(
         tree, public_url=settings.public_url, enabled=enabled, lease=lease, metrics=metrics, clock=utcnow
@@ -155,7 +159,7 @@ def create_app(
         the_bus,
         topic=topics.risks,
         group_id=settings.alerts_group_id,
-        engine=engine,
+        claims=claims,
         pipeline=pipeline,
         runner=runner,
         metrics=metrics,
@@ -164,7 +168,7 @@ def create_app(
         batch_max=settings.alerts_batch_max_records,
     )
     periodic = PeriodicTasks(
-        engine,
+        uow,
         pipeline,
         runner,
         clock=utcnow,

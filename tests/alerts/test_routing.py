@@ -9,8 +9,8 @@ import pytest
 from services.alerts.domain.routing import (
     RoutingTree,
     fallback_receiver,
-    parse_duration,
 )
+from services.alerts.domain.routing_config import parse_duration
 from services.alerts.domain.targets import Target, resolve_targets
 from tests.alerts.factories import make_risk
 

@@ -17,14 +17,16 @@ import pytest
 import yaml
 
 from services.alerts.domain.routing import (
-    _CHANNEL_KEYS,
-    _GROUP_BY,
-    _MATCH_KEYS,
-    _ROUTE_KEYS,
     DEFAULT_GROUP_WAIT,
     DEFAULT_REPEAT_INTERVAL,
     WEBHOOK_SECRET_REF,
     RoutingTree,
+)
+from services.alerts.domain.routing_config import (
+    _CHANNEL_KEYS,
+    _GROUP_BY,
+    _MATCH_KEYS,
+    _ROUTE_KEYS,
     parse_duration,
 )
 from services.alerts.domain.targets import CHANNEL_KINDS

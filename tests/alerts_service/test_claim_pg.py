@@ -17,10 +17,11 @@ from prometheus_client import CollectorRegistry
 
 from services.alerts.adapters import tables as t
 from services.alerts.adapters.claim_pg import PgClaimStore
-from services.alerts.adapters.repository import AlertsRepository, ClaimWrites, DeliveryRow, SilenceRow
+from services.alerts.adapters.repository import AlertsRepository
 from services.alerts.domain.routing import RoutingTree
 from services.alerts.entrypoints.consumer import RiskConsumer
-from services.alerts.entrypoints.pipeline import AlertPipeline, ClaimResult
+from services.alerts.service.pipeline import AlertPipeline, ClaimResult
+from services.alerts.service.records import ClaimWrites, DeliveryRow, SilenceRow
 from shared.bus.memory import MemoryBus
 from shared.bus.port import Record, TopicPartition
 from shared.db import create_engine

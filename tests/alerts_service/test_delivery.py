@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.alerts.adapters.repository import AlertsRepository
 from services.alerts.domain.content import render
 from services.alerts.domain.targets import Target
-from services.alerts.entrypoints.pipeline import new_delivery
+from services.alerts.service.records import new_delivery
 from shared.db import create_engine
 from tests.alerts_service.conftest import Stack, make_risk
 

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from services.alerts.adapters.repository import AlertsRepository
 from services.alerts.domain.routing import RoutingTree
-from services.alerts.entrypoints.pipeline import AlertPipeline
+from services.alerts.service.pipeline import AlertPipeline
 from shared.bus.port import TopicPartition
 from shared.db import create_engine
 from shared.metrics import AlertsMetrics

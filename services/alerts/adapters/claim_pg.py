@@ -1,6 +1,6 @@
 """The claim of consumed risk events on PostgreSQL, straight on asyncpg: four round trips per batch.
 
-`AlertsRepository.claim_reads/claim_writes` (SQLAlchemy Core) issue some eight statements per batch and
+`SqlClaimStore.claim_reads/claim_writes` (SQLAlchemy Core) issue some eight statements per batch and
 spend most of their client time building them. Here the same reads and writes are two statements,
 prepared once per connection, on the asyncpg connection under the consumer's kept SQLAlchemy connection:
 
@@ -13,7 +13,7 @@ prepared once per connection, on the asyncpg connection under the consumer's kep
              backwards); RETURNING the deliveries actually inserted
     COMMIT
 
-The rows written are built by the same functions as `AlertsRepository.claim_writes` uses, and written in
+The rows written are built by the same functions as `SqlClaimStore.claim_writes` uses (`rows`), written in
 the same order (alerts by risk id, states by (alert id, target key) in code point order, the rest as
 planned), so they lock rows in the same order and draw ids from the sequences in the same order. Foreign
 keys from the states, digest items and deliveries to a new alert row are checked at the end of the
@@ -33,18 +33,15 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.alerts.adapters.repository import (
+from services.alerts.adapters.rows import alert_values, claimed_delivery, delivery_values, utc
+from services.alerts.service.records import (
     ClaimReads,
     ClaimWrites,
     DeliveryRow,
     KnownAlert,
     KnownState,
     SilenceRow,
-    alert_values,
-    claimed_delivery,
-    delivery_values,
     new_delivery,
-    utc,
 )
 from shared.db import driver_connection
 from shared.db_errors import DATABASE_ERRORS

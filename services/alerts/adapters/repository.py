@@ -1,366 +1,47 @@
 """The alerts service's repository: typed reads and writes on one connection (one unit of work).
 
-The caller owns the transaction (`engine.begin()`); methods only execute statements. Times are stored
-in UTC and come back timezone-aware on both PostgreSQL and SQLite.
+The caller owns the transaction (`engine.begin()`, or `SqlUnitOfWork.begin()`); methods only execute
+statements. It is the `AlertsStore` of the service layer's ports; the claim of consumed risk events
+itself lives in `claim_sql` (SQLAlchemy Core) and `claim_pg` (asyncpg).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.alerts.adapters import tables as t
-from services.alerts.domain.content import Notification
+from services.alerts.adapters.claim_sql import SqlClaimStore
+from services.alerts.adapters.rows import (
+    alert_row,
+    claimed_delivery,
+    delivery_row,
+    delivery_values,
+    digest_item_row,
+    insert_for,
+    silence_row,
+    state_row,
+    utc,
+)
+from services.alerts.service.records import (
+    AlertRow,
+    AttemptRow,
+    ClaimReads,
+    ClaimWrites,
+    DeliveryRow,
+    DigestItemRow,
+    NewDelivery,
+    Outcome,
+    SilenceRow,
+    StateRow,
+)
 from shared.bus.port import TopicPartition
 from shared.risks import RiskEvent
-
-
-def utc(dt: datetime) -> datetime:
-    """Timezone-aware UTC (SQLite hands naive datetimes back)."""
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def opt_utc(dt: datetime | None) -> datetime | None:
-    return None if dt is None else utc(dt)
-
-
-def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
-    """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite share the syntax)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRow:
-    id: int
-    risk_id: str
-    account_id: str
-    type: str
-    severity: str
-    status: str
-    summary: str
-    last_event_id: str
-    last_seq: int
-    last_event: dict[str, Any]
-    opened_at: datetime
-    updated_at: datetime
-    resolved_at: datetime | None
-    acked_at: datetime | None
-    acked_by: str | None
-
-    @property
-    def display_status(self) -> str:
-        if self.status == "open" and self.acked_at is not None:
-            return "acked"
-        return self.status
-
-
-@dataclass(frozen=True, slots=True)
-class StateRow:
-    alert_id: int
-    target_key: str
-    target: dict[str, Any]
-    repeat_interval_s: float
-    last_severity: str | None
-    last_kind: str | None
-    last_notified_at: datetime | None
-    notify_count: int
-    last_seq: int
-    resolved_notified: bool
-    next_repeat_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewDelivery:
-    dedup_key: str
-    alert_id: int | None
-    kind: str
-    channel: str
-    target_key: str
-    notification: dict[str, Any]
-    source_received_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryRow:
-    id: int
-    dedup_key: str
-    alert_id: int | None
-    kind: str
-    channel: str
-    target_key: str
-    status: str
-    notification: dict[str, Any]
-    source_received_at: datetime | None
-    attempts: int
-    error: str | None
-    error_code: str | None
-    created_at: datetime
-    updated_at: datetime
-    sent_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRow:
-    delivery_id: int
-    attempt_no: int
-    outcome: str
-    error: str | None
-    duration_ms: float
-    at: datetime
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How one delivery ended, with its attempts."""
-
-    delivery_id: int
-    status: str
-    attempts: list[AttemptRow] = field(default_factory=list)
-    error: str | None = None
-    error_code: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SilenceRow:
-    id: str
-    account_id: str
-    types: list[str]
-    until: datetime
-    reason: str
-    created_by: str
-    created_at: datetime
-    deleted_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class DigestItemRow:
-    id: int
-    dedup_key: str
-    target_key: str
-    target: dict[str, Any]
-    alert_id: int | None
-    risk: dict[str, Any]
-    kind: str
-    dedup_suffix: str
-    queued_at: datetime
-    due_at: datetime
-
-
-# -- one claim of consumed risk events: what it reads, what it writes --------------------------------
-@dataclass(frozen=True, slots=True)
-class KnownAlert:
-    """What a claim needs of an existing alert row."""
-
-    id: int
-    last_seq: int
-    acked: bool
-
-
-@dataclass(frozen=True, slots=True)
-class KnownState:
-    """What a claim needs of an existing per-target state row."""
-
-    last_severity: str | None
-    last_kind: str | None
-    last_notified_at: datetime | None
-    notify_count: int
-    last_seq: int
-    resolved_notified: bool
-
-
-@dataclass(slots=True)
-class ClaimReads:
-    """Read inside the claim transaction, after recording the batch's event ids as processed."""
-
-    new_event_ids: set[str]  # not processed before this transaction (the rest are redeliveries)
-    alerts: dict[str, KnownAlert]  # by risk id (at least every risk of a new event id)
-    states: dict[tuple[str, str], KnownState]  # by (risk id, target key)
-    silences: list[SilenceRow]  # active, of (at least) every account of a new event id
-
-
-@dataclass(slots=True)
-class ClaimWrites:
-    """Everything a claim changes besides the processed ids. Rows refer to their alert by risk id: the
-    alert row may be new, its id is only known once it is written."""
-
-    now: datetime
-    lease_until: datetime
-    alerts: list[RiskEvent]  # the last applied event of each risk, one per risk id
-    states: list[tuple[str, dict[str, Any]]]  # (risk id, alerts_states columns but alert_id)
-    digest_items: list[tuple[str, dict[str, Any]]]  # (risk id, alerts_digest_items columns but alert_id)
-    deliveries: list[tuple[Notification, str]]  # (notification, risk id)
-    positions: dict[TopicPartition, int]
-
-
-def alert_values(risk: RiskEvent, now: datetime) -> dict[str, Any]:
-    """The alerts_alerts row of a risk after applying `risk` (opened_at only counts on insert)."""
-    resolved = risk.transition == "resolved"
-    return {
-        "risk_id": risk.risk_id,
-        "account_id": risk.account_id,
-        "type": risk.type,
-        "severity": risk.severity,
-        "status": "resolved" if resolved else "open",
-        "summary": risk.summary,
-        "last_event_id": risk.event_id,
-        "last_seq": risk.seq,
-        "last_event": risk.model_dump(mode="json"),
-        "opened_at": now,
-        "updated_at": now,
-        "resolved_at": now if resolved else None,
-    }
-
-
-def new_delivery(notification: Notification, alert_id: int | None) -> NewDelivery:
-    return NewDelivery(
-        dedup_key=notification.dedup_key,
-        alert_id=alert_id,
-        kind=notification.kind,
-        channel=notification.target.kind,
-        target_key=notification.target.key,
-        notification=notification.to_dict(),
-        source_received_at=notification.source_received_at,
-    )
-
-
-def delivery_values(d: NewDelivery, now: datetime, lease_until: datetime) -> dict[str, Any]:
-    """The alerts_deliveries row of a newly claimed delivery."""
-    return {
-        "dedup_key": d.dedup_key,
-        "alert_id": d.alert_id,
-        "kind": d.kind,
-        "channel": d.channel,
-        "target_key": d.target_key,
-        "status": "pending",
-        "notification": d.notification,
-        "source_received_at": d.source_received_at,
-        "attempts": 0,
-        "error": None,
-        "error_code": None,
-        "lease_until": lease_until,
-        "created_at": now,
-        "updated_at": now,
-        "sent_at": None,
-    }
-
-
-def claimed_delivery(values: dict[str, Any], delivery_id: int, alert_id: int | None) -> DeliveryRow:
-    """The row just inserted from `delivery_values`, as handed to the sender."""
-    return DeliveryRow(
-        id=delivery_id,
-        dedup_key=values["dedup_key"],
-        alert_id=alert_id,
-        kind=values["kind"],
-        channel=values["channel"],
-        target_key=values["target_key"],
-        status="pending",
-        notification=values["notification"],
-        source_received_at=values["source_received_at"],
-        attempts=0,
-        error=None,
-        error_code=None,
-        created_at=values["created_at"],
-        updated_at=values["updated_at"],
-        sent_at=None,
-    )
-
-
-def _digest_item(row: Any) -> DigestItemRow:
-    m = row._mapping
-    return DigestItemRow(
-        id=m["id"],
-        dedup_key=m["dedup_key"],
-        target_key=m["target_key"],
-        target=m["target"],
-        alert_id=m["alert_id"],
-        risk=m["risk"],
-        kind=m["kind"],
-        dedup_suffix=m["dedup_suffix"],
-        queued_at=utc(m["queued_at"]),
-        due_at=utc(m["due_at"]),
-    )
-
-
-def _alert(row: Any) -> AlertRow:
-    m = row._mapping
-    return AlertRow(
-        id=m["id"],
-        risk_id=m["risk_id"],
-        account_id=m["account_id"],
-        type=m["type"],
-        severity=m["severity"],
-        status=m["status"],
-        summary=m["summary"],
-        last_event_id=m["last_event_id"],
-        last_seq=m["last_seq"],
-        last_event=m["last_event"],
-        opened_at=utc(m["opened_at"]),
-        updated_at=utc(m["updated_at"]),
-        resolved_at=opt_utc(m["resolved_at"]),
-        acked_at=opt_utc(m["acked_at"]),
-        acked_by=m["acked_by"],
-    )
-
-
-def _state(row: Any, prefix: str = "") -> StateRow:
-    m = row._mapping
-    return StateRow(
-        alert_id=m[f"{prefix}alert_id"],
-        target_key=m[f"{prefix}target_key"],
-        target=m[f"{prefix}target"],
-        repeat_interval_s=m[f"{prefix}repeat_interval_s"],
-        last_severity=m[f"{prefix}last_severity"],
-        last_kind=m[f"{prefix}last_kind"],
-        last_notified_at=opt_utc(m[f"{prefix}last_notified_at"]),
-        notify_count=m[f"{prefix}notify_count"],
-        last_seq=m[f"{prefix}last_seq"],
-        resolved_notified=bool(m[f"{prefix}resolved_notified"]),
-        next_repeat_at=opt_utc(m[f"{prefix}next_repeat_at"]),
-    )
-
-
-def _delivery(row: Any) -> DeliveryRow:
-    m = row._mapping
-    return DeliveryRow(
-        id=m["id"],
-        dedup_key=m["dedup_key"],
-        alert_id=m["alert_id"],
-        kind=m["kind"],
-        channel=m["channel"],
-        target_key=m["target_key"],
-        status=m["status"],
-        notification=m["notification"],
-        source_received_at=opt_utc(m["source_received_at"]),
-        attempts=m["attempts"],
-        error=m["error"],
-        error_code=m["error_code"],
-        created_at=utc(m["created_at"]),
-        updated_at=utc(m["updated_at"]),
-        sent_at=opt_utc(m["sent_at"]),
-    )
-
-
-def _silence(row: Any) -> SilenceRow:
-    m = row._mapping
-    return SilenceRow(
-        id=m["id"],
-        account_id=m["account_id"],
-        types=list(m["types"] or []),
-        until=utc(m["until"]),
-        reason=m["reason"],
-        created_by=m["created_by"],
-        created_at=utc(m["created_at"]),
-        deleted_at=opt_utc(m["deleted_at"]),
-    )
 
 
 class AlertsRepository:
@@ -390,7 +71,7 @@ class AlertsRepository:
         """Upsert, never moving a position backwards (a rewound consumer re-reads, it does not forget)."""
         if not offsets:
             return
-        ins = _insert(self.conn, t.positions)
+        ins = insert_for(self.conn, t.positions)
         stmt = ins.on_conflict_do_update(
             index_elements=[t.positions.c.topic, t.positions.c.partition],
             set_={
@@ -414,48 +95,19 @@ class AlertsRepository:
         if not values:
             return set()
         stmt = (
-            _insert(self.conn, t.processed)
+            insert_for(self.conn, t.processed)
             .on_conflict_do_nothing(index_elements=[t.processed.c.event_id])
             .returning(t.processed.c.event_id)
         )
         return {row[0] for row in (await self.conn.execute(stmt, values)).all()}
 
-    # -- one claim of consumed risk events (the SQLAlchemy path; PostgreSQL has claim_pg) ----------
+    # -- one claim of consumed risk events (`ClaimStore`) ----------------------------------------
     async def claim_reads(self, risks: Sequence[RiskEvent], now: datetime) -> ClaimReads:
-        new_ids = await self.mark_processed((r.event_id for r in risks), now)
-        fresh = [r for r in risks if r.event_id in new_ids]
-        alerts, states = await self.alerts_with_states(r.risk_id for r in fresh)
-        risk_of = {a.id: rid for rid, a in alerts.items()}
-        return ClaimReads(
-            new_event_ids=new_ids,
-            alerts={
-                rid: KnownAlert(id=a.id, last_seq=a.last_seq, acked=a.acked_at is not None)
-                for rid, a in alerts.items()
-            },
-            states={
-                (risk_of[s.alert_id], s.target_key): KnownState(
-                    last_severity=s.last_severity,
-                    last_kind=s.last_kind,
-                    last_notified_at=s.last_notified_at,
-                    notify_count=s.notify_count,
-                    last_seq=s.last_seq,
-                    resolved_notified=s.resolved_notified,
-                )
-                for s in states.values()
-            },
-            silences=await self.active_silences({r.account_id for r in fresh}, now),
-        )
+        """See `SqlClaimStore`: a repository is the claim store of the transaction it runs in."""
+        return await SqlClaimStore(self).claim_reads(risks, now)
 
     async def claim_writes(self, writes: ClaimWrites) -> list[DeliveryRow]:
-        now = writes.now
-        ids = await self.upsert_alerts([alert_values(r, now) for r in writes.alerts])
-        await self.upsert_states([{"alert_id": ids[rid], **cols} for rid, cols in writes.states])
-        await self.add_digest_items([{"alert_id": ids[rid], **cols} for rid, cols in writes.digest_items])
-        deliveries = await self.claim(
-            [new_delivery(n, ids[rid]) for n, rid in writes.deliveries], now, writes.lease_until
-        )
-        await self.save_positions(writes.positions, now)
-        return deliveries
+        return await SqlClaimStore(self).claim_writes(writes)
 
     async def prune_processed(self, before: datetime) -> int:
         res = await self.conn.execute(sa.delete(t.processed).where(t.processed.c.processed_at < before))
@@ -467,18 +119,18 @@ class AlertsRepository:
         if not ids:
             return {}
         rows = await self.conn.execute(sa.select(t.alerts).where(t.alerts.c.risk_id.in_(ids)))
-        return {a.risk_id: a for a in map(_alert, rows)}
+        return {a.risk_id: a for a in map(alert_row, rows)}
 
     async def alert(self, alert_id: int) -> AlertRow | None:
         row = (await self.conn.execute(sa.select(t.alerts).where(t.alerts.c.id == alert_id))).first()
-        return None if row is None else _alert(row)
+        return None if row is None else alert_row(row)
 
     async def upsert_alerts(self, values: list[dict[str, Any]]) -> dict[str, int]:
         """Insert or update alert rows by risk id in one statement (never touching opened_at or an
         acknowledgement); returns their ids by risk id."""
         if not values:
             return {}
-        ins = _insert(self.conn, t.alerts)
+        ins = insert_for(self.conn, t.alerts)
         mutable = (
             "account_id",
             "type",
@@ -514,16 +166,16 @@ class AlertsRepository:
         states: dict[tuple[int, str], StateRow] = {}
         for row in rows:
             if row.risk_id not in alerts:
-                alerts[row.risk_id] = _alert(row)
+                alerts[row.risk_id] = alert_row(row)
             if row._mapping["s_alert_id"] is not None:
-                state = _state(row, "s_")
+                state = state_row(row, "s_")
                 states[(state.alert_id, state.target_key)] = state
         return alerts, states
 
     async def upsert_states(self, values: list[dict[str, Any]]) -> None:
         if not values:
             return
-        ins = _insert(self.conn, t.states)
+        ins = insert_for(self.conn, t.states)
         cols = (
             "target",
             "repeat_interval_s",
@@ -569,7 +221,7 @@ class AlertsRepository:
             .order_by(s.c.next_repeat_at, s.c.alert_id, s.c.target_key)  # ties in a stable order
             .limit(limit)
         )
-        return [(_alert(row), _state(row, "s_")) for row in rows]
+        return [(alert_row(row), state_row(row, "s_")) for row in rows]
 
     async def list_alerts(
         self, *, account_id: str | None, status: str | None, before_id: int | None, limit: int
@@ -584,7 +236,7 @@ class AlertsRepository:
             q = q.where(a.c.status == "open", a.c.acked_at.is_not(None))
         elif status == "resolved":
             q = q.where(a.c.status == "resolved")
-        return [_alert(r) for r in await self.conn.execute(q)]
+        return [alert_row(r) for r in await self.conn.execute(q)]
 
     # -- silences ------------------------------------------------------------------------------
     async def active_silences(self, account_ids: Iterable[str], now: datetime) -> list[SilenceRow]:
@@ -595,7 +247,7 @@ class AlertsRepository:
         rows = await self.conn.execute(
             sa.select(s).where(s.c.account_id.in_(ids), s.c.until > now, s.c.deleted_at.is_(None))
         )
-        return [_silence(r) for r in rows]
+        return [silence_row(r) for r in rows]
 
     async def insert_silence(self, row: SilenceRow) -> None:
         await self.conn.execute(
@@ -624,7 +276,7 @@ class AlertsRepository:
             pivot = (await self.conn.execute(sa.select(s.c.created_at).where(s.c.id == before))).scalar()
             if pivot is not None:
                 q = q.where(sa.or_(s.c.created_at < pivot, sa.and_(s.c.created_at == pivot, s.c.id < before)))
-        return [_silence(r) for r in await self.conn.execute(q)]
+        return [silence_row(r) for r in await self.conn.execute(q)]
 
     async def expire_silence(self, silence_id: str, now: datetime) -> SilenceRow | None:
         s = t.silences
@@ -632,7 +284,7 @@ class AlertsRepository:
             sa.update(s).where(s.c.id == silence_id, s.c.deleted_at.is_(None)).values(deleted_at=now)
         )
         row = (await self.conn.execute(sa.select(s).where(s.c.id == silence_id))).first()
-        return None if row is None else _silence(row)
+        return None if row is None else silence_row(row)
 
     # -- deliveries and attempts ---------------------------------------------------------------
     async def claim(
@@ -643,7 +295,7 @@ class AlertsRepository:
             return []
         values = [delivery_values(d, now, lease_until) for d in items]
         stmt = (
-            _insert(self.conn, t.deliveries)
+            insert_for(self.conn, t.deliveries)
             .on_conflict_do_nothing(index_elements=[t.deliveries.c.dedup_key])
             .returning(t.deliveries.c.id, t.deliveries.c.dedup_key)
         )
@@ -666,7 +318,7 @@ class AlertsRepository:
         if skip:
             q = q.where(d.c.id.not_in(skip))
         taken = []
-        for row in [_delivery(r) for r in await self.conn.execute(q)]:
+        for row in [delivery_row(r) for r in await self.conn.execute(q)]:
             res = await self.conn.execute(
                 sa.update(d)
                 .where(
@@ -752,7 +404,7 @@ class AlertsRepository:
             q = q.where(d.c.status == status)
         if alert_id is not None:
             q = q.where(d.c.alert_id == alert_id)
-        return [_delivery(r) for r in await self.conn.execute(q)]
+        return [delivery_row(r) for r in await self.conn.execute(q)]
 
     async def attempts_of(self, delivery_ids: Iterable[int]) -> dict[int, list[AttemptRow]]:
         ids = set(delivery_ids)
@@ -786,7 +438,7 @@ class AlertsRepository:
     async def add_digest_items(self, values: list[dict[str, Any]]) -> None:
         if values:
             await self.conn.execute(
-                _insert(self.conn, t.digest_items).on_conflict_do_nothing(
+                insert_for(self.conn, t.digest_items).on_conflict_do_nothing(
                     index_elements=[t.digest_items.c.dedup_key]
                 ),
                 values,
@@ -807,7 +459,7 @@ class AlertsRepository:
             .order_by(di.c.target_key, di.c.id)
             .limit(limit)
         )
-        return [_digest_item(r) for r in rows]
+        return [digest_item_row(r) for r in rows]
 
     async def consume_digest_items(self, assignments: dict[int, int | None], now: datetime) -> bool:
         """Mark items consumed (with the delivery that carries them); False when another flusher was first."""
@@ -830,3 +482,15 @@ def _newest_first(table: sa.Table, before_id: int | None, limit: int) -> sa.Sele
     """One page of `table` by descending id, starting below the cursor `before_id` when given."""
     q = sa.select(table).order_by(table.c.id.desc()).limit(limit)
     return q if before_id is None else q.where(table.c.id < before_id)
+
+
+class SqlUnitOfWork:
+    """`UnitOfWork` on an engine: one transaction per `begin()`, the repository on its connection."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AlertsRepository]:
+        async with self.engine.begin() as conn:
+            yield AlertsRepository(conn)

@@ -3,7 +3,9 @@ route's `repeat_interval` while unacknowledged, and when it resolves if the rout
 (docs/routing.md). Each decision is claimed and sent once (docs/architecture.md).
 
 State is kept per (risk_id, target key). `decide` is pure; `next_state` is the state to store after it,
-whatever the decision (so a silenced or suppressed event still moves `last_seq`).
+whatever the decision (so a silenced or suppressed event still moves `last_seq`). `plan_target` puts them
+together for one routed target: what to store, when to look again and whether to send now or in a digest;
+the consumer's claim of risk events and the periodic repeat sweep both go through it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from services.alerts.domain.digest import goes_to_digest
 from shared.risks import RiskEvent, severity_rises
 
 NotificationKind = Literal["opened", "escalated", "repeat", "resolved"]
@@ -102,6 +105,45 @@ def repeat_due_at(state: AlertState, repeat_interval: timedelta) -> datetime | N
     if state.acked or state.resolved_notified or state.last_notified_at is None:
         return None
     return state.last_notified_at + repeat_interval
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """What one risk event (or one repeat check) does to one routed target."""
+
+    decision: Decision
+    state: AlertState                         # to store, whatever the decision
+    last_kind: str | None                     # kind of the last notification decided for this target
+    next_repeat_at: datetime | None           # when the repeat sweep should look at it again
+    send: Literal["now", "digest"] | None     # None: nothing to send
+    suppressed: bool                          # held back by a silence (counted as such)
+
+
+def plan_target(risk: RiskEvent, previous: AlertState | None, *, target_key: str, last_kind: str | None,
+                now: datetime, repeat_interval: timedelta, send_resolved: bool, group_wait: timedelta,
+                silenced_until: datetime | None, sweep: bool = False) -> TargetPlan:
+    """The decision for one target and everything stored with it.
+
+    `silenced_until` is the end of the silence covering the risk (None: not silenced). `sweep` is True for
+    the periodic repeat check: being the one that comes back, it reschedules itself for when the silence
+    ends and stops asking about a target whose repeat time has passed without a notification (nothing
+    will change that by itself). A risk event only records the state; the sweep takes it from there.
+    """
+    silenced = silenced_until is not None
+    decision = decide(risk, previous, now=now, repeat_interval=repeat_interval, send_resolved=send_resolved,
+                      silenced=silenced)
+    state = next_state(previous, risk, target_key, decision, now=now)
+    due = repeat_due_at(state, repeat_interval) if risk.transition != "resolved" else None
+    if sweep and silenced:
+        due = silenced_until  # look again when the silence ends
+    elif sweep and not decision.notify and due is not None and due <= now:
+        due = None
+    send: Literal["now", "digest"] | None = None
+    if decision.notify:
+        send = "digest" if goes_to_digest(risk, decision.kind, group_wait) else "now"
+    return TargetPlan(decision=decision, state=state,
+                      last_kind=decision.kind if decision.notify else last_kind,
+                      next_repeat_at=due, send=send, suppressed=silenced)
 
 
 def _human(delta: timedelta) -> str:

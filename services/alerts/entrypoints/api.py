@@ -11,14 +11,9 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.alerts.adapters.repository import (
-    AlertRow,
-    AlertsRepository,
-    AttemptRow,
-    DeliveryRow,
-    SilenceRow,
-    utc,
-)
+from services.alerts.adapters.repository import AlertsRepository
+from services.alerts.adapters.rows import utc
+from services.alerts.service.records import AlertRow, AttemptRow, DeliveryRow, SilenceRow
 from shared.errors import BadRequest, NotFound, Unprocessable
 from shared.events import reject_nul
 from shared.http import KeyRing, scope_dependency

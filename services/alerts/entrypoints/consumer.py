@@ -6,8 +6,8 @@ Exactly-once effects, at-least-once consumption:
 2. One transaction (`AlertPipeline.claim_risks`): alert rows, per-target state, digest items, the pending
    deliveries (UNIQUE dedup key), the processed risk `event_id`s and the consumed positions. A redelivered
    record (Kafka redelivery, a rewind, a duplicate publish) is a no-op: its `event_id` is already there.
-   On PostgreSQL the transaction is four round trips on the asyncpg connection under the kept one
-   (`PgClaimStore`); on SQLite it goes through SQLAlchemy Core (`AlertsRepository`).
+   The transaction runs in the injected `ClaimSession` (`services.alerts.adapters.claim_session`): four
+   round trips on the asyncpg connection under the kept one on PostgreSQL, SQLAlchemy Core on SQLite.
 3. Hand the claimed deliveries to the `DeliveryRunner` and go on polling; sending never blocks consumption.
 4. Commit the Kafka offsets, in the background and only up to claims already durable; the database
    positions stay the truth, so a late or failed offset commit costs a re-read, never a duplicate.
@@ -32,15 +32,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.alerts.adapters.claim_pg import PgClaimStore
-from services.alerts.adapters.repository import AlertsRepository
-from services.alerts.entrypoints.dispatch import DeliveryRunner
-from services.alerts.entrypoints.pipeline import AlertPipeline, ClaimResult
+from services.alerts.adapters.claim_session import claim_session
+from services.alerts.service.dispatch import DeliveryRunner
+from services.alerts.service.pipeline import AlertPipeline, ClaimResult
+from services.alerts.service.ports import ClaimSession
 from shared.backoff import Backoff
 from shared.bus.port import Bus, Record, Subscriber, TopicPartition
-from shared.db import is_postgres
 from shared.db_errors import DATABASE_ERRORS
 from shared.metrics import AlertsMetrics, CommonMetrics
 from shared.risks import RiskEvent
@@ -58,7 +57,6 @@ class RiskConsumer:
         *,
         topic: str,
         group_id: str,
-        engine: AsyncEngine,
         pipeline: AlertPipeline,
         runner: DeliveryRunner,
         metrics: AlertsMetrics,
@@ -67,11 +65,19 @@ class RiskConsumer:
         batch_max: int = 250,
         poll_ms: int = 100,
         max_backoff_s: float = 5.0,
+        claims: ClaimSession | None = None,
+        engine: AsyncEngine | None = None,
     ) -> None:
+        """`claims` is injected by the composition root; a consumer built on an `engine` alone gets the
+        session the composition root would choose for it."""
+        if claims is None:
+            if engine is None:
+                raise TypeError("RiskConsumer needs `claims` (or an `engine` to open them on)")
+            claims = claim_session(engine)
         self.bus = bus
         self.topic = topic
         self.group_id = group_id
-        self.engine = engine
+        self.claims = claims
         self.pipeline = pipeline
         self.runner = runner
         self.metrics = metrics
@@ -86,16 +92,12 @@ class RiskConsumer:
         self._stopping = asyncio.Event()
         self._to_commit: dict[TopicPartition, int] = {}
         self._commit_wake = asyncio.Event()
-        self._conn: AsyncConnection | None = None
-        self._pg = is_postgres(engine)
-        self._pg_store: PgClaimStore | None = None  # on the asyncpg connection under `_conn`
         self._lag_at = 0.0
 
     # -- rebalance listener --------------------------------------------------------------------
     async def on_assigned(self, partitions: set[TopicPartition], consumer: Subscriber) -> None:
         """Resume from the positions committed with the claims (the database is the source of truth)."""
-        async with self.engine.connect() as conn:
-            stored = await AlertsRepository(conn).positions(partitions)
+        stored = await self.claims.positions(partitions)
         for tp, offset in stored.items():
             consumer.seek(tp, offset)
             self._positions[tp] = offset
@@ -166,41 +168,19 @@ class RiskConsumer:
                 "kafka offset commit failed (%s); positions are safe in the database", type(exc).__name__
             )
 
-    async def _connection(self) -> AsyncConnection:
-        """One connection kept for the claim transactions (no pool checkout, no ping per batch)."""
-        if self._conn is None:
-            self._conn = await self.engine.connect()
-        return self._conn
+    @property
+    def _conn(self) -> object | None:
+        """The connection the claims are kept on (None when none is kept)."""
+        return self.claims.connection
 
     async def _close_connection(self, *, invalidate: bool = False) -> None:
-        """Give the kept connection back; `invalidate` after a failed claim: it may be broken or still in
-        the failed transaction, so it is closed instead of going back to the pool."""
-        conn, self._conn, self._pg_store = self._conn, None, None
-        if conn is not None:
-            try:
-                if invalidate:
-                    await conn.invalidate()
-                await conn.close()
-            except DATABASE_ERRORS as exc:
-                log.debug("closing the claim connection failed (%s)", type(exc).__name__)
+        """Give the kept claim connection back; `invalidate` after a failed claim (it may be broken)."""
+        await self.claims.close(invalidate=invalidate)
 
     async def claim(self, risks: list[RiskEvent], positions: dict[TopicPartition, int]) -> ClaimResult:
-        """One claim transaction on the kept connection: asyncpg statements on PostgreSQL (four round
-        trips), SQLAlchemy Core on SQLite."""
-        conn = await self._connection()
-        if not self._pg:
-            async with conn.begin():
-                return await self.pipeline.claim_risks(AlertsRepository(conn), risks, positions)
-        if self._pg_store is None:
-            self._pg_store = await PgClaimStore.under(conn)
-        try:
-            async with self._pg_store.transaction() as store:
-                return await self.pipeline.claim_risks(store, risks, positions)
-        except BaseException:
-            # Failed, or cancelled mid-statement: SQLAlchemy does not know about this transaction, so the
-            # connection must never go back to the pool as it is.
-            await self._close_connection(invalidate=True)
-            raise
+        """One claim transaction of the batch, on the kept connection."""
+        async with self.claims.transaction() as store:
+            return await self.pipeline.claim_risks(store, risks, positions)
 
     async def _handle_with_retry(self, sub: Subscriber, records: list[Record]) -> None:
         backoff = Backoff(0.1, cap=self.max_backoff_s)

@@ -11,11 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from services.alerts.adapters.repository import AlertsRepository
-from services.alerts.entrypoints.dispatch import DeliveryRunner
-from services.alerts.entrypoints.pipeline import AlertPipeline, DigestRace
+from services.alerts.service.dispatch import DeliveryRunner
+from services.alerts.service.pipeline import AlertPipeline, DigestRace
+from services.alerts.service.ports import UnitOfWork
 from shared.db_errors import ENGINE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -24,7 +22,7 @@ log = logging.getLogger(__name__)
 class PeriodicTasks:
     def __init__(
         self,
-        engine: AsyncEngine,
+        uow: UnitOfWork,
         pipeline: AlertPipeline,
         runner: DeliveryRunner,
         *,
@@ -34,7 +32,7 @@ class PeriodicTasks:
         prune_every_s: float = 3600.0,
         processed_retention: timedelta = timedelta(days=30),
     ) -> None:
-        self.engine = engine
+        self.uow = uow
         self.pipeline = pipeline
         self.runner = runner
         self.clock = clock
@@ -45,8 +43,8 @@ class PeriodicTasks:
 
     async def flush_digests_once(self) -> int:
         try:
-            async with self.engine.begin() as conn:
-                result = await self.pipeline.claim_digests(AlertsRepository(conn))
+            async with self.uow.begin() as store:
+                result = await self.pipeline.claim_digests(store)
         except DigestRace as exc:
             log.info("%s", exc)
             return 0
@@ -54,14 +52,14 @@ class PeriodicTasks:
         return len(result.deliveries)
 
     async def repeat_once(self) -> int:
-        async with self.engine.begin() as conn:
-            result = await self.pipeline.claim_repeats(AlertsRepository(conn))
+        async with self.uow.begin() as store:
+            result = await self.pipeline.claim_repeats(store)
         self.runner.submit(result.deliveries)
         return len(result.deliveries)
 
     async def prune_once(self) -> int:
-        async with self.engine.begin() as conn:
-            return await AlertsRepository(conn).prune_processed(self.clock() - self.processed_retention)
+        async with self.uow.begin() as store:
+            return await store.prune_processed(self.clock() - self.processed_retention)
 
     async def run_digests(self) -> None:
         await self._every(self.digest_every_s, self.flush_digests_once, "digest flush")

@@ -1,12 +1,12 @@
 """Risk events -> claimed deliveries, in one unit of work (Alertmanager's route -> dedup -> ... -> record).
 
-Every `claim_*` method runs inside the caller's transaction: it reads what it needs in a few batched
-queries, applies the pure domain (`route_targets`, `decide`, `next_state`, `goes_to_digest`, `render`,
-`plan_digests`) and writes alert rows, per-target state, digest items and pending deliveries (each under a
-UNIQUE dedup key). Nothing is sent here; the caller commits, then hands the returned deliveries over.
+Every `claim_*` method runs inside the caller's transaction, over a port (`services.alerts.service.ports`):
+it reads what it needs in a few batched queries, applies the pure domain (`route_targets`, `plan_target`,
+`render`, `plan_digests`) and writes alert rows, per-target state, digest items and pending deliveries
+(each under a UNIQUE dedup key). Nothing is sent here; the caller commits, then hands the returned
+deliveries over to the `DeliveryRunner`.
 
-`claim_risks`, the consumer's hot path, reads once and writes once through a `ClaimStore`: SQLAlchemy Core
-(`AlertsRepository`, any database) or two asyncpg statements (`PgClaimStore`, PostgreSQL). Between the two
+`claim_risks`, the consumer's hot path, reads once and writes once through a `ClaimStore`. Between the two
 it keys everything by risk id, since an alert row written by the batch has no id yet.
 """
 
@@ -17,24 +17,24 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from services.alerts.adapters.repository import (
-    AlertsRepository,
-    ClaimReads,
+from services.alerts.domain.content import Notification, render
+from services.alerts.domain.digest import PendingItem, pending, plan_digests
+from services.alerts.domain.policy import AlertState, TargetPlan, plan_target
+from services.alerts.domain.routing import RoutedTarget, RoutingTree
+from services.alerts.domain.silences import Silence, matching_silence
+from services.alerts.domain.targets import Target
+from services.alerts.service.ports import ClaimStore, DigestStore, RepeatStore
+from services.alerts.service.records import (
     ClaimWrites,
     DeliveryRow,
     KnownAlert,
     KnownState,
+    SilenceRow,
     StateRow,
     new_delivery,
 )
-from services.alerts.domain.content import Notification, render
-from services.alerts.domain.digest import PendingItem, goes_to_digest, pending, plan_digests
-from services.alerts.domain.policy import AlertState, Decision, decide, next_state, repeat_due_at
-from services.alerts.domain.routing import RoutedTarget, RoutingTree
-from services.alerts.domain.silences import Silence, matching_silence
-from services.alerts.domain.targets import Target
 from shared.bus.port import TopicPartition
 from shared.metrics import AlertsMetrics
 from shared.risks import RiskEvent
@@ -52,6 +52,10 @@ class ClaimResult:
 
     def count(self, outcome: str, n: int = 1) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
+
+
+class DigestRace(Exception):
+    """Another flusher consumed some of the same items first: roll back and try again later."""
 
 
 def _domain_state(
@@ -77,10 +81,9 @@ def _state_values(
     *,
     repeat_interval: timedelta,
     kind: str | None,
-    open_: bool,
+    next_repeat_at: datetime | None,
 ) -> dict[str, Any]:
     """The alerts_states columns of one (alert, target) but `alert_id`."""
-    due = repeat_due_at(state, repeat_interval) if open_ else None
     return {
         "target_key": target.key,
         "target": target.to_dict(),
@@ -91,11 +94,21 @@ def _state_values(
         "notify_count": state.count,
         "last_seq": state.last_seq,
         "resolved_notified": state.resolved_notified,
-        "next_repeat_at": due,
+        "next_repeat_at": next_repeat_at,
     }
 
 
-def silence_from_row(row: Any) -> Silence:
+def _planned_values(rt: RoutedTarget, plan: TargetPlan) -> dict[str, Any]:
+    return _state_values(
+        rt.target,
+        plan.state,
+        repeat_interval=rt.match.repeat_interval,
+        kind=plan.last_kind,
+        next_repeat_at=plan.next_repeat_at,
+    )
+
+
+def silence_from_row(row: SilenceRow) -> Silence:
     return Silence(
         id=row.id,
         account_id=row.account_id,
@@ -107,13 +120,11 @@ def silence_from_row(row: Any) -> Silence:
     )
 
 
-class ClaimStore(Protocol):
-    """Where a claim of risk events reads and writes, inside the caller's transaction:
-    `AlertsRepository` (SQLAlchemy, any database) or `PgClaimStore` (asyncpg, PostgreSQL)."""
-
-    async def claim_reads(self, risks: Sequence[RiskEvent], now: datetime) -> ClaimReads: ...
-
-    async def claim_writes(self, writes: ClaimWrites) -> list[DeliveryRow]: ...
+def _by_account(rows: Sequence[SilenceRow]) -> dict[str, list[Silence]]:
+    silences: dict[str, list[Silence]] = {}
+    for row in rows:
+        silences.setdefault(row.account_id, []).append(silence_from_row(row))
+    return silences
 
 
 class AlertPipeline:
@@ -137,6 +148,43 @@ class AlertPipeline:
     def _targets(self, risk: RiskEvent) -> list[RoutedTarget]:
         return self.tree.route_targets(risk, enabled=self.enabled)
 
+    def _plan(
+        self,
+        risk: RiskEvent,
+        rt: RoutedTarget,
+        previous: AlertState | None,
+        last_kind: str | None,
+        silence: Silence | None,
+        now: datetime,
+        *,
+        sweep: bool,
+    ) -> TargetPlan:
+        """`plan_target` with the route's settings; a silenced target is counted as suppressed."""
+        plan = plan_target(
+            risk,
+            previous,
+            target_key=rt.target.key,
+            last_kind=last_kind,
+            now=now,
+            repeat_interval=rt.match.repeat_interval,
+            send_resolved=rt.match.send_resolved,
+            group_wait=rt.match.group_wait,
+            silenced_until=silence.until if silence is not None else None,
+            sweep=sweep,
+        )
+        if plan.suppressed:
+            self.metrics.notifications.labels(rt.target.kind, "suppressed").inc()
+        return plan
+
+    def _render(self, risk: RiskEvent, rt: RoutedTarget, plan: TargetPlan) -> Notification:
+        return render(
+            risk,
+            rt.target,
+            self.public_url,
+            kind=plan.decision.kind,
+            dedup_suffix=plan.decision.dedup_suffix,
+        )
+
     # -- risk events ---------------------------------------------------------------------------
     async def claim_risks(
         self, store: ClaimStore, risks: Sequence[RiskEvent], positions: dict[TopicPartition, int]
@@ -156,9 +204,7 @@ class AlertPipeline:
 
         alerts = reads.alerts
         applied, latest = self._apply_alerts(fresh, alerts, result)
-        silences: dict[str, list[Silence]] = {}
-        for row in reads.silences:
-            silences.setdefault(row.account_id, []).append(silence_from_row(row))
+        silences = _by_account(reads.silences)
 
         # Everything below is keyed by risk id (one alert row per risk): a new alert has no id yet.
         dirty: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
@@ -189,47 +235,14 @@ class AlertPipeline:
                     if key in mem
                     else _domain_state(acked, reads.states.get(key), risk_id, rt.target.key)
                 )
-                decision = decide(
-                    risk,
-                    prev,
-                    now=now,
-                    repeat_interval=rt.match.repeat_interval,
-                    send_resolved=rt.match.send_resolved,
-                    silenced=silence is not None,
-                )
-                state = next_state(prev, risk, rt.target.key, decision, now=now)
-                mem[key] = state
-                if decision.notify:
-                    kinds[key] = decision.kind
-                dirty[key] = (
-                    risk_id,
-                    _state_values(
-                        rt.target,
-                        state,
-                        repeat_interval=rt.match.repeat_interval,
-                        kind=kinds.get(key),
-                        open_=risk.transition != "resolved",
-                    ),
-                )
-                if not decision.notify:
-                    if silence is not None:
-                        self.metrics.notifications.labels(rt.target.kind, "suppressed").inc()
-                    continue
-                if goes_to_digest(risk, decision.kind, rt.match.group_wait):
-                    digest_rows.append((risk_id, self._digest_row(risk, rt, decision, now)))
-                else:
-                    notifications.append(
-                        (
-                            render(
-                                risk,
-                                rt.target,
-                                self.public_url,
-                                kind=decision.kind,
-                                dedup_suffix=decision.dedup_suffix,
-                            ),
-                            risk_id,
-                        )
-                    )
+                plan = self._plan(risk, rt, prev, kinds.get(key), silence, now, sweep=False)
+                mem[key] = plan.state
+                kinds[key] = plan.last_kind
+                dirty[key] = (risk_id, _planned_values(rt, plan))
+                if plan.send == "digest":
+                    digest_rows.append((risk_id, self._digest_row(risk, rt, plan, now)))
+                elif plan.send == "now":
+                    notifications.append((self._render(risk, rt, plan), risk_id))
             result.count("applied")
 
         result.queued_for_digest = len(digest_rows)
@@ -264,15 +277,15 @@ class AlertPipeline:
             latest[risk.risk_id] = risk
         return applied, list(latest.values())
 
-    def _digest_row(self, risk: RiskEvent, rt: RoutedTarget, decision: Decision, now: datetime) -> dict[str, Any]:
+    def _digest_row(self, risk: RiskEvent, rt: RoutedTarget, plan: TargetPlan, now: datetime) -> dict[str, Any]:
         """The alerts_digest_items columns of one queued notification but `alert_id`."""
         item = pending(
             risk,
             rt.target,
             now=now,
             group_wait=rt.match.group_wait,
-            kind=decision.kind or "opened",
-            dedup_suffix=decision.dedup_suffix,
+            kind=plan.decision.kind or "opened",
+            dedup_suffix=plan.decision.dedup_suffix,
         )
         return {
             "dedup_key": item.item_key,
@@ -288,16 +301,14 @@ class AlertPipeline:
         }
 
     # -- repeats (wall clock) ------------------------------------------------------------------
-    async def claim_repeats(self, repo: AlertsRepository, limit: int = 500) -> ClaimResult:
+    async def claim_repeats(self, store: RepeatStore, limit: int = 500) -> ClaimResult:
         """Re-check open, unacknowledged alerts whose repeat_interval has passed."""
         now = self.clock()
         result = ClaimResult()
-        due = await repo.due_repeats(now, limit)
+        due = await store.due_repeats(now, limit)
         if not due:
             return result
-        silences: dict[str, list[Silence]] = {}
-        for row in await repo.active_silences({a.account_id for a, _ in due}, now):
-            silences.setdefault(row.account_id, []).append(silence_from_row(row))
+        silences = _by_account(await store.active_silences({a.account_id for a, _ in due}, now))
         updates: list[dict[str, Any]] = []
         notifications: list[tuple[Notification, int]] = []
         digest_rows: list[dict[str, Any]] = []
@@ -308,77 +319,30 @@ class AlertPipeline:
             prev = _domain_state(alert.acked_at is not None, row, risk.risk_id, target.key)
             assert prev is not None
             if rt is None:  # the routing changed: this target no longer hears about the risk
-                updates.append(
-                    {
-                        "alert_id": alert.id,
-                        **_state_values(
-                            target,
-                            prev,
-                            repeat_interval=timedelta(seconds=row.repeat_interval_s),
-                            kind=row.last_kind,
-                            open_=False,
-                        )
-                    }
-                )
+                updates.append({"alert_id": alert.id, **_retired_values(target, prev, row)})
                 continue
             silence = matching_silence(silences.get(risk.account_id, ()), risk, now)
-            decision = decide(
-                risk,
-                prev,
-                now=now,
-                repeat_interval=rt.match.repeat_interval,
-                send_resolved=rt.match.send_resolved,
-                silenced=silence is not None,
-            )
-            state = next_state(prev, risk, target.key, decision, now=now)
-            values = {
-                "alert_id": alert.id,
-                **_state_values(
-                    target,
-                    state,
-                    repeat_interval=rt.match.repeat_interval,
-                    kind=decision.kind if decision.notify else row.last_kind,
-                    open_=True,
-                ),
-            }
-            if silence is not None:
-                values["next_repeat_at"] = silence.until  # look again when the silence ends
-                self.metrics.notifications.labels(target.kind, "suppressed").inc()
-            elif not decision.notify:
-                due_at = values["next_repeat_at"]
-                if due_at is not None and due_at <= now:  # nothing will change by itself: stop asking
-                    values["next_repeat_at"] = None
-            elif goes_to_digest(risk, decision.kind, rt.match.group_wait):
-                digest_rows.append({"alert_id": alert.id, **self._digest_row(risk, rt, decision, now)})
-            else:
-                notifications.append(
-                    (
-                        render(
-                            risk,
-                            target,
-                            self.public_url,
-                            kind=decision.kind,
-                            dedup_suffix=decision.dedup_suffix,
-                        ),
-                        alert.id,
-                    )
-                )
-            updates.append(values)
-        await repo.upsert_states(updates)
-        await repo.add_digest_items(digest_rows)
+            plan = self._plan(risk, rt, prev, row.last_kind, silence, now, sweep=True)
+            updates.append({"alert_id": alert.id, **_planned_values(rt, plan)})
+            if plan.send == "digest":
+                digest_rows.append({"alert_id": alert.id, **self._digest_row(risk, rt, plan, now)})
+            elif plan.send == "now":
+                notifications.append((self._render(risk, rt, plan), alert.id))
+        await store.upsert_states(updates)
+        await store.add_digest_items(digest_rows)
         result.queued_for_digest = len(digest_rows)
-        result.deliveries = await repo.claim(
+        result.deliveries = await store.claim(
             [new_delivery(n, a) for n, a in notifications], now, now + self.lease
         )
         result.count("repeat", len(notifications) + len(digest_rows))
         return result
 
     # -- digests -------------------------------------------------------------------------------
-    async def claim_digests(self, repo: AlertsRepository, limit: int = 5000) -> ClaimResult:
+    async def claim_digests(self, store: DigestStore, limit: int = 5000) -> ClaimResult:
         """Group the due digest items per target and claim one notification per group."""
         now = self.clock()
         result = ClaimResult()
-        rows = await repo.due_digest_items(now, limit)
+        rows = await store.due_digest_items(now, limit)
         if not rows:
             return result
         items: list[PendingItem] = []
@@ -395,8 +359,8 @@ class AlertPipeline:
             items.append(item)
             ids[item.item_key] = row.id
         plan = plan_digests(items, now=now, public_url=self.public_url)
-        alerts = await repo.alerts_by_risk({rid for n in plan.ready for rid in n.risk_ids})
-        claimed = await repo.claim(
+        alerts = await store.alerts_by_risk({rid for n in plan.ready for rid in n.risk_ids})
+        claimed = await store.claim(
             [
                 new_delivery(
                     n, alerts[n.risk_ids[0]].id if len(n.risk_ids) == 1 and n.risk_ids[0] in alerts else None
@@ -409,12 +373,19 @@ class AlertPipeline:
         by_key = {d.dedup_key: d.id for d in claimed}
         by_target = {n.target.key: by_key.get(n.dedup_key) for n in plan.ready}
         assignments = {ids[i.item_key]: by_target.get(i.target.key) for i in plan.consumed}
-        if not await repo.consume_digest_items(assignments, now):
+        if not await store.consume_digest_items(assignments, now):
             raise DigestRace("digest items were consumed concurrently; retrying on the next flush")
         result.deliveries = claimed
         result.count("digest", len(plan.ready))
         return result
 
 
-class DigestRace(Exception):
-    """Another flusher consumed some of the same items first: roll back and try again later."""
+def _retired_values(target: Target, state: AlertState, row: StateRow) -> dict[str, Any]:
+    """The state of a target the routing no longer reaches: kept as it was, never repeated again."""
+    return _state_values(
+        target,
+        state,
+        repeat_interval=timedelta(seconds=row.repeat_interval_s),
+        kind=row.last_kind,
+        next_repeat_at=None,
+    )

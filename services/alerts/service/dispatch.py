@@ -8,6 +8,9 @@ Each pending delivery carries a short lease that its sender renews while it work
 `resume_every_s`). A pending delivery whose lease has run out has lost its sender (the process stopped
 or crashed before recording the outcome): the resume loop leases it again and sends it. That is the one
 place where a receiver may see a message twice, see `services.alerts.entrypoints.consumer`.
+
+Outcomes and leases are written through a `UnitOfWork` (`services.alerts.service.ports`), one short
+transaction each.
 """
 
 from __future__ import annotations
@@ -18,11 +21,10 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from services.alerts.adapters.repository import AlertsRepository, AttemptRow, DeliveryRow, Outcome
 from services.alerts.domain.content import Notification
 from services.alerts.notify.delivery import Deliverer, DeliveryResult
+from services.alerts.service.ports import UnitOfWork
+from services.alerts.service.records import AttemptRow, DeliveryRow, Outcome
 from shared.backoff import Backoff
 from shared.db_errors import ENGINE_ERRORS
 from shared.errors import ChurnsignalError
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 class DeliveryRunner:
     def __init__(
         self,
-        engine: AsyncEngine,
+        uow: UnitOfWork,
         *,
         clock: Callable[[], datetime],
         lease: timedelta,
@@ -45,7 +47,7 @@ class DeliveryRunner:
         metrics: AlertsMetrics | None = None,
         common: CommonMetrics | None = None,
     ) -> None:
-        self.engine = engine
+        self.uow = uow
         self.clock = clock
         self.lease = lease
         self.resume_every_s = resume_every_s
@@ -194,8 +196,8 @@ class DeliveryRunner:
             return
         try:
             now = self.clock()
-            async with self._db_lock, self.engine.begin() as conn:
-                await AlertsRepository(conn).record_outcomes(batch, now)
+            async with self._db_lock, self.uow.begin() as store:
+                await store.record_outcomes(batch, now)
             self.db_ok = True
         except BaseException:
             self._outcomes[:0] = batch  # keep them, in order, for the next try
@@ -221,10 +223,9 @@ class DeliveryRunner:
             return 0
         now = self.clock()
         busy = self.busy_ids()
-        async with self._db_lock, self.engine.begin() as conn:
-            repo = AlertsRepository(conn)
-            await repo.renew(busy, now + self.lease)
-            rows = await repo.take_over_expired(now, now + self.lease, self.resume_batch, exclude=busy)
+        async with self._db_lock, self.uow.begin() as store:
+            await store.renew(busy, now + self.lease)
+            rows = await store.take_over_expired(now, now + self.lease, self.resume_batch, exclude=busy)
         if rows:
             log.info("resuming %d pending deliveries", len(rows))
             self.submit(rows)
@@ -245,8 +246,8 @@ class DeliveryRunner:
         try:
             await self.flush()
             if abandoned:
-                async with self.engine.begin() as conn:
-                    await AlertsRepository(conn).release(abandoned, self.clock())
+                async with self.uow.begin() as store:
+                    await store.release(abandoned, self.clock())
         except ENGINE_ERRORS as exc:
             log.error(
                 "could not record %d outcome(s) at shutdown (%s); they will be resent when their "

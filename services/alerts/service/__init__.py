@@ -1,0 +1,1 @@
+"""The alerts service layer: the claim pipeline and the delivery runner, over the ports in `ports`."""
