@@ -34,8 +34,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.framework import ROOT, Context, Result, Target, broker_process, cpu_seconds
 from services.scoring.adapters import tables
-from services.scoring.adapters.store import AccountRow, BatchWrite, ScoringStore
-from services.scoring.bootstrap import build_model
+from services.scoring.adapters.store import AccountRow, BatchWrite
+from services.scoring.bootstrap import build_model, build_store
 from services.scoring.entrypoints.consumer import ConsumerOptions, ScoringConsumer
 from services.simulate.generator import generate
 from services.simulate.model import SimulationParams
@@ -213,7 +213,7 @@ async def _memory_per_account(url: str, prefix: str) -> dict[str, float]:
     model = build_model(settings)
     engine = create_engine(url)
     try:
-        store = ScoringStore(engine)
+        store = build_store(engine)
         # Realistic states: those the worker just committed, copied under new account ids.
         async with engine.begin() as conn:
             rows = (await conn.execute(tables.accounts.select())).mappings().all()

@@ -1,4 +1,8 @@
-"""Composition root of scoring: database, domain model, store, consumer and the read API."""
+"""Composition root of scoring: database, domain model, store, consumer and the read API.
+
+The database's dialect is decided here, once: `build_store` gives the store the PostgreSQL or the SQLite
+statements, so the adapters never ask which database they are on.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +19,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.adapters.errors import StoreUnavailable
 from services.scoring.adapters.queries import ScoringQueries
-from services.scoring.adapters.store import ScoringStore
+from services.scoring.adapters.store import ScoringStore, StoreDialect
+from services.scoring.adapters.store_postgres import PostgresStatements
+from services.scoring.adapters.store_sqlite import SqliteStatements
 from services.scoring.entrypoints.api import read_router
-from services.scoring.entrypoints.consumer import ConsumerOptions, ScoringConsumer
+from services.scoring.entrypoints.consumer import ScoringConsumer
+from services.scoring.entrypoints.options import ConsumerOptions
 from services.scoring.entrypoints.ports import ScoringModel
 from shared.backoff import Backoff
 from shared.bus import Bus, build_bus
 from shared.bus.memory import MemoryBus
-from shared.db import create_engine
+from shared.db import create_engine, is_postgres
 from shared.http import KeyRing, install_common
 from shared.metrics import CommonMetrics, ScoringMetrics, new_registry
 from shared.migrate import upgrade_async
@@ -44,6 +51,13 @@ def build_model(settings: Settings) -> ScoringModel:
     config = ScoringConfig.load(settings.scoring_config_file)
     return ScoringModel(engine=ScoringEngine(config), encode_state=encode_state, decode_state=decode_state,
                         new_clock=PartitionClock, config_version=config.version, revenue=account_revenue)
+
+
+def build_store(engine: AsyncEngine) -> ScoringStore:
+    """The store on `engine`, with the statements of its database: PostgreSQL's one-statement batch
+    through asyncpg, or SQLite's executemany (the one place that tells the two apart)."""
+    dialect: StoreDialect = PostgresStatements(engine) if is_postgres(engine) else SqliteStatements(engine)
+    return ScoringStore(engine, dialect)
 
 
 @dataclass
@@ -84,7 +98,7 @@ async def scoring_runtime(settings: Settings, *, bus: Bus | None = None,
     # No ping per checkout: the store invalidates a broken connection and the batch is retried.
     engine = create_engine(settings.database_url, pre_ping=False)
     try:
-        store = ScoringStore(engine)
+        store = build_store(engine)
         await prepare_database(settings, engine, store, migrate=migrate)
         the_model = build_model(settings) if model is None else model
         options = ConsumerOptions(group_id=settings.scoring_group_id, partitions=settings.topic_partitions,

@@ -24,6 +24,7 @@ from services.scoring.adapters.store import (
     RevenueSummary,
     ScoringStore,
 )
+from services.scoring.bootstrap import build_store
 from services.scoring.domain.state import DAY, SEVERITIES, AccountState, encode_state
 from shared.db import create_engine
 from shared.migrate import upgrade_async
@@ -83,7 +84,7 @@ STATES = [
 async def store(database_url: str) -> AsyncIterator[ScoringStore]:
     engine = create_engine(database_url, pool_size=2)
     try:
-        yield ScoringStore(engine)
+        yield build_store(engine)
     finally:
         await engine.dispose()
 
@@ -193,7 +194,7 @@ async def test_migration_backfills_existing_accounts(database_at_0003: str):
 
     engine = create_engine(database_at_0003, pool_size=1)
     try:
-        store = ScoringStore(engine)
+        store = build_store(engine)
         saved = await columns(store)
         assert {k: RevenueColumns(**{n: v for n, v in r.items() if n != "account_id"})
                 for k, r in saved.items()} == {
@@ -209,7 +210,8 @@ async def test_a_database_without_the_revenue_columns_is_reported(database_at_00
     engine = create_engine(database_at_0003, pool_size=1)
     try:
         with pytest.raises(SchemaMissing, match=r"columns missing \(arr, lifecycle, lifecycle_at, risk_severity, "
-                                                r"first_seen_at\): run `churnsignal migrate`"):
-            await ScoringStore(engine).check_schema()
+                                                r"first_seen_at, csm_email, csm_slack, csm_name, segment, "
+                                                r"renewal_date\): run `churnsignal migrate`"):
+            await build_store(engine).check_schema()
     finally:
         await engine.dispose()

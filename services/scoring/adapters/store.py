@@ -1,30 +1,26 @@
 """The scoring unit of work: one transaction per consumed batch, plus the loads done on assignment.
 
-PostgreSQL writes go through the asyncpg connection underneath SQLAlchemy: the whole batch is one statement
-of `INSERT ... SELECT FROM unnest(...)` CTEs (one round trip, atomic by itself); SQLite uses SQLAlchemy Core
-`INSERT ... ON CONFLICT` with executemany.
+The statements that differ by database (the batch write, the processed-id check, marking the outbox
+published) are a `StoreDialect` given to the store: store_postgres.py sends the whole batch as one statement
+of `INSERT ... SELECT FROM unnest(...)` CTEs through asyncpg (one round trip, atomic by itself);
+store_sqlite.py uses SQLAlchemy Core `INSERT ... ON CONFLICT` with executemany. Which one is the
+composition root's choice (services/scoring/bootstrap.py); everything else here is portable SQLAlchemy.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-import asyncpg
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.adapters import tables as t
 from services.scoring.adapters.errors import SchemaMissing, classified
 from shared.bus.port import TopicPartition
-from shared.db import driver_connection, is_postgres, pooled_driver_connection
 from shared.risks import SEVERITIES
-
-_SQLITE_CHUNK = 500  # bound parameters per IN (...) on SQLite
 
 
 @dataclass(slots=True)
@@ -58,7 +54,7 @@ class RevenueColumns(NamedTuple):
     first_seen_at: datetime | None   # start of the first event-time day with an event of the account
 
 
-_NO_REVENUE = RevenueColumns(None, None, None, None, None)
+NO_REVENUE = RevenueColumns(None, None, None, None, None)   # what an account row without revenue writes
 REVENUE_COLUMNS = RevenueColumns._fields
 RETENTION_MONTHS = 13
 
@@ -130,10 +126,24 @@ class PartitionLoad:
     positions: dict[str, int]  # topic -> next offset
 
 
+class StoreDialect(Protocol):
+    """The store's statements that differ by database. Called inside the store's error classification,
+    with arguments already checked non-empty where an empty call would be a no-op."""
+
+    async def already_processed(self, ids: Sequence[str]) -> set[str]: ...
+
+    async def write_batch(self, batch: BatchWrite, now: datetime) -> None: ...
+
+    async def mark_published(self, event_ids: list[str], now: datetime) -> None: ...
+
+
 class ScoringStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """Scoring's database access on `engine`; `dialect` holds the statements written per database (the
+    composition root picks it: services/scoring/bootstrap.py `build_store`)."""
+
+    def __init__(self, engine: AsyncEngine, dialect: StoreDialect) -> None:
         self._engine = engine
-        self._pg = is_postgres(engine)
+        self._dialect = dialect
 
     @property
     def engine(self) -> AsyncEngine:
@@ -202,28 +212,13 @@ class ScoringStore:
         if not ids:
             return set()
         with classified():
-            if self._pg:
-                async with self._pg_connection() as apg:
-                    rows = await apg.fetch(_PG_ALREADY_PROCESSED, list(ids))
-                return {r[0] for r in rows}
-            async with self._engine.connect() as conn:
-                seen: set[str] = set()
-                col = t.processed_events.c.event_id
-                for i in range(0, len(ids), _SQLITE_CHUNK):
-                    chunk = list(ids[i:i + _SQLITE_CHUNK])
-                    seen.update(r[0] for r in await conn.execute(sa.select(col).where(col.in_(chunk))))
-                return seen
+            return await self._dialect.already_processed(ids)
 
     # -- the batch transaction -----------------------------------------------------------------
     async def write_batch(self, batch: BatchWrite, now: datetime) -> None:
         """Commit one batch atomically. Raises StoreConflict / StoreUnavailable (retryable)."""
         with classified():
-            if self._pg:
-                async with self._pg_connection() as apg:
-                    await apg.execute(_PG_BATCH, *_pg_batch_args(batch, now))
-            else:
-                async with self._engine.begin() as conn:
-                    await _sqlite_write(conn, batch, now)
+            await self._dialect.write_batch(batch, now)
 
     # -- outbox ------------------------------------------------------------------------------
     async def unpublished(self, partitions: Iterable[int]) -> list[OutboxRow]:
@@ -242,8 +237,7 @@ class ScoringStore:
         if not event_ids:
             return
         with classified():
-            async with self._engine.begin() as conn:
-                await _mark_published(conn, self._pg, list(event_ids), now)
+            await self._dialect.mark_published(list(event_ids), now)
 
     async def open_risk_counts(self) -> dict[str, int]:
         r = t.risks.c
@@ -295,12 +289,6 @@ class ScoringStore:
                 retention[label] = 1.0 - lost / base
         return RevenueSummary(at_risk, churned, retention)
 
-    def _pg_connection(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        """The asyncpg connection under a pooled one. The engine does not ping connections on checkout
-        (a round trip per batch); a connection that failed here is invalidated, so the retried batch gets
-        a fresh one from the pool (a unique violation leaves the connection fine: only the statement failed)."""
-        return pooled_driver_connection(self._engine, keep_on=(asyncpg.UniqueViolationError,))
-
 
 def _months(now: datetime, n: int) -> list[tuple[datetime, datetime]]:
     """[start, end) of the last `n` calendar months (UTC) up to the one of `now`, oldest first."""
@@ -312,198 +300,3 @@ def _months(now: datetime, n: int) -> list[tuple[datetime, datetime]]:
         end = datetime((i + 1) // 12, (i + 1) % 12 + 1, 1, tzinfo=UTC)
         out.append((start, end))
     return out
-
-
-async def _mark_published(conn: AsyncConnection, pg: bool, event_ids: list[str], now: datetime) -> None:
-    if pg:
-        apg = await driver_connection(conn)
-        await apg.execute("UPDATE scoring_outbox SET published_at = $2 "
-                          "WHERE event_id = ANY($1::text[]) AND published_at IS NULL", event_ids, now)
-        return
-    o = t.outbox.c
-    for i in range(0, len(event_ids), _SQLITE_CHUNK):
-        await conn.execute(sa.update(t.outbox).where(o.event_id.in_(event_ids[i:i + _SQLITE_CHUNK]),
-                                                     o.published_at.is_(None)).values(published_at=now))
-
-
-# -- PostgreSQL ------------------------------------------------------------------------------------
-
-# One primary-key probe per id. Written as a LATERAL lookup on purpose: `event_id = ANY($1)` (or a join)
-# lets the planner pick a sequential scan while the table is young or not analyzed yet, and the prepared
-# statement keeps that plan as the table grows (seconds per batch at a few hundred thousand ids).
-_PG_ALREADY_PROCESSED = """
-SELECT u.event_id
-FROM unnest($1::text[]) AS u(event_id),
-     LATERAL (SELECT 1 FROM scoring_processed_events p WHERE p.event_id = u.event_id LIMIT 1) AS hit
-"""
-
-# The whole batch is ONE statement: data-modifying CTEs, each fed by `unnest` of array parameters, all
-# applied atomically by the statement's own transaction (one round trip, one commit). The CTEs touch
-# disjoint rows (new processed ids; distinct accounts, risks, positions, partitions; new outbox rows
-# versus earlier ones marked published), which is what PostgreSQL requires of them.
-_PG_BATCH = """
-WITH processed AS (
-    INSERT INTO scoring_processed_events (event_id) SELECT unnest($1::text[])
-), accounts_full AS (
-    INSERT INTO scoring_accounts (account_id, partition, state, next_due, score, tier, as_of, config_version,
-                                  updated_at, arr, lifecycle, lifecycle_at, risk_severity, first_seen_at)
-    SELECT a, p, s, d, sc, tr, ao, cv, $41, ar, lc, la, rs, fs
-    FROM unnest($2::text[], $3::int[], $4::bytea[], $5::timestamptz[], $6::float8[], $7::text[],
-                $8::timestamptz[], $9::text[], $43::float8[], $44::text[], $45::timestamptz[], $46::text[],
-                $47::timestamptz[]) AS u(a, p, s, d, sc, tr, ao, cv, ar, lc, la, rs, fs)
-    ON CONFLICT (account_id) DO UPDATE SET
-        partition = EXCLUDED.partition, state = EXCLUDED.state, next_due = EXCLUDED.next_due,
-        score = EXCLUDED.score, tier = EXCLUDED.tier, as_of = EXCLUDED.as_of,
-        config_version = EXCLUDED.config_version, updated_at = EXCLUDED.updated_at,
-        arr = EXCLUDED.arr, lifecycle = EXCLUDED.lifecycle, lifecycle_at = EXCLUDED.lifecycle_at,
-        risk_severity = EXCLUDED.risk_severity, first_seen_at = EXCLUDED.first_seen_at
-), accounts_state AS (
-    INSERT INTO scoring_accounts (account_id, partition, state, next_due, tier, updated_at, arr, lifecycle,
-                                  lifecycle_at, risk_severity, first_seen_at)
-    SELECT a, p, s, d, 'unknown', $41, ar, lc, la, rs, fs
-    FROM unnest($10::text[], $11::int[], $12::bytea[], $13::timestamptz[], $48::float8[], $49::text[],
-                $50::timestamptz[], $51::text[], $52::timestamptz[]) AS u(a, p, s, d, ar, lc, la, rs, fs)
-    ON CONFLICT (account_id) DO UPDATE SET
-        partition = EXCLUDED.partition, state = EXCLUDED.state, next_due = EXCLUDED.next_due,
-        updated_at = EXCLUDED.updated_at,
-        arr = EXCLUDED.arr, lifecycle = EXCLUDED.lifecycle, lifecycle_at = EXCLUDED.lifecycle_at,
-        risk_severity = EXCLUDED.risk_severity, first_seen_at = EXCLUDED.first_seen_at
-), history AS (
-    INSERT INTO scoring_history (account_id, as_of, cause, score, tier, snapshot)
-    SELECT a, ao, c, sc, tr, sn
-    FROM unnest($14::text[], $15::timestamptz[], $16::text[], $17::float8[], $18::text[], $19::text[])
-         WITH ORDINALITY AS u(a, ao, c, sc, tr, sn, ord)
-    ORDER BY ord
-), risks AS (
-    INSERT INTO scoring_risks (risk_id, account_id, type, severity, status, seq, summary, evidence, opened_at,
-                               updated_at, resolved_at, trigger_event_id)
-    SELECT * FROM unnest($20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $25::int[],
-                         $26::text[], $27::text[], $28::timestamptz[], $29::timestamptz[], $30::timestamptz[],
-                         $31::text[])
-    ON CONFLICT (risk_id) DO UPDATE SET
-        severity = EXCLUDED.severity, status = EXCLUDED.status, seq = EXCLUDED.seq, summary = EXCLUDED.summary,
-        evidence = EXCLUDED.evidence, updated_at = EXCLUDED.updated_at, resolved_at = EXCLUDED.resolved_at,
-        trigger_event_id = EXCLUDED.trigger_event_id
-    WHERE scoring_risks.seq < EXCLUDED.seq
-), outbox AS (
-    INSERT INTO scoring_outbox (event_id, partition, key, payload, created_at)
-    SELECT e, p, k, pl, $41
-    FROM unnest($32::text[], $33::int[], $34::text[], $35::bytea[]) WITH ORDINALITY AS u(e, p, k, pl, ord)
-    ORDER BY ord
-    ON CONFLICT (event_id) DO NOTHING
-), positions AS (
-    INSERT INTO scoring_positions (topic, partition, next_offset, updated_at)
-    SELECT tp, p, o, $41 FROM unnest($36::text[], $37::int[], $38::int8[]) AS u(tp, p, o)
-    ON CONFLICT (topic, partition) DO UPDATE SET
-        next_offset = EXCLUDED.next_offset, updated_at = EXCLUDED.updated_at
-), watermarks AS (
-    INSERT INTO scoring_partitions (partition, watermark, updated_at)
-    SELECT p, w, $41 FROM unnest($39::int[], $40::timestamptz[]) AS u(p, w)
-    ON CONFLICT (partition) DO UPDATE SET watermark = EXCLUDED.watermark, updated_at = EXCLUDED.updated_at
-), published AS (
-    UPDATE scoring_outbox SET published_at = $41
-    WHERE event_id = ANY($42::text[]) AND published_at IS NULL
-)
-SELECT 1
-"""
-
-
-def _pg_batch_args(b: BatchWrite, now: datetime) -> list[Any]:
-    """The parameters of _PG_BATCH, in order."""
-    full = [a for a in b.accounts if a.health is not None]
-    bare = [a for a in b.accounts if a.health is None]
-    health = [a.health for a in full if a.health is not None]
-    h, r, o = b.history, b.risks, b.outbox
-    tps = sorted(b.positions)
-    parts = sorted(b.watermarks)
-    return [
-        b.processed_ids,
-        [a.account_id for a in full], [a.partition for a in full], [a.state for a in full],
-        [a.next_due for a in full], [x.score for x in health], [x.tier for x in health],
-        [x.as_of for x in health], [x.config_version for x in health],
-        [a.account_id for a in bare], [a.partition for a in bare], [a.state for a in bare],
-        [a.next_due for a in bare],
-        [x.account_id for x in h], [x.as_of for x in h], [x.cause for x in h], [x.score for x in h],
-        [x.tier for x in h], [x.snapshot for x in h],
-        [x.risk_id for x in r], [x.account_id for x in r], [x.type for x in r], [x.severity for x in r],
-        [x.status for x in r], [x.seq for x in r], [x.summary for x in r], [x.evidence for x in r],
-        [x.opened_at for x in r], [x.updated_at for x in r], [x.resolved_at for x in r],
-        [x.trigger_event_id for x in r],
-        [x.event_id for x in o], [x.partition for x in o], [x.key for x in o], [x.payload for x in o],
-        [tp.topic for tp in tps], [tp.partition for tp in tps], [b.positions[tp] for tp in tps],
-        parts, [b.watermarks[p] for p in parts],
-        now, b.published,
-        # $43-$52, the accounts' revenue columns (numbered after the rest so the above kept their numbers)
-        *_revenue_args(full), *_revenue_args(bare),
-    ]
-
-
-def _revenue_args(rows: list[AccountRow]) -> list[list[Any]]:
-    revenue = [_NO_REVENUE if a.revenue is None else a.revenue for a in rows]
-    return [[getattr(x, name) for x in revenue] for name in REVENUE_COLUMNS]
-
-
-# -- SQLite ----------------------------------------------------------------------------------------
-
-def _sqlite_upsert(table: sa.Table, keys: Sequence[str], update: Sequence[str]) -> Any:
-    stmt = sqlite_dialect.insert(table)
-    return stmt.on_conflict_do_update(index_elements=list(keys),
-                                      set_={c: stmt.excluded[c] for c in update})
-
-
-def _revenue_values(a: AccountRow) -> dict[str, Any]:
-    revenue = _NO_REVENUE if a.revenue is None else a.revenue
-    return {name: getattr(revenue, name) for name in REVENUE_COLUMNS}
-
-
-async def _sqlite_write(conn: AsyncConnection, b: BatchWrite, now: datetime) -> None:
-    if b.processed_ids:
-        await conn.execute(sa.insert(t.processed_events), [{"event_id": i} for i in b.processed_ids])
-    full = [a for a in b.accounts if a.health is not None]
-    bare = [a for a in b.accounts if a.health is None]
-    if full:
-        await conn.execute(
-            _sqlite_upsert(t.accounts, ["account_id"], ["partition", "state", "next_due", "score", "tier",
-                                                        "as_of", "config_version", "updated_at",
-                                                        *REVENUE_COLUMNS]),
-            [{"account_id": a.account_id, "partition": a.partition, "state": a.state, "next_due": a.next_due,
-              "score": a.health.score, "tier": a.health.tier, "as_of": a.health.as_of,
-              "config_version": a.health.config_version, "updated_at": now, **_revenue_values(a)}
-             for a in full if a.health is not None])
-    if bare:
-        await conn.execute(
-            _sqlite_upsert(t.accounts, ["account_id"], ["partition", "state", "next_due", "updated_at",
-                                                        *REVENUE_COLUMNS]),
-            [{"account_id": a.account_id, "partition": a.partition, "state": a.state, "next_due": a.next_due,
-              "tier": "unknown", "updated_at": now, **_revenue_values(a)} for a in bare])
-    if b.history:
-        await conn.execute(sa.insert(t.history), [
-            {"account_id": h.account_id, "as_of": h.as_of, "cause": h.cause, "score": h.score, "tier": h.tier,
-             "snapshot": h.snapshot} for h in b.history])
-    if b.risks:
-        stmt = sqlite_dialect.insert(t.risks)
-        cols = ["severity", "status", "seq", "summary", "evidence", "updated_at", "resolved_at",
-                "trigger_event_id"]
-        stmt = stmt.on_conflict_do_update(index_elements=["risk_id"],
-                                          set_={c: stmt.excluded[c] for c in cols},
-                                          where=t.risks.c.seq < stmt.excluded.seq)
-        await conn.execute(stmt, [
-            {"risk_id": r.risk_id, "account_id": r.account_id, "type": r.type, "severity": r.severity,
-             "status": r.status, "seq": r.seq, "summary": r.summary, "evidence": r.evidence,
-             "opened_at": r.opened_at, "updated_at": r.updated_at, "resolved_at": r.resolved_at,
-             "trigger_event_id": r.trigger_event_id} for r in b.risks])
-    if b.outbox:
-        stmt = sqlite_dialect.insert(t.outbox).on_conflict_do_nothing(index_elements=["event_id"])
-        await conn.execute(stmt, [{"event_id": o.event_id, "partition": o.partition, "key": o.key,
-                                   "payload": o.payload, "created_at": now} for o in b.outbox])
-    if b.positions:
-        await conn.execute(
-            _sqlite_upsert(t.positions, ["topic", "partition"], ["next_offset", "updated_at"]),
-            [{"topic": tp.topic, "partition": tp.partition, "next_offset": off, "updated_at": now}
-             for tp, off in sorted(b.positions.items())])
-    if b.watermarks:
-        await conn.execute(
-            _sqlite_upsert(t.partitions, ["partition"], ["watermark", "updated_at"]),
-            [{"partition": p, "watermark": w, "updated_at": now} for p, w in sorted(b.watermarks.items())])
-    if b.published:
-        await _mark_published(conn, False, b.published, now)
