@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 def build_model(settings: Settings) -> ScoringModel:
     """The real domain: engine with the configured scoring, the state codec, the partition clock."""
+    from services.scoring.adapters.portfolio_columns import account_portfolio
     from services.scoring.adapters.revenue import account_revenue
     from services.scoring.domain.clock import PartitionClock
     from services.scoring.domain.config import ScoringConfig
@@ -50,7 +51,8 @@ def build_model(settings: Settings) -> ScoringModel:
 
     config = ScoringConfig.load(settings.scoring_config_file)
     return ScoringModel(engine=ScoringEngine(config), encode_state=encode_state, decode_state=decode_state,
-                        new_clock=PartitionClock, config_version=config.version, revenue=account_revenue)
+                        new_clock=PartitionClock, config_version=config.version, revenue=account_revenue,
+                        portfolio=account_portfolio)
 
 
 def build_store(engine: AsyncEngine) -> ScoringStore:

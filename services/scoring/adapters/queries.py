@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,6 +22,29 @@ class AccountRecord:
     tier: str
     as_of: datetime | None
     config_version: str | None
+    # Listing columns copied from the state at every save (revisions 0004 and 0005).
+    arr: float | None = None
+    risk_severity: str | None = None
+    csm_email: str | None = None
+    csm_slack: str | None = None
+    csm_name: str | None = None
+    segment: str | None = None
+    renewal_date: date | None = None
+
+
+# Orders of `ScoringQueries.accounts` besides the default (by account id): (column, descending). Accounts
+# without the value come last; ties are broken by account id.
+AccountSort = Literal["score", "renewal", "arr"]
+_SORTS: dict[str, tuple[sa.ColumnElement[Any], bool]] = {
+    "score": (t.accounts.c.score, False),          # lowest score first
+    "renewal": (t.accounts.c.renewal_date, False),  # soonest renewal first
+    "arr": (t.accounts.c.arr, True),               # largest ARR first
+}
+
+
+def sort_value(record: AccountRecord, sort: AccountSort) -> Any:
+    """The value of `record` that `sort` orders by (what a keyset cursor of that order carries)."""
+    return {"score": record.score, "renewal": record.renewal_date, "arr": record.arr}[sort]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +71,13 @@ class RiskRecord:
 
 
 _ACCOUNT_COLS = (t.accounts.c.account_id, t.accounts.c.state, t.accounts.c.score, t.accounts.c.tier,
-                 t.accounts.c.as_of, t.accounts.c.config_version)
+                 t.accounts.c.as_of, t.accounts.c.config_version, t.accounts.c.arr, t.accounts.c.risk_severity,
+                 t.accounts.c.csm_email, t.accounts.c.csm_slack, t.accounts.c.csm_name, t.accounts.c.segment,
+                 t.accounts.c.renewal_date)
 
 
 def _account(row: Any) -> AccountRecord:
-    return AccountRecord(row[0], bytes(row[1]), row[2], row[3], row[4], row[5])
+    return AccountRecord(row[0], bytes(row[1]), *row[2:])
 
 
 class ScoringQueries:
@@ -73,14 +98,32 @@ class ScoringQueries:
                     sa.select(t.accounts.c.account_id).where(t.accounts.c.account_id == account_id))).first()
         return row is not None
 
-    async def accounts(self, *, tier: str | None, limit: int, after: str | None) -> list[AccountRecord]:
-        """Accounts by id, optionally of one tier, after the account id `after`."""
+    async def accounts(self, *, tier: str | None, limit: int, after: str | None = None,
+                       csm: str | None = None, segment: str | None = None,
+                       renewal_between: tuple[date, date] | None = None, sort: AccountSort | None = None,
+                       after_key: tuple[Any, str] | None = None) -> list[AccountRecord]:
+        """Accounts, optionally of one tier, CSM (their e-mail, Slack id or name), segment, or renewing
+        between two dates (inclusive). Without `sort`: by account id, after the account id `after`. With
+        it: by that column (`_SORTS`), after the keyset position `after_key` = (value, account id)."""
         c = t.accounts.c
-        query = sa.select(*_ACCOUNT_COLS).order_by(c.account_id).limit(limit)
+        query = sa.select(*_ACCOUNT_COLS).limit(limit)
         if tier is not None:
             query = query.where(c.tier == tier)
-        if after is not None:
-            query = query.where(c.account_id > after)
+        if csm is not None:
+            query = query.where(sa.or_(c.csm_email == csm, c.csm_slack == csm, c.csm_name == csm))
+        if segment is not None:
+            query = query.where(c.segment == segment)
+        if renewal_between is not None:
+            query = query.where(c.renewal_date.between(*renewal_between))
+        if sort is None:
+            query = query.order_by(c.account_id)
+            if after is not None:
+                query = query.where(c.account_id > after)
+        else:
+            column, descending = _SORTS[sort]
+            query = query.order_by(column.is_(None), column.desc() if descending else column, c.account_id)
+            if after_key is not None:
+                query = query.where(_after(column, descending, *after_key))
         with classified():
             async with self._engine.connect() as conn:
                 return [_account(row) for row in await conn.execute(query)]
@@ -118,3 +161,12 @@ class ScoringQueries:
                            updated_at=r["updated_at"], resolved_at=r["resolved_at"],
                            trigger_event_id=r["trigger_event_id"])
                 for r in rows]
+
+
+def _after(column: Any, descending: bool, value: Any, account_id: str) -> Any:
+    """Rows after (value, account_id) in the order `value IS NULL, value (desc), account_id`."""
+    c = t.accounts.c
+    if value is None:
+        return sa.and_(column.is_(None), c.account_id > account_id)
+    beyond = column < value if descending else column > value
+    return sa.or_(beyond, sa.and_(column == value, c.account_id > account_id), column.is_(None))

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.adapters import tables as t
 from services.scoring.adapters.errors import SchemaMissing, classified
+from services.scoring.adapters.portfolio_columns import PortfolioColumns
 from shared.bus.port import TopicPartition
 from shared.risks import SEVERITIES
 
@@ -33,6 +34,8 @@ class AccountRow:
     health: HealthColumns | None = None
     # The state's revenue facts (always written: all NULL when None, e.g. a model that tells none).
     revenue: RevenueColumns | None = None
+    # Its CSM, segment and renewal date, for the portfolio filters (written the same way).
+    portfolio: PortfolioColumns | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.scoring.adapters.portfolio_columns import NO_PORTFOLIO, PORTFOLIO_COLUMNS
 from services.scoring.adapters.store import NO_REVENUE, REVENUE_COLUMNS, AccountRow, BatchWrite
 from shared.db import driver_connection, pooled_driver_connection
 
@@ -64,28 +65,36 @@ WITH processed AS (
     INSERT INTO scoring_processed_events (event_id) SELECT unnest($1::text[])
 ), accounts_full AS (
     INSERT INTO scoring_accounts (account_id, partition, state, next_due, score, tier, as_of, config_version,
-                                  updated_at, arr, lifecycle, lifecycle_at, risk_severity, first_seen_at)
-    SELECT a, p, s, d, sc, tr, ao, cv, $41, ar, lc, la, rs, fs
+                                  updated_at, arr, lifecycle, lifecycle_at, risk_severity, first_seen_at,
+                                  csm_email, csm_slack, csm_name, segment, renewal_date)
+    SELECT a, p, s, d, sc, tr, ao, cv, $41, ar, lc, la, rs, fs, ce, cs, cn, sg, rd
     FROM unnest($2::text[], $3::int[], $4::bytea[], $5::timestamptz[], $6::float8[], $7::text[],
                 $8::timestamptz[], $9::text[], $43::float8[], $44::text[], $45::timestamptz[], $46::text[],
-                $47::timestamptz[]) AS u(a, p, s, d, sc, tr, ao, cv, ar, lc, la, rs, fs)
+                $47::timestamptz[], $53::text[], $54::text[], $55::text[], $56::text[], $57::date[])
+         AS u(a, p, s, d, sc, tr, ao, cv, ar, lc, la, rs, fs, ce, cs, cn, sg, rd)
     ON CONFLICT (account_id) DO UPDATE SET
         partition = EXCLUDED.partition, state = EXCLUDED.state, next_due = EXCLUDED.next_due,
         score = EXCLUDED.score, tier = EXCLUDED.tier, as_of = EXCLUDED.as_of,
         config_version = EXCLUDED.config_version, updated_at = EXCLUDED.updated_at,
         arr = EXCLUDED.arr, lifecycle = EXCLUDED.lifecycle, lifecycle_at = EXCLUDED.lifecycle_at,
-        risk_severity = EXCLUDED.risk_severity, first_seen_at = EXCLUDED.first_seen_at
+        risk_severity = EXCLUDED.risk_severity, first_seen_at = EXCLUDED.first_seen_at,
+        csm_email = EXCLUDED.csm_email, csm_slack = EXCLUDED.csm_slack, csm_name = EXCLUDED.csm_name,
+        segment = EXCLUDED.segment, renewal_date = EXCLUDED.renewal_date
 ), accounts_state AS (
     INSERT INTO scoring_accounts (account_id, partition, state, next_due, tier, updated_at, arr, lifecycle,
-                                  lifecycle_at, risk_severity, first_seen_at)
-    SELECT a, p, s, d, 'unknown', $41, ar, lc, la, rs, fs
+                                  lifecycle_at, risk_severity, first_seen_at,
+                                  csm_email, csm_slack, csm_name, segment, renewal_date)
+    SELECT a, p, s, d, 'unknown', $41, ar, lc, la, rs, fs, ce, cs, cn, sg, rd
     FROM unnest($10::text[], $11::int[], $12::bytea[], $13::timestamptz[], $48::float8[], $49::text[],
-                $50::timestamptz[], $51::text[], $52::timestamptz[]) AS u(a, p, s, d, ar, lc, la, rs, fs)
+                $50::timestamptz[], $51::text[], $52::timestamptz[], $58::text[], $59::text[], $60::text[],
+                $61::text[], $62::date[]) AS u(a, p, s, d, ar, lc, la, rs, fs, ce, cs, cn, sg, rd)
     ON CONFLICT (account_id) DO UPDATE SET
         partition = EXCLUDED.partition, state = EXCLUDED.state, next_due = EXCLUDED.next_due,
         updated_at = EXCLUDED.updated_at,
         arr = EXCLUDED.arr, lifecycle = EXCLUDED.lifecycle, lifecycle_at = EXCLUDED.lifecycle_at,
-        risk_severity = EXCLUDED.risk_severity, first_seen_at = EXCLUDED.first_seen_at
+        risk_severity = EXCLUDED.risk_severity, first_seen_at = EXCLUDED.first_seen_at,
+        csm_email = EXCLUDED.csm_email, csm_slack = EXCLUDED.csm_slack, csm_name = EXCLUDED.csm_name,
+        segment = EXCLUDED.segment, renewal_date = EXCLUDED.renewal_date
 ), history AS (
     INSERT INTO scoring_history (account_id, as_of, cause, score, tier, snapshot)
     SELECT a, ao, c, sc, tr, sn
@@ -153,9 +162,16 @@ def _batch_args(b: BatchWrite, now: datetime) -> list[Any]:
         now, b.published,
         # $43-$52, the accounts' revenue columns (numbered after the rest so the above kept their numbers)
         *_revenue_args(full), *_revenue_args(bare),
+        # $53-$62, their portfolio columns
+        *_portfolio_args(full), *_portfolio_args(bare),
     ]
 
 
 def _revenue_args(rows: list[AccountRow]) -> list[list[Any]]:
     revenue = [NO_REVENUE if a.revenue is None else a.revenue for a in rows]
     return [[getattr(x, name) for x in revenue] for name in REVENUE_COLUMNS]
+
+
+def _portfolio_args(rows: list[AccountRow]) -> list[list[Any]]:
+    portfolio = [NO_PORTFOLIO if a.portfolio is None else a.portfolio for a in rows]
+    return [[getattr(x, name) for x in portfolio] for name in PORTFOLIO_COLUMNS]

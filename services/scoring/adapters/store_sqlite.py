@@ -14,6 +14,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.scoring.adapters import tables as t
+from services.scoring.adapters.portfolio_columns import NO_PORTFOLIO, PORTFOLIO_COLUMNS
 from services.scoring.adapters.store import NO_REVENUE, REVENUE_COLUMNS, AccountRow, BatchWrite
 
 _CHUNK = 500  # bound parameters per IN (...) on SQLite
@@ -57,8 +58,10 @@ def _upsert(table: sa.Table, keys: Sequence[str], update: Sequence[str]) -> Any:
 
 
 def _revenue_values(a: AccountRow) -> dict[str, Any]:
+    """The account's revenue and portfolio columns (all NULL when the model tells none)."""
     revenue = NO_REVENUE if a.revenue is None else a.revenue
-    return {name: getattr(revenue, name) for name in REVENUE_COLUMNS}
+    portfolio = NO_PORTFOLIO if a.portfolio is None else a.portfolio
+    return {**{name: getattr(revenue, name) for name in REVENUE_COLUMNS}, **portfolio._asdict()}
 
 
 async def _write(conn: AsyncConnection, b: BatchWrite, now: datetime) -> None:
@@ -88,7 +91,7 @@ async def _write_accounts(conn: AsyncConnection, accounts: list[AccountRow], now
         await conn.execute(
             _upsert(t.accounts, ["account_id"], ["partition", "state", "next_due", "score", "tier",
                                                  "as_of", "config_version", "updated_at",
-                                                 *REVENUE_COLUMNS]),
+                                                 *REVENUE_COLUMNS, *PORTFOLIO_COLUMNS]),
             [{"account_id": a.account_id, "partition": a.partition, "state": a.state, "next_due": a.next_due,
               "score": a.health.score, "tier": a.health.tier, "as_of": a.health.as_of,
               "config_version": a.health.config_version, "updated_at": now, **_revenue_values(a)}
@@ -96,7 +99,7 @@ async def _write_accounts(conn: AsyncConnection, accounts: list[AccountRow], now
     if bare:
         await conn.execute(
             _upsert(t.accounts, ["account_id"], ["partition", "state", "next_due", "updated_at",
-                                                 *REVENUE_COLUMNS]),
+                                                 *REVENUE_COLUMNS, *PORTFOLIO_COLUMNS]),
             [{"account_id": a.account_id, "partition": a.partition, "state": a.state, "next_due": a.next_due,
               "tier": "unknown", "updated_at": now, **_revenue_values(a)} for a in bare])
 

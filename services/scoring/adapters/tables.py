@@ -52,6 +52,12 @@ accounts = sa.Table(
     sa.Column("lifecycle_at", UtcDateTime(), nullable=True),
     sa.Column("risk_severity", sa.String(16), nullable=True),
     sa.Column("first_seen_at", UtcDateTime(), nullable=True),
+    # Portfolio facts copied from the state at every save, for filtering and sorting (revision 0005).
+    sa.Column("csm_email", sa.String(320), nullable=True),
+    sa.Column("csm_slack", sa.String(64), nullable=True),
+    sa.Column("csm_name", sa.String(200), nullable=True),
+    sa.Column("segment", sa.String(64), nullable=True),
+    sa.Column("renewal_date", sa.Date(), nullable=True),
 )
 
 processed_events = sa.Table(

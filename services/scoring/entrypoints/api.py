@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from services.scoring.adapters.queries import AccountRecord, RiskRecord, ScoringQueries
+from services.scoring.adapters.queries import AccountRecord, AccountSort, RiskRecord, ScoringQueries, sort_value
 from services.scoring.entrypoints.ports import ScoringModel
 from shared.codec import dumps, loads
 from shared.errors import NotFound, Unprocessable
@@ -22,6 +23,7 @@ from shared.risks import RiskType
 
 TierParam = Literal["green", "yellow", "red", "unknown"]
 StatusParam = Literal["open", "resolved"]
+SortParam = AccountSort
 Limit = Annotated[int, Query(ge=1, le=500, description="page size (1-500)")]
 Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
 
@@ -47,6 +49,33 @@ def decode_cursor(cursor: str | None, kind: type) -> Any:
     return position
 
 
+def encode_sort_cursor(sort: AccountSort, record: AccountRecord) -> str:
+    """The keyset position after `record` in the order `sort`: [sort, value, account id]."""
+    value = sort_value(record, sort)
+    return encode_cursor([sort, value.isoformat() if isinstance(value, date) else value,  # type: ignore[list-item]
+                          record.account_id])
+
+
+def decode_sort_cursor(cursor: str | None, sort: AccountSort) -> tuple[Any, str] | None:
+    """(value, account id) of a cursor made by `encode_sort_cursor` for the same `sort`."""
+    position = decode_cursor(cursor, list)
+    if position is None:
+        return None
+    if len(position) != 3 or position[0] != sort or not isinstance(position[2], str):
+        raise _bad_cursor()
+    value = position[1]
+    if value is None:
+        return None, position[2]
+    try:
+        if sort == "renewal":
+            return date.fromisoformat(value), position[2]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value), position[2]
+    except (TypeError, ValueError) as exc:
+        raise _bad_cursor() from exc
+    raise _bad_cursor()
+
+
 def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -58,9 +87,14 @@ def _risk(r: RiskRecord) -> dict[str, Any]:
             "resolved_at": _iso(r.resolved_at), "trigger_event_id": r.trigger_event_id}
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 def read_router(queries: Callable[[], ScoringQueries], model: Callable[[], ScoringModel],
-                keyring: KeyRing) -> APIRouter:
-    """Routes of the read API; `queries` and `model` are resolved per request (built in the lifespan)."""
+                keyring: KeyRing, *, now: Callable[[], datetime] = _utcnow) -> APIRouter:
+    """Routes of the read API; `queries` and `model` are resolved per request (built in the lifespan).
+    `now` is the wall clock `renewal_within` counts from."""
     router = APIRouter(prefix="/v1", tags=["read"], dependencies=[Depends(scope_dependency(keyring, "read"))])
 
     def decode(record: AccountRecord) -> Any:
@@ -78,17 +112,44 @@ def read_router(queries: Callable[[], ScoringQueries], model: Callable[[], Scori
         return {**snapshot, "account_id": account_id, "name": brief.get("name"), "account": brief,
                 "open_risks": engine.open_risks(state)}
 
-    @router.get("/accounts", summary="Accounts, optionally of one tier")
-    async def accounts(tier: TierParam | None = None, limit: Limit = 50,
+    @router.get("/accounts", summary="Accounts, filtered by tier, CSM, segment or renewal, sorted")
+    async def accounts(tier: TierParam | None = None,
+                       csm: Annotated[str | None, Query(min_length=1, max_length=320,
+                                                        description="the CSM's e-mail, Slack id or name")] = None,
+                       segment: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+                       renewal_within: Annotated[int | None, Query(ge=0, le=3650,
+                                                                   description="renewing within this many days "
+                                                                               "from today (UTC)")] = None,
+                       sort: SortParam | None = None, limit: Limit = 50,
                        cursor: Cursor = None) -> dict[str, Any]:
-        after = decode_cursor(cursor, str)
-        records = await queries().accounts(tier=tier, limit=limit + 1, after=after)
+        renewal = None
+        if renewal_within is not None:
+            today = now().astimezone(UTC).date()
+            renewal = (today, today + timedelta(days=renewal_within))
+        filters: dict[str, Any] = {"tier": tier, "csm": csm, "segment": segment, "renewal_between": renewal}
+        if sort is None:
+            after = decode_cursor(cursor, str)
+            records = await queries().accounts(**filters, limit=limit + 1, after=after)
+        else:
+            after_key = decode_sort_cursor(cursor, sort)
+            records = await queries().accounts(**filters, limit=limit + 1, sort=sort, after_key=after_key)
         page = records[:limit]
-        engine = model().engine
-        items = [{"account_id": r.account_id, "name": engine.account_brief(decode(r)).name, "score": r.score,
-                  "tier": r.tier, "as_of": _iso(r.as_of), "config_version": r.config_version} for r in page]
+        items = [_listed(r) for r in page]
         more = len(records) > limit
-        return {"items": items, "next_cursor": encode_cursor(page[-1].account_id) if more else None}
+        if not more:
+            next_cursor = None
+        elif sort is None:
+            next_cursor = encode_cursor(page[-1].account_id)
+        else:
+            next_cursor = encode_sort_cursor(sort, page[-1])
+        return {"items": items, "next_cursor": next_cursor}
+
+    def _listed(r: AccountRecord) -> dict[str, Any]:
+        brief = model().engine.account_brief(decode(r))
+        return {"account_id": r.account_id, "name": brief.name, "score": r.score, "tier": r.tier,
+                "as_of": _iso(r.as_of), "config_version": r.config_version,
+                "csm": None if brief.csm is None else brief.csm.model_dump(mode="json"),
+                "segment": brief.segment, "arr": brief.arr, "renewal_date": _iso(brief.renewal_date)}
 
     @router.get("/accounts/{account_id}/history", summary="What changed in the account's health, and why")
     async def history(account_id: str, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:

@@ -258,9 +258,10 @@ class BatchBuilder:
         """Encode the touched states into account rows and keep them in memory, ahead of the database
         (the consumer's `_forget` undoes it if this batch does not commit)."""
         encoded = {account: self._model.encode_state(state) for account, state in work.states.items()}
-        revenue = self._model.revenue
+        revenue, portfolio = self._model.revenue, self._model.portfolio
         batch.accounts = [AccountRow(account, work.partition_of[account], raw, work.due.get(account),
-                                     work.health.get(account), revenue(work.states[account]))
+                                     work.health.get(account), revenue(work.states[account]),
+                                     portfolio(work.states[account]))
                           for account, raw in encoded.items()]
         batch.risks = list(work.risks.values())
         for account, raw in encoded.items():

@@ -15,6 +15,7 @@ from shared.events import Event
 from shared.risks import AccountBrief
 
 if TYPE_CHECKING:
+    from services.scoring.adapters.portfolio_columns import PortfolioColumns
     from services.scoring.adapters.store import RevenueColumns
 
 
@@ -80,6 +81,11 @@ def no_revenue(state: Any) -> RevenueColumns | None:
     return None
 
 
+def no_portfolio(state: Any) -> PortfolioColumns | None:
+    """The portfolio reader of a model whose states tell no CSM, segment or renewal (NULL columns)."""
+    return None
+
+
 @dataclass(frozen=True)
 class ScoringModel:
     """The domain pieces the service uses, bundled: engine, state codec, clock factory, and the reader of
@@ -91,3 +97,4 @@ class ScoringModel:
     new_clock: Callable[[timedelta, datetime | None], Clock]
     config_version: str
     revenue: Callable[[Any], RevenueColumns | None] = no_revenue
+    portfolio: Callable[[Any], PortfolioColumns | None] = no_portfolio
