@@ -56,7 +56,9 @@ champion departure, i.e. 40 champion_left alerts/s, each to its own CSM's Slack 
 creates the accounts and brings their event-time clocks to now, and 5 s of the same load that are not
 measured. Latency = Slack arrival of the alert − ingest's 202 for the batch carrying the departure. The
 baseline is a raw aiokafka producer → consumer round trip (acks=all, idempotent) at 2,000 messages/s measured
-in the same run. Email is not configured here: the figure is the Slack path."""
+in the same run. Email is not configured here: the figure is the Slack path. The alerts process routes with
+`group_wait: 1s`: critical risks (every champion_left, and the risks-topic hop) bypass the wait; the grouping
+figure publishes three high risks per account to the risks topic and times the one DM that lists them."""
 
 BENCH_KEY = "bench-alerts-key"
 SLACK_TOKEN = "xoxb-bench"
@@ -68,6 +70,9 @@ PARTITIONS = 6
 SETTLE_S = 15.0
 WARMUP_S = 5.0  # the same load, not measured, before the measuring window
 HOP_RATE_S = 40
+GROUP_WAIT_S = 1.0  # the alerts process's routing: risks of one account within 1 s go out as one message
+GROUP_ACCOUNTS = 40  # accounts that each open three (non-critical) risks at once, after the hop run
+ROUTING = f"route:\n  receiver: csm\n  group_wait: {GROUP_WAIT_S:g}s\n"
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -426,6 +431,7 @@ async def end_to_end(ctx: Context, seconds: float) -> dict[str, Any]:
     warmup = int(WARMUP_S / INTERVAL_S)  # batches sent before the measuring window
     accounts = warmup + int(seconds / INTERVAL_S) + 10
     hop_count = int(min(seconds, 10.0) * HOP_RATE_S)
+    group_first = accounts + hop_count
     db_name = f"bench_alerts_{run}"
     database_url = await _fresh_database(ctx.test_database_url, db_name)
     headers = {"Authorization": f"Bearer {BENCH_KEY}", "Content-Type": "application/json"}
@@ -435,8 +441,14 @@ async def end_to_end(ctx: Context, seconds: float) -> dict[str, Any]:
     try:
         with (
             tempfile.TemporaryDirectory(prefix="bench-alerts-") as tmp,
-            _slack_receiver(ctx, Path(tmp), accounts + hop_count) as (slack_api_url, arrivals_file, slack_pid),
+            _slack_receiver(ctx, Path(tmp), accounts + hop_count + GROUP_ACCOUNTS) as (
+                slack_api_url,
+                arrivals_file,
+                slack_pid,
+            ),
         ):
+            routing_file = Path(tmp) / "routing.yaml"
+            routing_file.write_text(ROUTING, encoding="utf-8")
             env = {
                 "CHURNSIGNAL_KAFKA_BOOTSTRAP_SERVERS": ctx.kafka_bootstrap_servers,
                 "CHURNSIGNAL_TOPIC_PREFIX": prefix,
@@ -451,7 +463,7 @@ async def end_to_end(ctx: Context, seconds: float) -> dict[str, Any]:
                 "CHURNSIGNAL_SLACK_BOT_TOKEN": SLACK_TOKEN,
                 "CHURNSIGNAL_LOG_LEVEL": "warning",
                 "CHURNSIGNAL_SMTP_HOST": "",
-                "CHURNSIGNAL_ROUTING_FILE": "",
+                "CHURNSIGNAL_ROUTING_FILE": str(routing_file),
                 "CHURNSIGNAL_SLACK_WEBHOOK_URL": "",
             }
             with _services(ctx, env, ROOT / "var") as (ports, pids):
@@ -532,6 +544,8 @@ async def end_to_end(ctx: Context, seconds: float) -> dict[str, Any]:
                     )
                     # The alerts service alone: risk events published straight to its topic.
                     hop_sent = await _publish_risks(ctx, prefix, accounts, hop_count, arrivals_file)
+                    # Grouping: three high risks at once per account -> one DM after group_wait.
+                    group_sent = await _publish_groups(ctx, prefix, group_first, arrivals_file)
             arrivals = _arrivals(arrivals_file)
     finally:
         await _drop_database(ctx.test_database_url, db_name)
@@ -546,7 +560,14 @@ async def end_to_end(ctx: Context, seconds: float) -> dict[str, Any]:
         if "Bench hop" in a["text"]:
             hop_first.setdefault(a["channel"], a["at"])
     hop = [(hop_first[c] - t) * 1000 for c, t in hop_sent.items() if c in hop_first]
+    grouped = [a for a in arrivals if "Bench group" in a["text"]]
+    group_first_at: dict[str, float] = {}
+    for a in grouped:
+        group_first_at.setdefault(a["channel"], a["at"])
     return {
+        "group_latencies": [(group_first_at[c] - t) * 1000 for c, t in group_sent.items() if c in group_first_at],
+        "group_expected": len(group_sent),
+        "group_messages": len(grouped),
         "hop_latencies": hop,
         "hop_expected": len(hop_sent),
         "scoring_avg_s": _histogram_avg(metrics["scoring"], "churnsignal_scoring_processing_latency_seconds"),
@@ -627,6 +648,56 @@ async def _publish_risks(
     return sent
 
 
+async def _publish_groups(ctx: Context, prefix: str, first: int, arrivals_file: Path) -> dict[str, float]:
+    """GROUP_ACCOUNTS accounts, each with its own CSM, each opening three high risks at once (published
+    back to back), 10 accounts per second; returns when the first risk of each was acknowledged by Kafka,
+    by Slack channel. Waits for their arrival."""
+    from shared.risks import AccountBrief, CsmRef, HealthBrief, RiskEvent, Trigger
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=ctx.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=1
+    )
+    await producer.start()
+    sent: dict[str, float] = {}
+    try:
+        start = time.monotonic()
+        for n in range(GROUP_ACCOUNTS):
+            due = start + n / 10
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
+            i = first + n
+            for type_ in ("usage_drop", "ticket_spike", "sentiment_drop"):
+                now = datetime.now(UTC)
+                risk = RiskEvent(
+                    event_id=f"grp-{ctx.run_id}-{i}-{type_}:1",
+                    risk_id=f"grp-{ctx.run_id}-{i}-{type_}",
+                    seq=1,
+                    transition="opened",
+                    account_id=f"grp-{i}",
+                    type=type_,
+                    severity="high",
+                    summary=f"Bench group {i}: {type_}.",
+                    evidence={"bench": 1},
+                    health=HealthBrief(score=40.0, tier="red", reasons=["bench"]),
+                    account=AccountBrief(name=f"Bench group {i}", csm=CsmRef(slack_user_id=_csm(i), name="CSM")),
+                    occurred_at=now,
+                    detected_at=now,
+                    trigger=Trigger(event_id=f"grp-src-{i}-{type_}", received_at=now),
+                )
+                await producer.send_and_wait(Topics(prefix).risks, risk.to_json(), key=risk.account_id.encode())
+                sent.setdefault(_csm(i), time.monotonic())
+    finally:
+        await producer.stop()
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        arrived = {a["channel"] for a in _arrivals(arrivals_file) if "Bench group" in a["text"]}
+        if all(c in arrived for c in sent):
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(GROUP_WAIT_S + 0.5)  # a second message per account would arrive by now
+    return sent
+
+
 async def run(ctx: Context) -> list[Result]:
     seconds = ctx.seconds(25.0)
     raw_topic = f"{ctx.topic_prefix('alerts-raw')}roundtrip"
@@ -658,7 +729,13 @@ async def run(ctx: Context) -> list[Result]:
     hop = e2e["hop_latencies"]
     hop_notes = (
         f"{len(hop)}/{e2e['hop_expected']} delivered; {HOP_RATE_S} risk events/s published to the risks "
-        f"topic (Kafka ack → Slack arrival), after the end-to-end run"
+        f"topic (Kafka ack → Slack arrival), after the end-to-end run; critical: they bypass group_wait"
+    )
+    grp = e2e["group_latencies"]
+    group_notes = (
+        f"{len(grp)}/{e2e['group_expected']} accounts notified with {e2e['group_messages']} Slack messages "
+        f"(one expected per account); three high risk events per account published back to back to the "
+        f"risks topic, 10 accounts/s; latency = first risk's Kafka ack → the grouped DM's arrival"
     )
     return [
         Result(
@@ -698,6 +775,19 @@ async def run(ctx: Context) -> list[Result]:
             "ms",
             baseline=_pct(raw, 0.99),
             baseline_name="raw produce → consume p99",
+            target=Target(at_most=250.0),
+        ),
+        Result(
+            f"3 risks of one account → one Slack DM after group_wait {GROUP_WAIT_S:g} s p50",
+            _pct(grp, 0.50),
+            "ms",
+            notes=group_notes,
+        ),
+        Result(
+            f"3 risks of one account → one Slack DM after group_wait {GROUP_WAIT_S:g} s p99",
+            _pct(grp, 0.99),
+            "ms",
+            target=Target(at_most=GROUP_WAIT_S * 1000 + 250.0),
         ),
         Result(
             "events/s sustained during the measurement",

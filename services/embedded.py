@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -267,8 +267,18 @@ class EmbeddedRun:
         return [
             _Service("ingest", settings.ingest_port, ingest_app(settings, bus=bus)),
             _Service("scoring", settings.scoring_port, scoring_app(settings, bus=bus, migrate=False)),
-            _Service("alerts", settings.alerts_port, alerts_app(settings, bus=bus, migrate=False)),
+            _Service("alerts", settings.alerts_port, alerts_app(settings, bus=bus, migrate=False,
+                                                                digest_schedule=self._digest_schedule())),
         ]
+
+    def _digest_schedule(self) -> Any:
+        """Simulated, a day passes in 86,400 / speedup seconds: the daily digest of receivers without a
+        `digest` of their own goes out once per simulated day. Otherwise the default (09:00 UTC)."""
+        from services.alerts.domain.daily import DigestSchedule
+
+        if not self.simulate or self.speedup <= 0:
+            return None
+        return DigestSchedule(every=timedelta(seconds=max(86400.0 / self.speedup, 5.0)))
 
     async def _start_servers(self, sockets: list[socket.socket]) -> None:
         # One after the other, each started before the next (a failure names the app that failed).
@@ -452,6 +462,7 @@ class EmbeddedRun:
             opened = Counter(r.type for r in risks if r.transition == "opened")
             by_type = ", ".join(f"{t} {n}" for t, n in opened.most_common())
             self.say(f"risks raised: {sum(opened.values())}" + (f" ({by_type})" if by_type else ""))
+        self._digests_line()
         outbox = Path(settings.outbox_dir)
         files = _written_since(outbox, self.started_wall)
         slack = sum(1 for f in files if f.suffix == ".json" and not f.name.endswith(".webhook.json"))
@@ -459,6 +470,17 @@ class EmbeddedRun:
         self.say(f"files: outbox {outbox}/ ({slack} Slack payloads and {emails} emails written this run); "
                  f"database {db_path or settings.database_url}"
                  + (f"; ground truth {self.truth_path}" if self.simulation is not None else ""))
+
+
+    def _digests_line(self) -> None:
+        alerts = next((s for s in self.services if s.name == "alerts"), None)
+        periodic = getattr(alerts.app.state, "periodic", None) if alerts is not None else None
+        if periodic is None:
+            return
+        sent = periodic.daily_sent
+        total = sum(sent.values())
+        targets = ", ".join(sorted(sent)[:5]) + (f" and {len(sent) - 5} more" if len(sent) > 5 else "")
+        self.say(f"digests sent: {total}" + (f" (to {targets})" if total else " (none due during the run)"))
 
 
 async def run_embedded(settings: Settings, *, simulate: bool = True, accounts: int = 200,

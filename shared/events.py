@@ -154,6 +154,31 @@ class Csm(_Data):
     name: Annotated[str, StringConstraints(max_length=256)] | None = None
 
 
+CRM_URL_MAX = 2048
+# An absolute http(s) URL with a host and nothing that could end a link early: no whitespace, control
+# characters, `<`, `>` or `"`. The published schema carries the same pattern (one for every regex dialect).
+_NOT_IN_URL = r"\s\x00-\x1f\x7f-\x9f<>\""
+CRM_URL_PATTERN = (rf"^[Hh][Tt][Tt][Pp][Ss]?://([^{_NOT_IN_URL}/?#@]*@)?[^{_NOT_IN_URL}/?#@]+"
+                   rf"([/?#][^{_NOT_IN_URL}]*)?$")
+_CRM_URL = re.compile(CRM_URL_PATTERN)
+
+
+def _http_url(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if len(value) > CRM_URL_MAX:
+        raise PydanticCustomError("url_too_long", "must be at most {max} characters", {"max": CRM_URL_MAX})
+    if not _CRM_URL.fullmatch(value):
+        raise PydanticCustomError(
+            "http_url", "must be an absolute http:// or https:// URL with a host and without spaces, e.g. "
+                        "https://crm.example.com/accounts/42")
+    return value
+
+
+HttpUrlText = Annotated[str, StringConstraints(max_length=CRM_URL_MAX, pattern=CRM_URL_PATTERN),
+                        BeforeValidator(_http_url)]
+
+
 class AccountData(_Data):
     name: Annotated[str, StringConstraints(max_length=256)] | None = None
     csm: Csm | None = None
@@ -168,6 +193,8 @@ class AccountData(_Data):
     lifecycle_at: Timestamp | None = Field(
         default=None, description="Since when `lifecycle` holds: RFC 3339 with offset (default: the event's "
                                   "occurred_at); only with `lifecycle`")
+    crm_url: HttpUrlText | None = Field(
+        default=None, description="The account's page in the CRM: an http(s) URL, at most 2048 characters")
 
     @model_validator(mode="after")
     def _lifecycle_at_needs_lifecycle(self) -> AccountData:

@@ -56,6 +56,7 @@ class AccountBrief(BaseModel):
     segment: str | None = None
     arr: float | None = None
     renewal_date: date | None = None
+    crm_url: str | None = None      # the account's CRM page (an http(s) URL), when account events give one
 
 
 class RiskEvent(BaseModel):

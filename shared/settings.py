@@ -65,12 +65,20 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_from: str = "churnsignal@localhost"
     webhook_secret: SecretStr | None = None
+    # Slack app's signing secret: checks `POST /v1/slack/interactions` (button clicks); unset, that endpoint
+    # answers 503.
+    slack_signing_secret: SecretStr | None = None
     public_url: str = "http://localhost:8082"
     outbox_dir: str = "var/outbox"
     alerts_batch_max_records: int = 250
     alerts_delivery_deadline_s: float = 120.0     # retries of one notification stop after this long
     alerts_repeat_check_s: float = 5.0            # how often open, unacknowledged alerts are re-checked
     alerts_digest_check_s: float = 0.5            # how often waiting digest items are looked at
+
+    # Web pages: the key signing their links (shared/links.py; embedded mode makes and keeps one in
+    # var/link-secret when unset, serve mode requires it) and how long a link stays valid.
+    link_secret: SecretStr | None = None
+    link_ttl_days: float = Field(default=7, gt=0)
 
     # HTTP
     host: str = "127.0.0.1"

@@ -21,8 +21,10 @@ from services.alerts.adapters.claim_session import claim_session
 from services.alerts.adapters.rate_slots import PgSlotStore
 from services.alerts.adapters.repository import SqlUnitOfWork
 from services.alerts.domain.content import Notification
+from services.alerts.domain.daily import DigestSchedule
 from services.alerts.domain.routing import SLACK_WEBHOOK_REF, RoutingTree, fallback_receiver
 from services.alerts.domain.routing_config import parse_routing
+from services.alerts.entrypoints.actions_api import ActionKeys, build_actions_router
 from services.alerts.entrypoints.api import build_router
 from services.alerts.entrypoints.consumer import RiskConsumer
 from services.alerts.entrypoints.periodic import PeriodicTasks
@@ -33,6 +35,7 @@ from services.alerts.notify.email import EmailChannel
 from services.alerts.notify.http import new_session
 from services.alerts.notify.secrets import SecretLookup
 from services.alerts.notify.slack_api import SlackApiChannel
+from services.alerts.notify.slack_response import SlackResponder
 from services.alerts.notify.slack_webhook import SlackWebhookChannel
 from services.alerts.notify.webhook import WebhookChannel
 from services.alerts.service.dispatch import DeliveryRunner
@@ -42,6 +45,7 @@ from shared.db import create_engine
 from shared.db_errors import ENGINE_ERRORS
 from shared.errors import BusUnavailable
 from shared.http import KeyRing, install_common
+from shared.links import LinkSecretMissing, resolve_link_secret
 from shared.metrics import AlertsMetrics, CommonMetrics, new_registry
 from shared.migrate import upgrade_async
 from shared.process import tune_gc
@@ -68,7 +72,10 @@ def load_routing(settings: Settings) -> RoutingTree:
         settings.fallback_email, SLACK_WEBHOOK_REF if settings.slack_webhook_url is not None else None
     )
     if settings.routing_file:
-        return parse_routing(Path(settings.routing_file).read_text(encoding="utf-8"), fallback=fallback)
+        try:
+            return parse_routing(Path(settings.routing_file).read_text(encoding="utf-8"), fallback=fallback)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (in {settings.routing_file})") from None
     return RoutingTree.default(fallback)
 
 
@@ -133,11 +140,31 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, *, migrate: 
         raise RuntimeError("the alerts tables are missing: run `churnsignal migrate` first") from exc
 
 
+def action_keys(settings: Settings) -> ActionKeys:
+    """The Slack signing secret and the link secret (e-mail action links). Without a link secret in serve
+    mode, e-mails carry no action links (logged), rather than alerts not starting."""
+    signing = settings.slack_signing_secret
+    keys = ActionKeys(slack_signing=signing.get_secret_value().encode() if signing is not None else None)
+    try:
+        keys.link = resolve_link_secret(settings)
+    except LinkSecretMissing as exc:
+        log.warning("e-mails carry no Acknowledge / Snooze links: %s", exc)
+    if keys.slack_signing is None:
+        log.info("Slack buttons answer 503 until CHURNSIGNAL_SLACK_SIGNING_SECRET is set")
+    return keys
+
+
 def create_app(
-    settings: Settings, *, bus: Bus | None = None, registry: CollectorRegistry | None = None, migrate: bool = True
+    settings: Settings,
+    *,
+    bus: Bus | None = None,
+    registry: CollectorRegistry | None = None,
+    migrate: bool = True,
+    digest_schedule: DigestSchedule | None = None,
 ) -> FastAPI:
     """The alerts app. With `bus` None it builds (and owns) the bus from the settings. `migrate=False` leaves
-    the SQLite migrations to the caller (embedded mode)."""
+    the SQLite migrations to the caller (embedded mode). `digest_schedule`: the daily digest schedule of
+    receivers that set none (default 09:00 UTC; the embedded mode sends one per simulated day)."""
     own_bus = bus is None
     the_bus: Bus = build_bus(settings) if bus is None else bus
     registry = new_registry() if registry is None else registry
@@ -153,7 +180,13 @@ def create_app(
     runner = DeliveryRunner(uow, clock=utcnow, lease=lease, metrics=metrics, common=common)
     enabled = None if console_mode(settings) else _enabled_kinds(settings)
     pipeline = AlertPipeline(
-        tree, public_url=settings.public_url, enabled=enabled, lease=lease, metrics=metrics, clock=utcnow
+        tree,
+        public_url=settings.public_url,
+        enabled=enabled,
+        lease=lease,
+        metrics=metrics,
+        clock=utcnow,
+        digest_schedule=digest_schedule,
     )
     consumer = RiskConsumer(
         the_bus,
@@ -176,12 +209,19 @@ def create_app(
         repeat_every_s=settings.alerts_repeat_check_s,
     )
 
+    keys = ActionKeys()
+    responder = SlackResponder()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await prepare_database(settings, engine, migrate=migrate)
-        # One pool (128 connections) for the Slack and webhook channels; sends in flight are bounded per
-        # channel kind (MAX_SENDS_IN_FLIGHT).
+        resolved = action_keys(settings)
+        keys.slack_signing, keys.link = resolved.slack_signing, resolved.link
+        pipeline.action_secret = keys.link
+        # One pool (128 connections) for the Slack and webhook channels and the answers to Slack clicks;
+        # sends in flight are bounded per channel kind (MAX_SENDS_IN_FLIGHT).
         client = new_session()
+        responder.attach(client)
         # Slack's per-target rate, across instances: slots shared in PostgreSQL; embedded (one process,
         # SQLite) the Deliverer's own limiter is the whole story.
         slots = None if settings.database_url.startswith("sqlite") else PgSlotStore.from_url(settings.database_url)
@@ -209,6 +249,7 @@ def create_app(
                 _spawn(runner.run_writer(), "alerts-outcomes"),
                 _spawn(runner.run_resumer(), "alerts-resume"),
                 _spawn(periodic.run_digests(), "alerts-digests"),
+                _spawn(periodic.run_daily_digests(), "alerts-daily-digests"),
                 _spawn(periodic.run_repeats(), "alerts-repeats"),
                 _spawn(periodic.run_pruning(), "alerts-pruning"),
             ]
@@ -233,6 +274,7 @@ def create_app(
             await runner.drain(DRAIN_TIMEOUT_S)
             for task in writer:
                 await _cancel(task)
+            responder.attach(None)
             await client.close()
             if slots is not None:
                 await slots.close()
@@ -248,11 +290,14 @@ def create_app(
         "acknowledgements and the delivery log.",
     )
     app.include_router(build_router(engine, KeyRing(settings.api_keys), utcnow))
+    app.include_router(build_actions_router(engine, utcnow, keys, responder))
     app.state.consumer = consumer
     app.state.runner = runner
     app.state.periodic = periodic
     app.state.pipeline = pipeline
     app.state.engine = engine
+    app.state.action_keys = keys
+    app.state.slack_responder = responder
 
     async def readiness() -> dict[str, bool]:
         try:

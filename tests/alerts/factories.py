@@ -33,3 +33,17 @@ def make_risk(*, risk_id: str = "acme:usage_drop:1", seq: int = 1, transition: s
         "trigger": {"event_id": "evt-1", "received_at": received_at.isoformat() if received_at else None},
         **extra,
     })
+
+
+def without_account_grouping(tree: Any) -> Any:
+    """`tree` with every route set as the defaults were before risks were grouped per account: only low
+    severity waits `group_wait`, one digest per target, no digest-only risks (for tests written for them)."""
+    from dataclasses import replace
+
+    from services.alerts.domain.daily import NO_DIGEST_ONLY
+
+    def legacy(node: Any) -> Any:
+        return replace(node, group_by=(), group_bypass=frozenset({"medium", "high", "critical"}),
+                       digest_only=NO_DIGEST_ONLY, routes=tuple(legacy(child) for child in node.routes))
+
+    return replace(tree, root=legacy(tree.root))

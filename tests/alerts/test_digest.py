@@ -19,11 +19,12 @@ def low(account: str, kind: str = "usage_drop", seq: int = 1, transition: str = 
                      transition=transition, name=account.title())
 
 
-def test_only_low_openings_and_reminders_are_digested() -> None:
+def test_openings_and_reminders_are_grouped_but_bypassed_severities() -> None:
     assert goes_to_digest(low("a"), "opened", WAIT)
     assert goes_to_digest(low("a"), "repeat", WAIT)
     assert not goes_to_digest(low("a"), "resolved", WAIT)
-    assert not goes_to_digest(make_risk(severity="medium"), "opened", WAIT)
+    assert goes_to_digest(make_risk(severity="medium"), "opened", WAIT)  # grouped per account now
+    assert not goes_to_digest(make_risk(severity="critical"), "opened", WAIT)  # group_bypass default
     assert not goes_to_digest(low("a"), "opened", timedelta(0))
 
 

@@ -26,6 +26,7 @@ from services.alerts.domain.routing_config import (
     _CHANNEL_KEYS,
     _GROUP_BY,
     _MATCH_KEYS,
+    _RECEIVER_KEYS,
     _ROUTE_KEYS,
     parse_duration,
 )
@@ -108,7 +109,7 @@ def test_match_keys_are_the_parsers() -> None:
 
 def test_receiver_and_channel_keys_are_the_parsers() -> None:
     assert set(_CHANNEL_KEYS) == set(CHANNEL_KINDS) == set(CHANNEL_DEFS)
-    assert keys_of(DEFS["receiver"]) == {"name", *_CHANNEL_KEYS}
+    assert keys_of(DEFS["receiver"]) == {*_RECEIVER_KEYS, *_CHANNEL_KEYS}
     for kind, definition in CHANNEL_DEFS.items():
         assert keys_of(DEFS[definition]) == _CHANNEL_KEYS[kind], kind
 

@@ -28,7 +28,7 @@ from shared.bus.port import TopicPartition
 from shared.errors import PermanentFailure
 from shared.metrics import AlertsMetrics
 from shared.risks import RiskEvent
-from tests.alerts.factories import make_risk
+from tests.alerts.factories import make_risk, without_account_grouping
 from tests.fakes.alerts_store import InMemoryAlertsStore
 
 TP = TopicPartition("t.risks", 0)
@@ -54,9 +54,15 @@ class Clock:
         self.now += timedelta(**delta)
 
 
-def pipeline(clock: Clock, tree: RoutingTree | None = None) -> AlertPipeline:
+def pipeline(clock: Clock, tree: RoutingTree | None = None, *, grouping: bool = False) -> AlertPipeline:
+    """`grouping=False`: the tree's root with the settings that were the defaults before risks were grouped
+    per account (only low severity waits `group_wait`, one digest per target, no digest-only risks), which
+    the tests up to the per-account grouping section are written for."""
+    tree = tree or RoutingTree.default(None)
+    if not grouping:
+        tree = without_account_grouping(tree)
     return AlertPipeline(
-        tree or RoutingTree.default(None),
+        tree,
         public_url="https://churnsignal.test",
         enabled=None,
         lease=timedelta(seconds=30),
@@ -463,3 +469,144 @@ async def test_outcomes_that_cannot_be_written_are_kept_for_the_next_flush(fails
     await r.flush()
     assert r.db_ok and not r.busy_ids()
     assert {d.status for d in store.deliveries()} == {"sent"}
+
+
+# -- one message per account (group_wait) and daily digests ----------------------------------------------
+GROUPED = """
+route:
+  receiver: csm
+  repeat_interval: 10m
+  group_wait: 30s
+"""
+
+
+def three_on_acme(severities: tuple[str, str, str] = ("medium", "high", "medium")) -> list[RiskEvent]:
+    types = ("usage_drop", "ticket_spike", "champion_left")
+    return [make_risk(risk_id=f"acme:{t}:1", type=t, severity=s, summary=f"{t} at acme")
+            for t, s in zip(types, severities, strict=True)]
+
+
+async def test_risks_of_one_account_opening_together_go_out_as_one_message_per_target_worst_first():
+    store, clock = InMemoryAlertsStore(), Clock()
+    p = pipeline(clock, RoutingTree.from_yaml(GROUPED), grouping=True)
+    first, *rest = three_on_acme()
+    queued = await claim(store, p, [first])
+    clock.advance(seconds=10)
+    queued2 = await claim(store, p, rest, offset=2)  # within group_wait of the first
+    other = await claim(store, p, [make_risk(risk_id="beta:usage_drop:1", account_id="beta")], offset=3)
+    assert queued.deliveries == queued2.deliveries == other.deliveries == []
+    clock.advance(seconds=20)
+    sent = await digests(store, p)
+    assert keys(sent) == CSM_TARGETS and {d.kind for d in sent.deliveries} == {"grouped"}
+    for d in sent.deliveries:
+        n = Notification.from_dict(d.notification)
+        assert n.risk_ids == ("acme:ticket_spike:1", "acme:champion_left:1", "acme:usage_drop:1")  # worst first
+        assert n.account_ids == ("acme",) and n.severity == "high"
+        assert n.email_text.index("ticket_spike at acme") < n.email_text.index("usage_drop at acme")
+    # every risk records the delivery that carried it
+    carried = {store.t.consumed[i.id] for i in store.t.digest_items.values()
+               if i.target_key == "email:dana@vendor.example" and i.risk["account_id"] == "acme"}
+    assert carried == {next(d.id for d in sent.deliveries if d.channel == "email")}
+    clock.advance(seconds=10)  # beta's own group: one risk, a plain message
+    beta = await digests(store, p)
+    assert keys(beta) == CSM_TARGETS and {d.kind for d in beta.deliveries} == {"opened"}
+    assert (await digests(store, p)).deliveries == []
+    assert len(store.deliveries()) == 4
+
+
+async def test_a_critical_risk_bypasses_group_wait_and_group_bypass_is_configurable():
+    store, clock = InMemoryAlertsStore(), Clock()
+    p = pipeline(clock, RoutingTree.from_yaml(GROUPED), grouping=True)
+    risks = three_on_acme(("critical", "high", "medium"))
+    now = await claim(store, p, risks)
+    assert keys(now) == CSM_TARGETS and {d.kind for d in now.deliveries} == {"opened"}
+    assert now.queued_for_digest == 4  # the other two wait for their group
+    clock.advance(seconds=30)
+    grouped = await digests(store, p)
+    assert {len(Notification.from_dict(d.notification).risk_ids) for d in grouped.deliveries} == {2}
+
+    store, clock = InMemoryAlertsStore(), Clock()
+    p = pipeline(clock, RoutingTree.from_yaml(GROUPED + "  group_bypass: [high, critical]\n"), grouping=True)
+    result = await claim(store, p, risks)
+    assert sorted(d.dedup_key.split("|")[0] for d in result.deliveries) == sorted(
+        [risks[0].event_id] * 2 + [risks[1].event_id] * 2)
+
+
+async def test_group_wait_0_turns_grouping_off():
+    store, clock = InMemoryAlertsStore(), Clock()
+    p = pipeline(clock, RoutingTree.from_yaml(GROUPED.replace("30s", "0")), grouping=True)
+    result = await claim(store, p, three_on_acme())
+    assert len(result.deliveries) == 6 and {d.kind for d in result.deliveries} == {"opened"}
+    assert result.queued_for_digest == 0
+
+
+async def test_grouped_risks_are_reminded_after_repeat_interval_and_an_ack_stops_one_of_them():
+    store, clock = InMemoryAlertsStore(), Clock()
+    p = pipeline(clock, RoutingTree.from_yaml(GROUPED), grouping=True)
+    await claim(store, p, three_on_acme())
+    clock.advance(seconds=30)
+    assert len((await digests(store, p)).deliveries) == 2
+    alert = store.t.alerts["acme:usage_drop:1"]
+    await store.ack(alert.id, "dana", clock.now)
+    clock.advance(minutes=10)
+    reminded = await repeats(store, p)
+    assert reminded.deliveries == [] and reminded.queued_for_digest == 4  # two risks x two targets wait
+    clock.advance(seconds=30)
+    again = await digests(store, p)
+    assert keys(again) == CSM_TARGETS
+    assert {Notification.from_dict(d.notification).risk_ids for d in again.deliveries} == {
+        ("acme:ticket_spike:1", "acme:champion_left:1")}
+
+
+DAILY = """
+receivers:
+  - name: csm
+    slack_dm: {}
+    email: {to: csm}
+    digest: {at: "09:30", timezone: Europe/Berlin}
+route:
+  receiver: csm
+  group_wait: 0
+"""
+
+
+async def daily(store: InMemoryAlertsStore, p: AlertPipeline) -> ClaimResult:
+    async with store.begin() as tx:
+        return await p.claim_daily_digests(tx)
+
+
+async def test_health_drop_waits_for_the_daily_digest_which_fires_once_per_target_and_day():
+    store, clock = InMemoryAlertsStore(), Clock()  # T0 = 09:00 UTC = 10:00 in Berlin
+    p = pipeline(clock, RoutingTree.from_yaml(DAILY), grouping=True)
+    drop = make_risk(risk_id="acme:health_drop:1", type="health_drop", severity="medium", summary="Health fell")
+    usage = make_risk(summary="Usage fell")
+    renewing = make_risk(risk_id="beta:usage_drop:1", account_id="beta", name="Beta", tier="yellow",
+                         summary="Usage fell at beta")
+    renewing = renewing.model_copy(
+        update={"account": renewing.account.model_copy(update={"renewal_date": (T0 + timedelta(days=30)).date()})})
+    result = await claim(store, p, [drop, usage, renewing])
+    assert sorted(d.dedup_key.split("|")[0] for d in result.deliveries) == sorted(
+        [usage.event_id] * 2 + [renewing.event_id] * 2)  # health_drop waits for the digest
+    assert (await daily(store, p)).deliveries == []  # today's 09:30 Berlin passed before the risks opened
+    clock.now = datetime(2026, 3, 3, 8, 29, tzinfo=UTC)
+    assert (await daily(store, p)).deliveries == []
+    clock.now = datetime(2026, 3, 3, 8, 30, tzinfo=UTC)  # 09:30 in Berlin (CET)
+    sent = await daily(store, p)
+    assert keys(sent) == CSM_TARGETS and {d.kind for d in sent.deliveries} == {"daily_digest"}
+    assert {d.dedup_key for d in sent.deliveries} == {f"daily|{k}|2026-03-03" for k in CSM_TARGETS}
+    email = Notification.from_dict(next(d for d in sent.deliveries if d.channel == "email").notification)
+    text = email.email_text
+    assert "Open risks (3)" in text and "Health fell" in text
+    assert "Red accounts (1)" in text and "Acme Corp (acme)" in text
+    assert "Renewals within 90 days (1)" in text and f"Beta (beta) renews {renewing.account.renewal_date}" in text
+    assert "opened: Health drop (medium)" in text
+    assert store.waiting_items() == []  # the health_drop items are carried by the digests
+    clock.advance(hours=3)
+    assert (await daily(store, p)).deliveries == []  # once a day
+    clock.now = datetime(2026, 3, 4, 8, 30, tzinfo=UTC)
+    tomorrow = await daily(store, p)
+    assert keys(tomorrow) == CSM_TARGETS  # still open: listed again
+    assert "Changed since the last digest (0)" in Notification.from_dict(tomorrow.deliveries[0].notification).email_text
+    clock.advance(minutes=10)
+    reminded = await repeats(store, p)  # the risks sent at once are reminded; the digest-only one is not
+    assert {d.dedup_key.split(":")[1] for d in reminded.deliveries} == {"usage_drop"}

@@ -3,12 +3,16 @@ a rewind of the consumer, and a restart of the service in the middle of the sequ
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from tests.alerts_service.acceptance import Collector
 from tests.alerts_service.conftest import Stack, make_risk
 
 
 async def test_each_notification_exactly_once_through_redelivery_and_restart(stack: Stack):
-    app = await stack.start()
+    # Sent as they come (no per-account grouping): the windows below are about exactly-once, not grouping.
+    routing = stack.routing_file("route: {receiver: csm, group_wait: 0}\n")
+    app = await stack.start(routing_file=routing)
     c = Collector(stack.slack, stack.smtp)
 
     # t=0: two risks open; one of them is published twice.
@@ -63,7 +67,7 @@ async def test_each_notification_exactly_once_through_redelivery_and_restart(sta
         c.want(receiver, d1.summary, (3.0, 12))
 
     # A new instance on the same database takes over.
-    app2 = await stack.start()
+    app2 = await stack.start(routing_file=routing)
     await app2.wait_idle(timeout_s=15)
 
     # Rewind the consumer to the beginning and publish every event once more: all no-ops.
@@ -86,3 +90,42 @@ async def test_each_notification_exactly_once_through_redelivery_and_restart(sta
     assert alerts["acct-1"]["status"] == "resolved"
     assert alerts["acct-2"]["severity"] == "critical" and alerts["acct-2"]["status"] == "open"
     assert alerts["acct-3"]["status"] == "open"
+
+
+async def test_risks_opening_together_on_one_account_give_one_message_each_and_the_digest_fires_on_time(
+    stack: Stack,
+):
+    # The daily digest at a time of day a few seconds from now (UTC), to the account's CSM.
+    at = (datetime.now(UTC) + timedelta(seconds=6)).strftime("%H:%M:%S")
+    routing = stack.routing_file(
+        "receivers:\n"
+        "  - name: csm\n"
+        "    slack_dm: {}\n"
+        "    email: {to: csm}\n"
+        f'    digest: {{at: "{at}", timezone: UTC}}\n'
+        "route:\n"
+        "  receiver: csm\n"
+        "  group_wait: 1s\n"
+    )
+    await stack.start(routing_file=routing)
+    c = Collector(stack.slack, stack.smtp)
+
+    # t=0: three risks of one account open together (none critical): one message per target after 1 s.
+    risks = [
+        make_risk("acct-1", type_="usage_drop", severity="medium", summary="Usage fell at ACCT-1"),
+        make_risk("acct-1", type_="ticket_spike", severity="high", summary="Tickets tripled at ACCT-1"),
+        make_risk("acct-1", type_="sentiment_drop", severity="medium", summary="NPS fell at ACCT-1"),
+    ]
+    await stack.publish(*risks)
+    for receiver in ("slack:U100", "mail:ada@example.com"):
+        c.want(receiver, "3 risks", (1.0, 4.0))
+
+    # t=6: the daily digest lists the three open risks, once per target.
+    for receiver in ("slack:U100", "mail:ada@example.com"):
+        c.want(receiver, "Daily digest", (4.0, 10.0))
+
+    got = await c.check(quiet_s=2.0)
+    grouped = [g for g in got if "3 risks" in g.text]
+    for g in grouped:  # worst first: the high risk before the two medium ones
+        assert g.text.index("Tickets tripled") < g.text.index("Usage fell")
+        assert "NPS fell" in g.text

@@ -27,6 +27,7 @@ from shared.bus.port import Record, TopicPartition
 from shared.db import create_engine
 from shared.metrics import AlertsMetrics, CommonMetrics
 from shared.risks import RiskEvent
+from tests.alerts.factories import without_account_grouping
 from tests.alerts_service.conftest import make_risk
 from tests.conftest import _create_pg_database, _drop_pg_database
 
@@ -80,7 +81,7 @@ class Clock:
 
 def pipeline(clock: Clock, tree: RoutingTree | None = None) -> AlertPipeline:
     return AlertPipeline(
-        tree or RoutingTree.from_yaml(ROUTING),
+        without_account_grouping(tree or RoutingTree.from_yaml(ROUTING)),  # written before per-account grouping
         public_url="https://churnsignal.test",
         enabled=None,
         lease=timedelta(seconds=30),

@@ -13,6 +13,7 @@ from services.alerts.service.pipeline import AlertPipeline
 from shared.bus.port import TopicPartition
 from shared.db import create_engine
 from shared.metrics import AlertsMetrics
+from tests.alerts.factories import without_account_grouping
 from tests.alerts_service.conftest import make_risk
 
 TP = TopicPartition("t.risks", 0)
@@ -20,7 +21,7 @@ TP = TopicPartition("t.risks", 0)
 
 def pipeline(now: datetime) -> AlertPipeline:
     return AlertPipeline(
-        RoutingTree.default(None),
+        without_account_grouping(RoutingTree.default(None)),  # written before per-account grouping
         public_url="https://x.test",
         enabled=None,
         lease=timedelta(minutes=3),

@@ -15,7 +15,8 @@ def in_future(**delta: float) -> str:
 
 
 async def test_silence_suppresses_its_account_and_types_until_deleted(stack: Stack):
-    app = await stack.start()
+    # sent as they come (no per-account grouping)
+    app = await stack.start(routing_file=stack.routing_file("route: {receiver: csm, group_wait: 0}\n"))
     r = await app.http.post(
         "/v1/silences",
         json={
@@ -128,7 +129,8 @@ async def test_acknowledgement_stops_repeats(stack: Stack):
 
 
 async def test_severity_escalation_notifies_again_even_after_ack(stack: Stack):
-    app = await stack.start()
+    # sent as they come (no per-account grouping)
+    app = await stack.start(routing_file=stack.routing_file("route: {receiver: csm, group_wait: 0}\n"))
     c = Collector(stack.slack, stack.smtp)
     opened = make_risk(
         "acct-5", type_="sentiment_drop", severity="medium", csm="U300", summary="NPS 3 from CFO"
@@ -169,7 +171,8 @@ async def test_severity_escalation_notifies_again_even_after_ack(stack: Stack):
 
 
 async def test_low_severity_risks_are_grouped_into_one_digest_per_csm(stack: Stack):
-    routing = stack.routing_file("route:\n  receiver: csm\n  group_wait: 3s\n")
+    # one digest per target (group_by: []) and low risks sent, not held for the daily digest (digest_only: {})
+    routing = stack.routing_file("route:\n  receiver: csm\n  group_wait: 3s\n  group_by: []\n  digest_only: {}\n")
     app = await stack.start(routing_file=routing)
     c = Collector(stack.slack, stack.smtp)
     lows = [

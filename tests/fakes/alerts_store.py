@@ -16,11 +16,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from services.alerts.domain.daily import DAILY_ITEM, DAILY_KIND
 from services.alerts.service.records import (
     AlertRow,
     AttemptRow,
     ClaimReads,
     ClaimWrites,
+    DailyReads,
     DeliveryRow,
     DigestItemRow,
     KnownAlert,
@@ -106,6 +108,7 @@ class InMemoryAlertsStore:
         fresh = [r for r in risks if r.event_id in new_ids]
         alerts = await self.alerts_by_risk(r.risk_id for r in fresh)
         risk_of = {a.id: rid for rid, a in alerts.items()}
+        unknown = dict.fromkeys(r.risk_id for r in fresh if r.risk_id not in alerts)
         return ClaimReads(
             new_event_ids=new_ids,
             alerts={
@@ -124,11 +127,15 @@ class InMemoryAlertsStore:
                 if alert_id in risk_of
             },
             silences=await self.active_silences({r.account_id for r in fresh}, now),
+            new_alert_ids={rid: self.t.new_id("alerts") for rid in unknown},
         )
 
     async def claim_writes(self, writes: ClaimWrites) -> list[DeliveryRow]:
         now = writes.now
-        ids = {r.risk_id: self._upsert_alert(r, now) for r in sorted(writes.alerts, key=lambda r: r.risk_id)}
+        ids = {
+            r.risk_id: self._upsert_alert(r, now, writes.alert_ids.get(r.risk_id))
+            for r in sorted(writes.alerts, key=lambda r: r.risk_id)
+        }
         await self.upsert_states([{"alert_id": ids[rid], **cols} for rid, cols in writes.states])
         await self.add_digest_items([{"alert_id": ids[rid], **cols} for rid, cols in writes.digest_items])
         deliveries = await self.claim(
@@ -137,11 +144,15 @@ class InMemoryAlertsStore:
         await self.save_positions(writes.positions, now)
         return deliveries
 
-    def _upsert_alert(self, risk: RiskEvent, now: datetime) -> int:
+    def _upsert_alert(self, risk: RiskEvent, now: datetime, reserved: int | None = None) -> int:
         old = self.t.alerts.get(risk.risk_id)
         resolved = risk.transition == "resolved"
+        if old is not None:
+            alert_id = old.id
+        else:
+            alert_id = reserved if reserved is not None else self.t.new_id("alerts")
         row = AlertRow(
-            id=old.id if old is not None else self.t.new_id("alerts"),
+            id=alert_id,
             risk_id=risk.risk_id,
             account_id=risk.account_id,
             type=risk.type,
@@ -285,7 +296,7 @@ class InMemoryAlertsStore:
         return [i for i in self.t.digest_items.values() if i.id not in self.t.consumed]
 
     async def due_digest_items(self, now: datetime, limit: int) -> list[DigestItemRow]:
-        waiting = self.waiting_items()
+        waiting = [i for i in self.waiting_items() if i.kind != DAILY_ITEM]
         oldest: dict[str, datetime] = {}
         for item in waiting:
             oldest[item.target_key] = min(item.due_at, oldest.get(item.target_key, item.due_at))
@@ -299,3 +310,19 @@ class InMemoryAlertsStore:
                 self.t.consumed[item_id] = delivery_id
                 done += 1
         return done == len(assignments)
+
+    async def daily_digest_reads(self, now: datetime, changed_since: datetime) -> DailyReads:
+        by_id = {a.id: a for a in self.t.alerts.values()}
+        tracked = [
+            (by_id[s.alert_id], s)
+            for s in self.t.states.values()
+            if s.notify_count > 0
+            and (by_id[s.alert_id].status == "open" or by_id[s.alert_id].updated_at >= changed_since)
+        ]
+        tracked.sort(key=lambda pair: (pair[1].target_key, pair[0].id))
+        last: dict[str, datetime] = {}
+        for d in self.t.deliveries.values():
+            if d.kind == DAILY_KIND and d.created_at >= changed_since:
+                last[d.target_key] = max(d.created_at, last.get(d.target_key, d.created_at))
+        items = [i for i in self.waiting_items() if i.kind == DAILY_ITEM]
+        return DailyReads(tracked=tracked, items=sorted(items, key=lambda i: i.id), last_sent=last)

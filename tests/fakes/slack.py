@@ -11,6 +11,10 @@ Behaves like Slack where our sender cares:
   plain text, top-level text <= 40,000, ...).
 - At most one message per second per channel (webhook or API channel): otherwise 429 with
   `Retry-After: 1` (`ratelimited` on the Web API).
+- `POST /actions/<team>/<id>/<token>`: a click's `response_url` (`fake.response_url()` mints one): JSON
+  `{"replace_original"?, "response_type"?, "text", "blocks"?}` is recorded (`responses()`) and answered
+  `{"ok": true}`; an unknown URL answers 404 `expired_url`, bad JSON 400 `invalid_payload`. Scriptable
+  like a channel, under the key `response_url`.
 - Scriptable failures per channel: `fake.script("#alerts", [(429, {"Retry-After": "2"}), (500, {})])` answers
   the next requests for that channel with those responses, in order, before behaving normally again.
 
@@ -48,6 +52,8 @@ HEADER_TEXT_MAX = 150
 CONTEXT_ELEMENTS_MAX = 10
 ACTIONS_ELEMENTS_MAX = 25
 BUTTON_TEXT_MAX = 75
+BUTTON_VALUE_MAX = 2000
+ACTION_ID_MAX = 255
 URL_MAX = 3000
 TEXT_MAX = 40000
 BLOCK_TYPES = {"section", "header", "context", "actions", "divider", "image", "rich_text", "input", "file",
@@ -113,6 +119,18 @@ class SlackRequest:
     scripted: bool = False
 
 
+@dataclass(frozen=True)
+class SlackResponse:
+    """One message posted to a click's response_url."""
+
+    url: str
+    payload: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return str(self.payload.get("text") or "")
+
+
 @dataclass
 class _Webhook:
     channel: str
@@ -127,6 +145,8 @@ class _State:
     last_accepted: dict[str, float] = field(default_factory=dict)
     messages: list[SlackMessage] = field(default_factory=list)
     requests: list[SlackRequest] = field(default_factory=list)
+    response_urls: set[str] = field(default_factory=set)
+    responses: list[SlackResponse] = field(default_factory=list)
 
 
 def validate_message(payload: Any) -> str | None:
@@ -189,6 +209,9 @@ def validate_blocks(blocks: Any) -> str | None:
                 return "invalid_blocks"
             if not all(_element_ok(e) for e in elements):
                 return "invalid_blocks"
+            action_ids = [e["action_id"] for e in elements if "action_id" in e]
+            if len(action_ids) != len(set(action_ids)):
+                return "invalid_blocks"
     return None
 
 
@@ -207,6 +230,13 @@ def _element_ok(element: Any) -> bool:
         return element.get("type") in {"image", "overflow", "static_select", "datepicker"}
     if not _text_ok(element.get("text"), BUTTON_TEXT_MAX, plain_only=True):
         return False
+    value, action_id, style = element.get("value"), element.get("action_id"), element.get("style")
+    if value is not None and not (isinstance(value, str) and len(value) <= BUTTON_VALUE_MAX):
+        return False
+    if action_id is not None and not (isinstance(action_id, str) and 0 < len(action_id) <= ACTION_ID_MAX):
+        return False
+    if style is not None and style not in ("primary", "danger"):
+        return False
     url = element.get("url")
     return url is None or (isinstance(url, str) and 0 < len(url) <= URL_MAX)
 
@@ -223,6 +253,7 @@ class FakeSlack:
         self._server = BackgroundServer(Starlette(routes=[
             Route("/services/{hook_path:path}", self._webhook, methods=["POST"]),
             Route("/api/chat.postMessage", self._post_message, methods=["POST"]),
+            Route("/actions/{action_path:path}", self._response_url, methods=["POST"]),
         ]))
 
     # lifecycle
@@ -266,6 +297,19 @@ class FakeSlack:
             for hook in self._state.webhooks.values():
                 if hook.channel == channel:
                     hook.error = error
+
+    def response_url(self) -> str:
+        """A new response_url, as Slack puts in an interaction payload (its path is a secret)."""
+        n = next(self._ids)
+        path = f"T0000/{n:010d}/{secrets.token_hex(12)}"
+        with self._lock:
+            self._state.response_urls.add(path)
+        return f"{self.base_url}/actions/{path}"
+
+    def responses(self) -> list[SlackResponse]:
+        """Messages posted to response_urls, in arrival order."""
+        with self._lock:
+            return list(self._state.responses)
 
     def add_channel(self, *channels: str) -> None:
         """Channel or user ids that `chat.postMessage` accepts (e.g. CSM Slack user ids)."""
@@ -333,6 +377,27 @@ class FakeSlack:
                 return PlainTextResponse("rate_limited", status_code=429, headers={"Retry-After": "1"})
             self._accept(channel, "webhook", payload, arrived)
             return PlainTextResponse("ok")
+
+    async def _response_url(self, request: Request) -> Response:
+        arrived = time.monotonic()
+        path = request.path_params["action_path"]
+        raw = await request.body()
+        with self._lock:
+            if path not in self._state.response_urls:
+                return self._answer_text(None, "response_url", arrived, 404, "expired_url")
+            scripted = self._next_scripted("response_url")
+            if scripted is not None:
+                return self._answer_scripted("response_url", "response_url", arrived, scripted, api=True)
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                return self._answer_text("response_url", "response_url", arrived, 400, "invalid_payload")
+            error = validate_message(payload)
+            if error is not None:
+                return self._answer_text("response_url", "response_url", arrived, 400, error)
+            self._state.responses.append(SlackResponse(url=f"{self.base_url}/actions/{path}", payload=payload))
+            self._record("response_url", "response_url", arrived, 200, None)
+            return JSONResponse({"ok": True})
 
     async def _post_message(self, request: Request) -> Response:
         arrived = time.monotonic()

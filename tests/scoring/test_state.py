@@ -139,7 +139,7 @@ def test_account_facts_merge_partial_updates_and_make_the_brief() -> None:
     assert brief.renewal_date is not None and brief.renewal_date.isoformat() == "2026-12-01"
     assert state.seats == 40
     assert engine.account_brief(engine.new_state("nobody")).model_dump() == \
-        {"name": None, "csm": None, "segment": None, "arr": None, "renewal_date": None}
+        {"name": None, "csm": None, "segment": None, "arr": None, "renewal_date": None, "crm_url": None}
 
 
 _KINDS = st.sampled_from(["usage", "usage", "usage", "ticket", "sentiment", "contact", "account"])
@@ -216,3 +216,53 @@ def test_a_state_without_lifecycle_facts_decodes() -> None:
     # And a state that never had a lifecycle still encodes as before: 8 facts.
     state.lifecycle, state.lifecycle_ts = None, -1
     assert encode_state(state) == raw[:start] + orjson.dumps(tail)
+
+
+CRM = "https://crm.vendor.example/accounts/acme"
+
+
+def test_the_crm_url_merges_like_the_other_facts_and_reaches_the_brief() -> None:
+    engine = ScoringEngine(ScoringConfig())
+    state = engine.new_state("acme")
+    engine.apply(state, event("account", "acme", at_day(1, 9), {"name": "Acme Corp", "crm_url": CRM}))
+    engine.apply(state, event("account", "acme", at_day(2, 9), {"arr": 1000}))   # not given: kept
+    assert state.crm_url == CRM and engine.account_brief(state).crm_url == CRM
+    # An older event only fills it when unknown; a newer one replaces it.
+    engine.apply(state, event("account", "acme", at_day(0, 9), {"crm_url": "https://old.example/a"}))
+    assert state.crm_url == CRM
+    engine.apply(state, event("account", "acme", at_day(3, 9), {"crm_url": CRM + "/v2"}))
+    assert engine.account_brief(state).crm_url == CRM + "/v2"
+    late = engine.new_state("late")
+    engine.apply(late, event("account", "late", at_day(2, 9), {"name": "Late"}))
+    engine.apply(late, event("account", "late", at_day(1, 9), {"crm_url": CRM}))
+    assert late.crm_url == CRM
+
+
+@pytest.mark.parametrize("lifecycle", [None, "renewed"])
+def test_a_crm_url_round_trips_with_or_without_a_lifecycle(lifecycle: str | None) -> None:
+    engine = ScoringEngine(ScoringConfig())
+    state = engine.new_state("acc")
+    data: dict[str, object] = {"name": "Acme", "crm_url": CRM}
+    if lifecycle is not None:
+        data["lifecycle"] = lifecycle
+    engine.apply(state, event("account", "acc", at_day(3), data))
+    decoded = decode_state(encode_state(state))
+    assert decoded.crm_url == CRM and decoded.lifecycle == lifecycle
+    assert _fields(decoded) == _fields(state)
+
+
+def test_a_state_written_before_crm_urls_decodes_without_one() -> None:
+    """States written before `crm_url` hold 8 or 10 facts: they decode with `crm_url` None, and a state
+    without a CRM URL still encodes exactly as before."""
+    engine = ScoringEngine(ScoringConfig())
+    for data in ({"name": "Acme", "arr": 1200}, {"name": "Acme", "lifecycle": "expanded"}):
+        state = engine.new_state("acc")
+        engine.apply(state, event("account", "acc", at_day(3), data))
+        raw = encode_state(state)
+        start = raw.rindex(orjson.dumps(["acc"])[:-1])
+        facts = orjson.loads(raw[start:])[1]
+        assert len(facts) == (10 if "lifecycle" in data else 8)
+        old = decode_state(raw)
+        assert old.crm_url is None and _fields(old) == _fields(state)
+        state.crm_url = CRM
+        assert len(orjson.loads(encode_state(state)[start:])[1]) == 11

@@ -200,3 +200,21 @@ def test_bad_records_name_the_problem():
                               "data.count: Input should be a valid integer, got a number with a fractional part")
     else:
         raise AssertionError("accepted a bad record")
+
+
+def _account(data: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "a1", "type": "account", "account_id": "acme", "occurred_at": "2026-06-01T11:00:00+00:00",
+            "data": data}
+
+
+def test_crm_url_must_be_an_http_url_of_at_most_2048_characters() -> None:
+    ok = validate_event(_account({"crm_url": "https://crm.example.com/accounts/42?tab=1"}), now=NOW)
+    assert isinstance(ok, Event) and ok.data.crm_url == "https://crm.example.com/accounts/42?tab=1"
+    for bad in ("javascript:alert(1)", "ftp://crm.example.com/a", "https://", "crm.example.com/a",
+                "https://crm.example.com/a b", 'https://x.example/"><script>', 42):
+        errors = validate_event(_account({"crm_url": bad}), now=NOW)
+        assert isinstance(errors, list) and errors[0].loc == ("data", "crm_url"), bad
+        if isinstance(bad, str):
+            assert "http:// or https:// URL" in errors[0].msg
+    errors = validate_event(_account({"crm_url": "https://crm.example.com/" + "a" * 2048}), now=NOW)
+    assert isinstance(errors, list) and errors[0].msg == "must be at most 2048 characters"

@@ -7,7 +7,8 @@ prepared once per connection, on the asyncpg connection under the consumer's kep
     BEGIN    (with SET LOCAL plan_cache_mode, in the same message)
     _READS   record the event ids as processed (ON CONFLICT DO NOTHING RETURNING: the new ones) and return
              the alert rows and per-target states of the batch's risks and the active silences of its
-             accounts, as arrays of rows
+             accounts, as arrays of rows, and ids drawn for the alert rows still to be inserted (their
+             messages name them)
     _WRITES  data-modifying CTEs fed by one jsonb document: upsert the alerts (RETURNING id, risk_id), the
              states, digest items and deliveries joined to them by risk id, and the positions (never
              backwards); RETURNING the deliveries actually inserted
@@ -65,6 +66,12 @@ WITH fresh AS (
     FROM unnest($3::text[]) AS u(risk_id),
          LATERAL (SELECT id, risk_id, last_seq, acked_at FROM alerts_alerts
                   WHERE risk_id = u.risk_id OFFSET 0) AS a
+), reserved AS (
+    -- ids for the alert rows this claim will insert, drawn in the batch's order (as SqlClaimStore does)
+    SELECT n.risk_id, nextval(pg_get_serial_sequence('alerts_alerts', 'id')) AS id
+    FROM (SELECT u.risk_id FROM unnest($3::text[]) WITH ORDINALITY AS u(risk_id, ord)
+          WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.risk_id = u.risk_id)
+          ORDER BY u.ord OFFSET 0) AS n
 )
 SELECT
     ARRAY(SELECT event_id FROM fresh) AS fresh,
@@ -77,7 +84,8 @@ SELECT
           FROM unnest($4::text[]) AS u(account_id),
                LATERAL (SELECT * FROM alerts_silences
                         WHERE account_id = u.account_id AND until > $2 AND deleted_at IS NULL
-                        OFFSET 0) AS s) AS silences
+                        OFFSET 0) AS s) AS silences,
+    ARRAY(SELECT ROW(r.risk_id, r.id) FROM reserved r) AS reserved
 """
 
 # The writes take ONE jsonb document (rows as objects, built by the same functions as the SQLAlchemy path):
@@ -85,12 +93,12 @@ SELECT
 # round trip itself. Order: alerts by risk id (as given), states by (alert id, target key), the rest as given.
 _WRITES = """
 WITH upserted AS (
-    INSERT INTO alerts_alerts AS a (risk_id, account_id, type, severity, status, summary, last_event_id,
+    INSERT INTO alerts_alerts AS a (id, risk_id, account_id, type, severity, status, summary, last_event_id,
                                     last_seq, last_event, opened_at, updated_at, resolved_at)
-    SELECT risk_id, account_id, type, severity, status, summary, last_event_id, last_seq, last_event,
-           opened_at, updated_at, resolved_at
+    SELECT coalesce(id, nextval(pg_get_serial_sequence('alerts_alerts', 'id'))), risk_id, account_id, type,
+           severity, status, summary, last_event_id, last_seq, last_event, opened_at, updated_at, resolved_at
     FROM ROWS FROM (jsonb_to_recordset($1::jsonb -> 'alerts') AS (
-             risk_id text, account_id text, type text, severity text, status text, summary text,
+             id bigint, risk_id text, account_id text, type text, severity text, status text, summary text,
              last_event_id text, last_seq int, last_event jsonb, opened_at timestamptz, updated_at timestamptz,
              resolved_at timestamptz)) WITH ORDINALITY AS u
     ORDER BY u.ordinality
@@ -216,7 +224,7 @@ class PgClaimStore:
             list(dict.fromkeys(r.risk_id for r in risks)),
             list(dict.fromkeys(r.account_id for r in risks)),
         )
-        fresh, alerts, states, silences = row
+        fresh, alerts, states, silences, reserved = row
         return ClaimReads(
             new_event_ids=set(fresh),
             alerts={rid: KnownAlert(id=aid, last_seq=seq, acked=acked) for aid, rid, seq, acked in alerts},
@@ -244,6 +252,7 @@ class PgClaimStore:
                 )
                 for sid, account, types, until, reason, by, created in silences
             ],
+            new_alert_ids={rid: int(aid) for rid, aid in reserved},
         )
 
     async def claim_writes(self, writes: ClaimWrites) -> list[DeliveryRow]:
@@ -254,7 +263,10 @@ class PgClaimStore:
             (rid, delivery_values(new_delivery(n, None), now, writes.lease_until)) for n, rid in writes.deliveries
         ]
         document = {
-            "alerts": [alert_values(r, now) for r in sorted(writes.alerts, key=lambda r: r.risk_id)],
+            "alerts": [
+                {**alert_values(r, now), "id": writes.alert_ids.get(r.risk_id)}
+                for r in sorted(writes.alerts, key=lambda r: r.risk_id)
+            ],
             "states": [{"risk_id": rid, **cols} for rid, cols in writes.states],
             "digest_items": [{"risk_id": rid, **cols} for rid, cols in writes.digest_items],
             "deliveries": [{"risk_id": rid, **values} for rid, values in deliveries],

@@ -37,6 +37,8 @@ class SqlClaimStore:
         fresh = [r for r in risks if r.event_id in new_ids]
         alerts, states = await repo.alerts_with_states(r.risk_id for r in fresh)
         risk_of = {a.id: rid for rid, a in alerts.items()}
+        unknown = list(dict.fromkeys(r.risk_id for r in fresh if r.risk_id not in alerts))
+        reserved = dict(zip(unknown, await repo.reserve_alert_ids(len(unknown)), strict=True))
         return ClaimReads(
             new_event_ids=new_ids,
             alerts={
@@ -55,12 +57,15 @@ class SqlClaimStore:
                 for s in states.values()
             },
             silences=await repo.active_silences({r.account_id for r in fresh}, now),
+            new_alert_ids=reserved,
         )
 
     async def claim_writes(self, writes: ClaimWrites) -> list[DeliveryRow]:
         repo = self.repo
         now = writes.now
-        ids = await repo.upsert_alerts([alert_values(r, now) for r in writes.alerts])
+        ids = await repo.upsert_alerts(
+            [{**alert_values(r, now), "id": writes.alert_ids.get(r.risk_id)} for r in writes.alerts]
+        )
         await repo.upsert_states([{"alert_id": ids[rid], **cols} for rid, cols in writes.states])
         await repo.add_digest_items([{"alert_id": ids[rid], **cols} for rid, cols in writes.digest_items])
         deliveries = await repo.claim(

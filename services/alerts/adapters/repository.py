@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,11 +28,13 @@ from services.alerts.adapters.rows import (
     state_row,
     utc,
 )
+from services.alerts.domain.daily import DAILY_ITEM, DAILY_KIND
 from services.alerts.service.records import (
     AlertRow,
     AttemptRow,
     ClaimReads,
     ClaimWrites,
+    DailyReads,
     DeliveryRow,
     DigestItemRow,
     NewDelivery,
@@ -125,11 +127,34 @@ class AlertsRepository:
         row = (await self.conn.execute(sa.select(t.alerts).where(t.alerts.c.id == alert_id))).first()
         return None if row is None else alert_row(row)
 
+    async def reserve_alert_ids(self, count: int) -> list[int]:
+        """`count` ids for alert rows this transaction is about to insert, drawn in order, so that their
+        messages can name their alert before the rows exist. PostgreSQL: from the table's sequence;
+        SQLite (one writer, whose transaction already holds the write lock): the next rowids."""
+        if count <= 0:
+            return []
+        if self.conn.dialect.name == "postgresql":
+            rows = await self.conn.execute(
+                sa.text("SELECT nextval(pg_get_serial_sequence('alerts_alerts', 'id')) FROM generate_series(1, :n)"),
+                {"n": count},
+            )
+            return [int(r[0]) for r in rows]
+        top = (await self.conn.execute(sa.select(sa.func.max(t.alerts.c.id)))).scalar()
+        return list(range(int(top or 0) + 1, int(top or 0) + 1 + count))
+
     async def upsert_alerts(self, values: list[dict[str, Any]]) -> dict[str, int]:
         """Insert or update alert rows by risk id in one statement (never touching opened_at or an
-        acknowledgement); returns their ids by risk id."""
+        acknowledgement); returns their ids by risk id. A value may carry its `id` (a known or reserved
+        one, see `reserve_alert_ids`): a new row takes it; an existing row keeps its own."""
         if not values:
             return {}
+        with_id = [v for v in values if v.get("id") is not None]
+        if with_id and len(with_id) < len(values):  # one statement per shape of row
+            ids = await self.upsert_alerts(with_id)
+            ids.update(await self.upsert_alerts([v for v in values if v.get("id") is None]))
+            return ids
+        if not with_id:
+            values = [{k: v for k, v in row.items() if k != "id"} for row in values]
         ins = insert_for(self.conn, t.alerts)
         mutable = (
             "account_id",
@@ -237,6 +262,20 @@ class AlertsRepository:
         elif status == "resolved":
             q = q.where(a.c.status == "resolved")
         return [alert_row(r) for r in await self.conn.execute(q)]
+
+    # -- Slack interactions -------------------------------------------------------------------
+    async def remember_signature(self, signature: str, now: datetime, *, forget_before: datetime) -> bool:
+        """Record a Slack request signature; False when it was seen before (a replay). Signatures older
+        than `forget_before` (outside the timestamp window, so refused as stale anyway) are dropped."""
+        r = t.slack_requests
+        await self.conn.execute(sa.delete(r).where(r.c.seen_at < forget_before))
+        stmt = (
+            insert_for(self.conn, r)
+            .values(signature=signature, seen_at=now)
+            .on_conflict_do_nothing(index_elements=[r.c.signature])
+            .returning(r.c.signature)
+        )
+        return (await self.conn.execute(stmt)).first() is not None
 
     # -- silences ------------------------------------------------------------------------------
     async def active_silences(self, account_ids: Iterable[str], now: datetime) -> list[SilenceRow]:
@@ -447,19 +486,43 @@ class AlertsRepository:
     async def due_digest_items(self, now: datetime, limit: int) -> list[DigestItemRow]:
         """Waiting items of every target whose oldest waiting item is due (held for group_wait)."""
         di = t.digest_items
+        grouped = di.c.kind != DAILY_ITEM  # items waiting for a daily digest are not flushed here
         due_targets = (
             sa.select(di.c.target_key)
-            .where(di.c.consumed_at.is_(None))
+            .where(di.c.consumed_at.is_(None), grouped)
             .group_by(di.c.target_key)
             .having(sa.func.min(di.c.due_at) <= now)
         )
         rows = await self.conn.execute(
             sa.select(di)
-            .where(di.c.consumed_at.is_(None), di.c.target_key.in_(due_targets))
+            .where(di.c.consumed_at.is_(None), grouped, di.c.target_key.in_(due_targets))
             .order_by(di.c.target_key, di.c.id)
             .limit(limit)
         )
         return [digest_item_row(r) for r in rows]
+
+    async def daily_digest_reads(self, now: datetime, changed_since: datetime) -> DailyReads:
+        a, s, di, d = t.alerts, t.states, t.digest_items, t.deliveries
+        rows = await self.conn.execute(
+            sa.select(a, *[c.label(f"s_{c.name}") for c in s.c])
+            .join(s, s.c.alert_id == a.c.id)
+            .where(s.c.notify_count > 0, sa.or_(a.c.status == "open", a.c.updated_at >= changed_since))
+            .order_by(s.c.target_key, a.c.id)
+        )
+        tracked = [(alert_row(row), state_row(row, "s_")) for row in rows]
+        items = await self.conn.execute(
+            sa.select(di).where(di.c.consumed_at.is_(None), di.c.kind == DAILY_ITEM).order_by(di.c.id)
+        )
+        last = await self.conn.execute(
+            sa.select(d.c.target_key, sa.func.max(d.c.created_at))
+            .where(d.c.kind == DAILY_KIND, d.c.created_at >= changed_since)
+            .group_by(d.c.target_key)
+        )
+        return DailyReads(
+            tracked=tracked,
+            items=[digest_item_row(r) for r in items],
+            last_sent={key: _aware(at) for key, at in last},
+        )
 
     async def consume_digest_items(self, assignments: dict[int, int | None], now: datetime) -> bool:
         """Mark items consumed (with the delivery that carries them); False when another flusher was first."""
@@ -476,6 +539,13 @@ class AlertsRepository:
             )
             done += res.rowcount or 0
         return done == len(assignments)
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back an aggregate's timestamp without its zone: it was stored in UTC."""
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _newest_first(table: sa.Table, before_id: int | None, limit: int) -> sa.Select[Any]:

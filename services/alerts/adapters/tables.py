@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables of the alerts service (migrations 0002 and 0003, tables prefixed `alerts_`)."""
+"""SQLAlchemy Core tables of the alerts service (migrations 0002, 0003 and 0006, tables prefixed `alerts_`)."""
 
 from __future__ import annotations
 
@@ -132,4 +132,12 @@ rate_slots = sa.Table(
     metadata,
     sa.Column("key", sa.String(300), primary_key=True),
     sa.Column("next_at", _TS, nullable=False),
+)
+
+# Migration 0006_slack_interactions: signatures of Slack interactions accepted in the replay window.
+slack_requests = sa.Table(
+    "alerts_slack_requests",
+    metadata,
+    sa.Column("signature", sa.String(128), primary_key=True),
+    sa.Column("seen_at", _TS, nullable=False),
 )

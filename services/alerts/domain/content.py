@@ -14,10 +14,12 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from services.alerts.domain.action_links import ActionLinks
+from services.alerts.domain.actions import SNOOZE_DAYS, slack_actions
 from services.alerts.domain.targets import Target
 from shared.risks import SEVERITY_RANK, RiskEvent
 
@@ -204,9 +206,13 @@ def dedup_key(risk: RiskEvent, target: Target, suffix: str) -> str:
 
 
 def render(risk: RiskEvent, target: Target, public_url: str, *, kind: str | None = None,
-           dedup_suffix: str | None = None) -> Notification:
+           dedup_suffix: str | None = None, alert_id: int | None = None,
+           links: ActionLinks | None = None) -> Notification:
     """Render one risk event for one target. `kind` defaults from the transition (opened/updated/resolved);
-    pass the policy's `Decision.kind` and `Decision.dedup_suffix` to render escalations and repeats."""
+    pass the policy's `Decision.kind` and `Decision.dedup_suffix` to render escalations and repeats.
+
+    With the `alert_id` the message carries the action buttons (Acknowledge, Snooze, Open account, Open in
+    CRM: `actions.slack_actions`); `links` adds the signed Acknowledge / Snooze links to the e-mail."""
     kind = kind or risk.transition
     link = health_link(public_url, risk.account_id)
     name = _account_name(risk)
@@ -251,7 +257,9 @@ def render(risk: RiskEvent, target: Target, public_url: str, *, kind: str | None
         title = f"*Health {_health_text(risk)}, main reasons*\n"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": title + mrkdwn(
             "\n".join(f"• {r}" for r in reasons), SLACK_SECTION_TEXT_MAX - len(title))}})
-    if len(link) <= SLACK_URL_MAX:
+    if alert_id is not None:
+        blocks.append(slack_actions(alert_id, link, _crm_url(risk)))
+    elif len(link) <= SLACK_URL_MAX:
         blocks.append({"type": "actions", "elements": [
             {"type": "button", "text": {"type": "plain_text", "text": "Open account health"}, "url": link}]})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn(
@@ -269,8 +277,13 @@ def render(risk: RiskEvent, target: Target, public_url: str, *, kind: str | None
     if evidence:
         lines += ["Top evidence:"] + [f"  - {k}: {v}" for k, v in evidence]
     lines += [f"{label}: {value}" for label, value in fields[4:]]
-    lines += ["", f"Account health: {link}", "",
-              f"Risk {risk.risk_id} (event {risk.event_id}), detected {risk.detected_at.isoformat()}"]
+    lines += ["", f"Account health: {link}"]
+    crm = _crm_url(risk)
+    if crm:
+        lines.append(f"Open in CRM: {crm}")
+    if links is not None:
+        lines += [f"Acknowledge: {links.ack}", f"Snooze {SNOOZE_DAYS} days: {links.snooze}"]
+    lines += ["", f"Risk {risk.risk_id} (event {risk.event_id}), detected {risk.detected_at.isoformat()}"]
     email_text = _clean("\n".join(lines)) + "\n"
     e = html.escape
     html_parts = [
@@ -287,6 +300,11 @@ def render(risk: RiskEvent, target: Target, public_url: str, *, kind: str | None
         html_parts.append("<h3>Top evidence</h3><ul>" + "".join(
             f"<li>{e(_clean(k))}: {e(_clean(v))}</li>" for k, v in evidence) + "</ul>")
     html_parts.append(f"<p><a href=\"{e(link, quote=True)}\">Open account health</a></p>")
+    if crm:
+        html_parts.append(f"<p><a href=\"{e(crm, quote=True)}\">Open in CRM</a></p>")
+    if links is not None:
+        html_parts.append(f"<p><a href=\"{e(links.ack, quote=True)}\">Acknowledge</a> &middot; "
+                          f"<a href=\"{e(links.snooze, quote=True)}\">Snooze {SNOOZE_DAYS} days</a></p>")
     html_parts.append(f"<p style=\"color:#888\">Risk {e(risk.risk_id)} (event {e(risk.event_id)}), "
                       f"detected {e(risk.detected_at.isoformat())}</p></body></html>")
 
@@ -302,6 +320,12 @@ def render(risk: RiskEvent, target: Target, public_url: str, *, kind: str | None
     )
 
 
+def _crm_url(risk: RiskEvent) -> str | None:
+    """The account's CRM page, when scoring knows one (an http(s) URL, checked at ingest)."""
+    url = risk.account.crm_url
+    return url if url is not None and url.lower().startswith(("https://", "http://")) else None
+
+
 # --- digests --------------------------------------------------------------------------------------------
 
 def digest_key(target: Target, event_ids: Iterable[str]) -> str:
@@ -311,13 +335,14 @@ def digest_key(target: Target, event_ids: Iterable[str]) -> str:
 
 
 def render_digest(risks: Sequence[RiskEvent], target: Target, public_url: str) -> Notification:
-    """One message listing several (low-severity) risks for one target."""
+    """One message listing several risks (of several accounts) for one target."""
     if not risks:
         raise ValueError("a digest needs at least one risk")
     event_ids = tuple(r.event_id for r in risks)
     key = digest_key(target, event_ids)
     n = len(risks)
-    title = f"{n} low-severity risk{'s' if n != 1 else ''} to review"
+    low = "low-severity " if all(r.severity == "low" for r in risks) else ""
+    title = f"{n} {low}risk{'s' if n != 1 else ''} to review"
     shown = risks[:DIGEST_MAX_ITEMS]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": title}},
@@ -366,3 +391,163 @@ def render_digest(risks: Sequence[RiskEvent], target: Target, public_url: str) -
         source_received_at=min(received) if received else None,
     )
 
+
+
+# --- several risks of one account -------------------------------------------------------------------------
+
+def worst_first(risks: Iterable[RiskEvent]) -> list[RiskEvent]:
+    """Highest severity first; then by type and risk id (a stable order)."""
+    return sorted(risks, key=lambda r: (-SEVERITY_RANK.get(r.severity, 0), r.type, r.risk_id))
+
+
+def group_key(target: Target, event_ids: Iterable[str]) -> str:
+    """Deterministic for the same set of events, like `digest_key`."""
+    digest = hashlib.sha256("\n".join(sorted(event_ids)).encode()).hexdigest()[:24]
+    return f"group|{target.key}|{digest}"
+
+
+def render_group(risks: Sequence[RiskEvent], target: Target, public_url: str) -> Notification:
+    """One message for one target listing several risks of ONE account, worst severity first."""
+    if not risks:
+        raise ValueError("a group needs at least one risk")
+    ordered = worst_first(risks)
+    first = ordered[0]
+    name = _account_name(first)
+    link = health_link(public_url, first.account_id)
+    n = len(ordered)
+    severity = first.severity
+    event_ids = tuple(r.event_id for r in ordered)
+    key = group_key(target, event_ids)
+    title = f"{severity.capitalize()} · {n} risks · {name}"
+    shown = ordered[:DIGEST_MAX_ITEMS - 2]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": mrkdwn(title,
+                                                                                      SLACK_HEADER_TEXT_MAX)}},
+    ]
+    fields = [("Account", f"{name} ({first.account_id})" if first.account.name else first.account_id),
+              ("Health", _health_text(first))]
+    if first.account.arr is not None:
+        fields.append(("ARR", _money(first.account.arr)))
+    if first.account.renewal_date is not None:
+        fields.append(("Renewal", first.account.renewal_date.isoformat()))
+    blocks.append({"type": "section", "fields": [
+        {"type": "mrkdwn", "text": f"*{label}*\n" + mrkdwn(value, SLACK_FIELD_TEXT_MAX - len(label) - 3)}
+        for label, value in fields]})
+    text_lines = [f"{n} risks on {name} ({first.account_id}), worst first:", ""]
+    html_items: list[str] = []
+    for risk in shown:
+        label = TYPE_LABELS.get(risk.type, risk.type)
+        emoji = SEVERITY_EMOJI.get(risk.severity, "")
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"{emoji} *" + mrkdwn(
+            f"{risk.severity.capitalize()} · {label}", 200) + "*\n" + mrkdwn(
+            truncate(risk.summary or label, 500), SLACK_SECTION_TEXT_MAX - 220)}})
+        text_lines += [f"- [{risk.severity.upper()}] {label}: {truncate(risk.summary, 500)}"]
+        html_items.append(f"<li><b>{html.escape(risk.severity.capitalize())} &middot; {html.escape(label)}</b>"
+                          f"<br>{html.escape(_clean(truncate(risk.summary, 500)))}</li>")
+    if n > len(shown):
+        more = f"…and {n - len(shown)} more"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": more}})
+        text_lines.append(more)
+        html_items.append(f"<li>{html.escape(more)}</li>")
+    if len(link) <= SLACK_URL_MAX:
+        blocks.append({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Open account health"}, "url": link}]})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn(
+        "churnsignal · risks " + ", ".join(r.risk_id for r in shown), SLACK_CONTEXT_TEXT_MAX)}]})
+    text_lines += ["", f"Account health: {link}"]
+    received = [r.trigger.received_at for r in ordered if r.trigger is not None and r.trigger.received_at]
+    summary = "; ".join(f"{r.severity} {r.type}" for r in shown[:5])
+    return Notification(
+        dedup_key=key, target=target, kind="grouped", risk_ids=tuple(r.risk_id for r in ordered),
+        event_ids=event_ids, account_ids=(first.account_id,), severity=severity,
+        summary=one_line(f"{n} risks on {name}: {summary}"),
+        text=mrkdwn(f"[{severity.upper()}] {n} risks on {name}: " + "; ".join(
+            f"{TYPE_LABELS.get(r.type, r.type)} ({r.severity})" for r in shown[:10]), FALLBACK_TEXT_MAX),
+        slack_blocks=blocks,
+        email_subject=header_safe(f"[churnsignal] {severity.upper()} {n} risks: {name}"),
+        email_text=_clean("\n".join(text_lines)) + "\n",
+        email_html=("<!DOCTYPE html><html><body style=\"font-family:sans-serif\">"
+                    f"<h2>{html.escape(n.__str__())} risks on {html.escape(_clean(name))}</h2><ol>"
+                    f"{''.join(html_items)}</ol><p><a href=\"{html.escape(link, quote=True)}\">Open account "
+                    "health</a></p></body></html>"),
+        webhook_body={"kind": "grouped", "dedup_key": key, "receiver": target.receiver, "link": link,
+                      "risks": [r.model_dump(mode="json") for r in ordered]},
+        link=link, source_received_at=min(received) if received else None,
+    )
+
+
+# --- the daily digest -------------------------------------------------------------------------------------
+
+DAILY_SECTION_MAX = 20          # lines per section; the rest is counted
+
+
+def render_daily_digest(open_risks: Sequence[RiskEvent], target: Target, public_url: str, *,
+                        changed: Sequence[tuple[RiskEvent, str]], day: date, since: datetime | None,
+                        renewal_horizon: timedelta, dedup_key: str) -> Notification:
+    """A target's daily digest: open risks (worst first), red accounts, renewals within `renewal_horizon`
+    of `day`, and what changed since the previous digest (`since`; None: the first digest)."""
+    ordered = worst_first(open_risks)
+    latest: dict[str, RiskEvent] = {}
+    for risk in [*ordered, *(r for r, _ in changed)]:
+        current = latest.get(risk.account_id)
+        if current is None or risk.detected_at > current.detected_at:
+            latest[risk.account_id] = risk
+    open_accounts = {r.account_id for r in ordered}
+    red = sorted((r for a, r in latest.items() if a in open_accounts and r.health.tier == "red"),
+                 key=lambda r: (r.health.score if r.health.score is not None else 101, r.account_id))
+    horizon = day + renewal_horizon
+    renewals = sorted((r for a, r in latest.items() if a in open_accounts and r.account.renewal_date is not None
+                       and day <= r.account.renewal_date <= horizon),
+                      key=lambda r: (r.account.renewal_date, r.account_id))
+    sections: list[tuple[str, list[str]]] = [
+        (f"Open risks ({len(ordered)})", [
+            f"[{r.severity.upper()}] {TYPE_LABELS.get(r.type, r.type)} · {_account_name(r)}: "
+            f"{truncate(r.summary, 200)}" for r in ordered]),
+        (f"Red accounts ({len(red)})", [f"{_account_name(r)} ({r.account_id}), health {_health_text(r)}"
+                                        for r in red]),
+        (f"Renewals within {renewal_horizon.days} days ({len(renewals)})", [
+            f"{_account_name(r)} ({r.account_id}) renews {r.account.renewal_date.isoformat()}"  # type: ignore[union-attr]
+            + (f", ARR {_money(r.account.arr)}" if r.account.arr is not None else "") for r in renewals]),
+        (("Changed since the last digest" if since is not None else "Changed since yesterday")
+         + f" ({len(changed)})", [
+            f"{kind}: {TYPE_LABELS.get(r.type, r.type)} ({r.severity}) · {_account_name(r)}"
+            for r, kind in changed]),
+    ]
+    title = f"Daily digest {day.isoformat()}: {len(ordered)} open risk{'s' if len(ordered) != 1 else ''}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": mrkdwn(title,
+                                                                                      SLACK_HEADER_TEXT_MAX)}}]
+    text_lines = [title, ""]
+    html_parts = ["<!DOCTYPE html><html><body style=\"font-family:sans-serif\">", f"<h2>{html.escape(title)}</h2>"]
+    for heading, lines in sections:
+        shown = lines[:DAILY_SECTION_MAX]
+        if len(lines) > len(shown):
+            shown = [*shown, f"…and {len(lines) - len(shown)} more"]
+        body = "\n".join(f"• {line}" for line in shown) if shown else "none"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{heading}*\n" + mrkdwn(
+            body, SLACK_SECTION_TEXT_MAX - len(heading) - 3)}})
+        text_lines += [heading] + ([f"  - {line}" for line in shown] or ["  none"]) + [""]
+        html_parts.append(f"<h3>{html.escape(heading)}</h3>" + ("<ul>" + "".join(
+            f"<li>{html.escape(_clean(line))}</li>" for line in shown) + "</ul>" if shown else "<p>none</p>"))
+    link = f"{public_url.rstrip('/')}/v1/risks?status=open"
+    text_lines.append(f"Open risks: {link}")
+    html_parts.append(f"<p><a href=\"{html.escape(link, quote=True)}\">Open risks</a></p></body></html>")
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "churnsignal daily digest"}]})
+    everything = [*ordered, *(r for r, _ in changed)]
+    worst = max((r.severity for r in everything), key=lambda s: SEVERITY_RANK.get(s, 0), default="low")
+    return Notification(
+        dedup_key=dedup_key, target=target, kind="daily_digest",
+        risk_ids=tuple(dict.fromkeys(r.risk_id for r in everything)),
+        event_ids=tuple(dict.fromkeys(r.event_id for r in everything)),
+        account_ids=tuple(dict.fromkeys(r.account_id for r in everything)), severity=worst,
+        summary=one_line(f"daily digest: {len(ordered)} open, {len(red)} red, {len(renewals)} renewals, "
+                         f"{len(changed)} changed"),
+        text=mrkdwn(f"{title}; {len(red)} red accounts, {len(renewals)} renewals soon, {len(changed)} changes",
+                    FALLBACK_TEXT_MAX),
+        slack_blocks=blocks, email_subject=header_safe(f"[churnsignal] {title}"),
+        email_text=_clean("\n".join(text_lines)) + "\n", email_html="".join(html_parts),
+        webhook_body={"kind": "daily_digest", "dedup_key": dedup_key, "receiver": target.receiver,
+                      "day": day.isoformat(), "open": [r.model_dump(mode="json") for r in ordered],
+                      "changed": [{"change": kind, "risk_id": r.risk_id} for r, kind in changed]},
+        link=link,
+    )

@@ -1,21 +1,27 @@
-"""Digests: low-severity risks wait `group_wait`, then go out as one message per target (docs/routing.md).
+"""Grouping: openings and reminders wait `group_wait`, then go out as one message per target and group
+(by default one per target and account: `group_by: [account_id]`, docs/routing.md). Severities in the
+route's `group_bypass` (default: critical) never wait; neither do escalations and resolutions.
 
-The service queues a `PendingItem` instead of sending when `goes_to_digest` says so, and periodically calls
-`plan_digests` with everything still queued; the plan says which notifications to claim now and which items
-they consume. Pure: the caller owns the queue (a table) and the clock.
+The service queues a `PendingItem` instead of sending when `send_mode` says "digest", and periodically
+calls `plan_digests` with everything still queued; the plan says which notifications to claim now and
+which items they consume. Pure: the caller owns the queue (a table) and the clock. Risks a route sends
+`digest_only` wait for the daily digest instead (`services.alerts.domain.daily`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
-from services.alerts.domain.content import Notification, dedup_key, render, render_digest
+from services.alerts.domain.content import Notification, dedup_key, render, render_digest, render_group
 from services.alerts.domain.targets import Target
 from shared.risks import RiskEvent
 
-DIGEST_SEVERITIES = frozenset({"low"})
+DEFAULT_GROUP_BY: tuple[str, ...] = ("account_id",)
+DEFAULT_GROUP_BYPASS = frozenset({"critical"})
+SendMode = Literal["now", "digest", "daily"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,7 @@ class PendingItem:
     due_at: datetime                 # queued_at + the route's group_wait
     kind: str = "opened"             # the policy decision's kind / dedup suffix, used when sent alone
     dedup_suffix: str = "opened"
-    group_by: tuple[str, ...] = ()   # the route's group_by: split one target's digest further
+    group_by: tuple[str, ...] = ()   # the route's group_by: split one target's queue into groups
 
     @property
     def group_key(self) -> str:
@@ -48,11 +54,25 @@ class DigestPlan:
     ready: list[Notification]         # claim and send these now
     consumed: list[PendingItem]       # remove from the queue together with the claim
     waiting: list[PendingItem]        # keep queued
+    carried_by: dict[str, str] = field(default_factory=dict)  # consumed item key -> its notification's key
 
 
-def goes_to_digest(risk: RiskEvent, kind: str | None, group_wait: timedelta) -> bool:
-    """Low-severity openings and reminders are grouped; resolutions and escalations are sent at once."""
-    return risk.severity in DIGEST_SEVERITIES and kind in ("opened", "repeat") and group_wait > timedelta(0)
+def goes_to_digest(risk: RiskEvent, kind: str | None, group_wait: timedelta,
+                   bypass: frozenset[str] = DEFAULT_GROUP_BYPASS) -> bool:
+    """Openings and reminders wait `group_wait` to be grouped, unless their severity is in `bypass`;
+    resolutions and escalations are sent at once."""
+    return risk.severity not in bypass and kind in ("opened", "repeat") and group_wait > timedelta(0)
+
+
+def send_mode(risk: RiskEvent, kind: str | None, *, group_wait: timedelta, group_bypass: frozenset[str],
+              digest_only: bool) -> SendMode:
+    """How one notification goes out: at once, after `group_wait` in its group, or in the daily digest
+    (`digest_only`: the route selects the risk for the digest). A severity in `group_bypass` never waits."""
+    if risk.severity in group_bypass:
+        return "now"
+    if digest_only:
+        return "daily"
+    return "digest" if goes_to_digest(risk, kind, group_wait, group_bypass) else "now"
 
 
 def pending(risk: RiskEvent, target: Target, *, now: datetime, group_wait: timedelta, kind: str = "opened",
@@ -67,12 +87,13 @@ def next_due(items: Iterable[PendingItem]) -> datetime | None:
 
 
 def plan_digests(items: Iterable[PendingItem], *, now: datetime, public_url: str) -> DigestPlan:
-    """Groups queued items per target (and the route's `group_by`); a group is due when its oldest item's
-    `due_at` has passed.
+    """Groups queued items per target and the route's `group_by` values; a group is due when its oldest
+    item's `due_at` has passed.
 
     Within a due group only the latest event of each risk counts, and a risk whose latest event is a
-    resolution is dropped. A group left with one risk is sent as a plain notification (its own dedup key),
-    with several as one digest (deterministic key over its event ids).
+    resolution is dropped. A group left with one risk is sent as a plain notification (its own dedup key);
+    several risks of one account (`group_by` has `account_id`) as one message listing them worst first
+    (`render_group`), otherwise as one digest (deterministic keys over the event ids).
     """
     groups: dict[str, list[PendingItem]] = {}
     for item in items:
@@ -80,6 +101,7 @@ def plan_digests(items: Iterable[PendingItem], *, now: datetime, public_url: str
     ready: list[Notification] = []
     consumed: list[PendingItem] = []
     waiting: list[PendingItem] = []
+    carried_by: dict[str, str] = {}
     for group in groups.values():
         if min(i.due_at for i in group) > now:
             waiting.extend(group)
@@ -97,8 +119,11 @@ def plan_digests(items: Iterable[PendingItem], *, now: datetime, public_url: str
         target = live[0].target
         if len(live) == 1:
             only = live[0]
-            ready.append(render(only.risk, target, public_url, kind=only.kind,
-                                dedup_suffix=only.dedup_suffix))
+            notification = render(only.risk, target, public_url, kind=only.kind, dedup_suffix=only.dedup_suffix)
+        elif "account_id" in live[0].group_by:  # grouped per account: one message about that account
+            notification = render_group([i.risk for i in live], target, public_url)
         else:
-            ready.append(render_digest([i.risk for i in live], target, public_url))
-    return DigestPlan(ready=ready, consumed=consumed, waiting=waiting)
+            notification = render_digest([i.risk for i in live], target, public_url)
+        ready.append(notification)
+        carried_by.update({i.item_key: notification.dedup_key for i in group})
+    return DigestPlan(ready=ready, consumed=consumed, waiting=waiting, carried_by=carried_by)

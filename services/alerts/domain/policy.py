@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from services.alerts.domain.digest import goes_to_digest
+from services.alerts.domain.digest import SendMode, send_mode
 from shared.risks import RiskEvent, severity_rises
 
 NotificationKind = Literal["opened", "escalated", "repeat", "resolved"]
@@ -115,19 +115,24 @@ class TargetPlan:
     state: AlertState                         # to store, whatever the decision
     last_kind: str | None                     # kind of the last notification decided for this target
     next_repeat_at: datetime | None           # when the repeat sweep should look at it again
-    send: Literal["now", "digest"] | None     # None: nothing to send
+    send: SendMode | None                     # now, digest (after group_wait), daily (digest); None: nothing
     suppressed: bool                          # held back by a silence (counted as such)
 
 
 def plan_target(risk: RiskEvent, previous: AlertState | None, *, target_key: str, last_kind: str | None,
                 now: datetime, repeat_interval: timedelta, send_resolved: bool, group_wait: timedelta,
-                silenced_until: datetime | None, sweep: bool = False) -> TargetPlan:
+                silenced_until: datetime | None, sweep: bool = False,
+                group_bypass: frozenset[str] = frozenset(), digest_only: bool = False) -> TargetPlan:
     """The decision for one target and everything stored with it.
 
     `silenced_until` is the end of the silence covering the risk (None: not silenced). `sweep` is True for
     the periodic repeat check: being the one that comes back, it reschedules itself for when the silence
     ends and stops asking about a target whose repeat time has passed without a notification (nothing
     will change that by itself). A risk event only records the state; the sweep takes it from there.
+
+    `group_bypass` (severities that never wait) and `digest_only` (the route sends this risk to the daily
+    digest) choose how a notification goes out (`send_mode`); a digest-only risk is never repeated on its
+    own: the daily digest lists it while it is open.
     """
     silenced = silenced_until is not None
     decision = decide(risk, previous, now=now, repeat_interval=repeat_interval, send_resolved=send_resolved,
@@ -138,9 +143,12 @@ def plan_target(risk: RiskEvent, previous: AlertState | None, *, target_key: str
         due = silenced_until  # look again when the silence ends
     elif sweep and not decision.notify and due is not None and due <= now:
         due = None
-    send: Literal["now", "digest"] | None = None
+    if digest_only and risk.severity not in group_bypass:
+        due = None
+    send: SendMode | None = None
     if decision.notify:
-        send = "digest" if goes_to_digest(risk, decision.kind, group_wait) else "now"
+        send = send_mode(risk, decision.kind, group_wait=group_wait, group_bypass=group_bypass,
+                         digest_only=digest_only)
     return TargetPlan(decision=decision, state=state,
                       last_kind=decision.kind if decision.notify else last_kind,
                       next_repeat_at=due, send=send, suppressed=silenced)

@@ -11,8 +11,10 @@ Routing file (`CHURNSIGNAL_ROUTING_FILE`)::
     fallback_receiver: leadership        # optional: when a risk resolves to no target at all
     route:
       receiver: csm                      # built in: Slack DM to the account's CSM + email to the CSM
-      group_wait: 30s                    # low-severity risks wait this long to be grouped in a digest
-      group_by: [type]                   # optional: one digest per target and risk type
+      group_wait: 30s                    # risks of one account opening this close go out as one message
+      group_by: [account_id]             # the default: one message per target and account
+      group_bypass: [critical]           # the default: critical risks never wait
+      digest_only: {type: [health_drop], severity: [low]}   # the default: these wait for the daily digest
       repeat_interval: 24h
       send_resolved: false
       routes:
@@ -22,9 +24,12 @@ Routing file (`CHURNSIGNAL_ROUTING_FILE`)::
 
 A risk walks the tree from the root: children are tried in order; a matching child is descended into and,
 unless it says `continue: true`, stops the search among its siblings. A route none of whose children match
-is itself the match. Children inherit `receiver`, `group_wait`, `group_by`, `repeat_interval` and
-`send_resolved` from their parent. Secrets (webhook URLs, HMAC secrets) are named by environment variable
-(`url_env`, `secret_env`); a literal `url:` is kept out of every target and log (see `literal_secrets`).
+is itself the match. Children inherit `receiver`, `group_wait`, `group_by`, `group_bypass`, `digest_only`,
+`repeat_interval` and `send_resolved` from their parent. A receiver may set `digest: {at: "08:30",
+timezone: Europe/Berlin}`: when its targets get their daily digest (default 09:00 UTC).
+
+Secrets (webhook URLs, HMAC secrets) are named by environment variable (`url_env`, `secret_env`); a
+literal `url:` is kept out of every target and log (see `literal_secrets`).
 
 This module is the tree and its matching; reading and validating the file is `routing_config`.
 """
@@ -35,6 +40,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from services.alerts.domain.daily import DigestSchedule, DigestSelection
+from services.alerts.domain.digest import DEFAULT_GROUP_BY, DEFAULT_GROUP_BYPASS
 from services.alerts.domain.targets import CSM, ChannelSpec, Target, resolve_targets, valid_email
 from shared.risks import SEVERITY_RANK, RiskEvent
 
@@ -51,6 +58,7 @@ SLACK_WEBHOOK_REF = "CHURNSIGNAL_SLACK_WEBHOOK_URL"    # settings.slack_webhook_
 class ReceiverSpec:
     name: str
     channels: tuple[ChannelSpec, ...]
+    digest: DigestSchedule | None = None      # None: the deployment's default (09:00 UTC)
 
 
 @dataclass(frozen=True)
@@ -101,11 +109,13 @@ class Route:
     matchers: Matchers = field(default_factory=Matchers)
     continue_: bool = False
     group_wait: timedelta = DEFAULT_GROUP_WAIT
-    group_by: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = DEFAULT_GROUP_BY
     repeat_interval: timedelta = DEFAULT_REPEAT_INTERVAL
     send_resolved: bool = False
     routes: tuple[Route, ...] = ()
     path: str = "route"
+    group_bypass: frozenset[str] = DEFAULT_GROUP_BYPASS
+    digest_only: DigestSelection = DigestSelection()
 
 
 @dataclass(frozen=True)
@@ -114,8 +124,10 @@ class RouteMatch:
     group_wait: timedelta
     repeat_interval: timedelta
     send_resolved: bool
-    group_by: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = DEFAULT_GROUP_BY
     route_path: str = "route"
+    group_bypass: frozenset[str] = DEFAULT_GROUP_BYPASS
+    digest_only: DigestSelection = DigestSelection()
 
 
 @dataclass(frozen=True)
@@ -188,14 +200,20 @@ class RoutingTree:
             match = RouteMatch(receiver=self.receivers[self.fallback_receiver],
                                group_wait=self.root.group_wait, repeat_interval=self.root.repeat_interval,
                                send_resolved=self.root.send_resolved, group_by=self.root.group_by,
-                               route_path="fallback_receiver")
+                               route_path="fallback_receiver", group_bypass=self.root.group_bypass,
+                               digest_only=self.root.digest_only)
             out = [RoutedTarget(match, t) for t in resolve_targets(match, risk, enabled=enabled)]
         return out
 
     def _as_match(self, node: Route) -> RouteMatch:
         return RouteMatch(receiver=self.receivers[node.receiver], group_wait=node.group_wait,
                           repeat_interval=node.repeat_interval, send_resolved=node.send_resolved,
-                          group_by=node.group_by, route_path=node.path)
+                          group_by=node.group_by, route_path=node.path, group_bypass=node.group_bypass,
+                          digest_only=node.digest_only)
+
+    def schedules(self) -> dict[str, DigestSchedule]:
+        """The daily digest schedule of every receiver that sets one."""
+        return {name: r.digest for name, r in self.receivers.items() if r.digest is not None}
 
 
 def _walk(node: Route, risk: RiskEvent) -> list[Route]:

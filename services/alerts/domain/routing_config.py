@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from services.alerts.domain.daily import DigestSchedule, DigestSelection
 from services.alerts.domain.routing import (
     CSM_RECEIVER,
     WEBHOOK_SECRET_REF,
@@ -92,8 +94,12 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
-_ROUTE_KEYS = {"receiver", "match", "continue", "group_wait", "group_by", "repeat_interval", "send_resolved",
-               "routes"}
+_ROUTE_KEYS = {"receiver", "match", "continue", "group_wait", "group_by", "group_bypass", "digest_only",
+               "repeat_interval", "send_resolved", "routes"}
+_RECEIVER_KEYS = {"name", "digest"}      # besides the channel keys
+_DIGEST_KEYS = {"at", "timezone"}
+_DIGEST_ONLY_KEYS = {"type", "severity"}
+_AT = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
 _MATCH_KEYS = {"type", "severity", "severity_at_least", "segment", "arr_min", "arr_max", "has_csm"}
 _CHANNEL_KEYS = {
     "slack_webhook": {"name", "url_env", "url", "channel"},
@@ -171,7 +177,7 @@ class _Parser:
             path = f"receivers[{i}]"
             if not isinstance(item, dict):
                 raise self.fail(path, "must be a mapping with a `name` and channel configs")
-            self._no_unknown(item, {"name", *_CHANNEL_KEYS}, path)
+            self._no_unknown(item, {*_RECEIVER_KEYS, *_CHANNEL_KEYS}, path)
             name = item.get("name")
             if not isinstance(name, str) or not _LABEL.match(name):
                 raise self.fail(f"{path}.name", "missing or not a simple name", item, "name")
@@ -196,11 +202,36 @@ class _Parser:
             names = [(c.kind, c.name) for c in channels]
             if len(set(names)) != len(names):
                 raise self.fail(path, "two channel configs of the same kind share a `name`", item, "name")
-            out[name] = ReceiverSpec(name=name, channels=tuple(channels))
+            digest = self._digest(item["digest"], f"{path}.digest", item) if "digest" in item else None
+            out[name] = ReceiverSpec(name=name, channels=tuple(channels), digest=digest)
         out.setdefault(CSM_RECEIVER, csm_receiver())
         if self.fallback is not None:
             out.setdefault(self.fallback.name, self.fallback)
         return out
+
+    def _digest(self, raw: Any, path: str, parent: dict) -> DigestSchedule:
+        if not isinstance(raw, dict):
+            raise self.fail(path, 'must be a mapping like {at: "08:30", timezone: Europe/Berlin}', parent,
+                            "digest")
+        self._no_unknown(raw, _DIGEST_KEYS, path)
+        at = time(9, 0)
+        if "at" in raw:
+            value = raw["at"]
+            m = _AT.match(value) if isinstance(value, str) else None
+            if m is None:
+                raise self.fail(f"{path}.at", f"{value!r} is not a time of day like \"08:30\" (HH:MM, 24 h, "
+                                "quoted)", raw, "at")
+            at = time(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+        zone = raw.get("timezone", "UTC")
+        if not isinstance(zone, str) or not re.match(r"^[A-Za-z0-9_+/-]{1,64}$", zone) or ".." in zone:
+            raise self.fail(f"{path}.timezone", "must be an IANA time zone name like Europe/Berlin", raw,
+                            "timezone")
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise self.fail(f"{path}.timezone", f"unknown time zone {zone!r} (an IANA name like "
+                            "Europe/Berlin)", raw, "timezone") from None
+        return DigestSchedule(at=at, timezone=zone)
 
     def _channel(self, kind: str, cfg: Any, path: str, default_name: str) -> ChannelSpec:
         if not isinstance(cfg, dict):
@@ -275,9 +306,20 @@ class _Parser:
         if not isinstance(group_by, list) or any(g not in _GROUP_BY for g in group_by):
             raise self.fail(f"{path}.group_by", f"must be a list of {', '.join(sorted(_GROUP_BY))}", raw,
                             "group_by")
+        bypass = parent.group_bypass
+        if "group_bypass" in raw:
+            value = raw["group_bypass"]
+            if not isinstance(value, list) or any(v not in SEVERITIES for v in value):
+                raise self.fail(f"{path}.group_bypass", f"must be a list of severities ({', '.join(SEVERITIES)})",
+                                raw, "group_bypass")
+            bypass = frozenset(value)
+        digest_only = parent.digest_only
+        if "digest_only" in raw:
+            digest_only = self._digest_only(raw["digest_only"], f"{path}.digest_only", raw)
         matchers = self._matchers(raw["match"], f"{path}.match", raw) if "match" in raw else Matchers()
         node = Route(receiver=receiver, matchers=matchers, continue_=cont, group_wait=group_wait,
-                     group_by=tuple(group_by), repeat_interval=repeat, send_resolved=send_resolved, path=path)
+                     group_by=tuple(group_by), repeat_interval=repeat, send_resolved=send_resolved, path=path,
+                     group_bypass=bypass, digest_only=digest_only)
         children = raw.get("routes", [])
         if not isinstance(children, list):
             raise self.fail(f"{path}.routes", "must be a list of routes", raw, "routes")
@@ -285,7 +327,22 @@ class _Parser:
                      for i, child in enumerate(children))
         return Route(receiver=node.receiver, matchers=node.matchers, continue_=node.continue_,
                      group_wait=node.group_wait, group_by=node.group_by, repeat_interval=node.repeat_interval,
-                     send_resolved=node.send_resolved, routes=kids, path=path)
+                     send_resolved=node.send_resolved, routes=kids, path=path, group_bypass=node.group_bypass,
+                     digest_only=node.digest_only)
+
+    def _digest_only(self, raw: Any, path: str, route: dict) -> DigestSelection:
+        if not isinstance(raw, dict):
+            raise self.fail(path, "must be a mapping of type and/or severity lists, e.g. "
+                            "{type: [health_drop], severity: [low]}", route, "digest_only")
+        self._no_unknown(raw, _DIGEST_ONLY_KEYS, path)
+        out: dict[str, frozenset[str]] = {}
+        for key, allowed in (("type", RISK_TYPES), ("severity", SEVERITIES)):
+            value = raw.get(key, [])
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or any(v not in allowed for v in items):
+                raise self.fail(f"{path}.{key}", f"must be a list of {', '.join(allowed)}", raw, key)
+            out[key] = frozenset(items)
+        return DigestSelection(types=out["type"], severities=out["severity"])
 
     def _duration(self, raw: dict, key: str, path: str, default: timedelta) -> timedelta:
         if key not in raw:

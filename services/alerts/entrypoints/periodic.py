@@ -1,13 +1,21 @@
-"""Wall-clock work of the alerts service: digest flushes, repeat notifications, housekeeping.
+"""Wall-clock work of the alerts service: group flushes, daily digests, repeat notifications, housekeeping.
 
 Each tick is one transaction that claims deliveries exactly like the consumer does (dedup-keyed), then
 hands them to the `DeliveryRunner`. A failed tick is logged and retried on the next one.
+
+The group flush runs every `digest_every_s` and also wakes up when a newly queued group is due (the
+pipeline tells it), so a group goes out right after its `group_wait`. The daily digest check runs at each
+receiver's scheduled moment (the schedule is pure: `services.alerts.domain.daily`) and at least every
+`daily_every_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -31,6 +39,7 @@ class PeriodicTasks:
         repeat_every_s: float = 5.0,
         prune_every_s: float = 3600.0,
         processed_retention: timedelta = timedelta(days=30),
+        daily_every_s: float = 300.0,
     ) -> None:
         self.uow = uow
         self.pipeline = pipeline
@@ -40,6 +49,19 @@ class PeriodicTasks:
         self.repeat_every_s = repeat_every_s
         self.prune_every_s = prune_every_s
         self.processed_retention = processed_retention
+        self.daily_every_s = daily_every_s
+        self.daily_sent: Counter[str] = Counter()  # daily digests claimed by this instance, per target key
+        self._group_due: list[datetime] = []  # a heap of due times of queued groups
+        self._group_wake = asyncio.Event()
+        pipeline.on_digest_due = self.wake_digests_at
+
+    def wake_digests_at(self, due: datetime) -> None:
+        """A queued group becomes due at `due`: flush then, not only on the next regular tick."""
+        if len(self._group_due) > 10_000:  # bounded: the regular tick catches up anyway
+            return
+        if not self._group_due or due < self._group_due[0]:
+            self._group_wake.set()
+        heapq.heappush(self._group_due, due)
 
     async def flush_digests_once(self) -> int:
         try:
@@ -49,6 +71,17 @@ class PeriodicTasks:
             log.info("%s", exc)
             return 0
         self.runner.submit(result.deliveries)
+        return len(result.deliveries)
+
+    async def daily_digests_once(self) -> int:
+        try:
+            async with self.uow.begin() as store:
+                result = await self.pipeline.claim_daily_digests(store)
+        except DigestRace as exc:
+            log.info("%s", exc)
+            return 0
+        self.runner.submit(result.deliveries)
+        self.daily_sent.update(d.target_key for d in result.deliveries)
         return len(result.deliveries)
 
     async def repeat_once(self) -> int:
@@ -62,7 +95,34 @@ class PeriodicTasks:
             return await store.prune_processed(self.clock() - self.processed_retention)
 
     async def run_digests(self) -> None:
-        await self._every(self.digest_every_s, self.flush_digests_once, "digest flush")
+        while True:
+            now = self.clock()
+            while self._group_due and self._group_due[0] <= now:
+                heapq.heappop(self._group_due)
+            try:
+                await self.flush_digests_once()
+            except ENGINE_ERRORS as exc:
+                log.warning("alerts digest flush failed (%s); next try in %.1fs", type(exc).__name__,
+                            self.digest_every_s)
+            timeout = self.digest_every_s
+            if self._group_due:
+                timeout = min(timeout, max((self._group_due[0] - self.clock()).total_seconds(), 0.0) + 0.005)
+            self._group_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._group_wake.wait(), timeout)
+
+    async def run_daily_digests(self) -> None:
+        while True:
+            try:
+                await self.daily_digests_once()
+            except ENGINE_ERRORS as exc:
+                log.warning("alerts daily digest check failed (%s); next try in 5s", type(exc).__name__)
+                await asyncio.sleep(5.0)
+                continue
+            now = self.clock()
+            due = self.pipeline.next_daily_due(now)
+            wait = self.daily_every_s if due is None else (due - now).total_seconds() + 0.01
+            await asyncio.sleep(min(max(wait, 0.01), self.daily_every_s))
 
     async def run_repeats(self) -> None:
         await self._every(self.repeat_every_s, self.repeat_once, "repeat check")

@@ -19,8 +19,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.alerts.domain.action_links import action_links
 from services.alerts.domain.content import Notification, render
-from services.alerts.domain.digest import PendingItem, pending, plan_digests
+from services.alerts.domain.daily import (
+    CHANGES_LOOKBACK,
+    DAILY_ITEM,
+    DAILY_KIND,
+    DailyItem,
+    DigestSchedule,
+    TrackedAlert,
+    next_scheduled,
+    plan_daily_digests,
+)
+from services.alerts.domain.digest import DEFAULT_GROUP_BY, PendingItem, pending, plan_digests
 from services.alerts.domain.policy import AlertState, TargetPlan, plan_target
 from services.alerts.domain.routing import RoutedTarget, RoutingTree
 from services.alerts.domain.silences import Silence, matching_silence
@@ -137,13 +148,33 @@ class AlertPipeline:
         lease: timedelta,
         metrics: AlertsMetrics,
         clock: Callable[[], datetime],
+        action_secret: bytes | None = None,
+        digest_schedule: DigestSchedule | None = None,
     ) -> None:
+        """`action_secret` signs the Acknowledge / Snooze links of e-mails (none without it)."""
         self.tree = tree
+        self.action_secret = action_secret
         self.public_url = public_url
         self.enabled = enabled
         self.lease = lease
         self.metrics = metrics
         self.clock = clock
+        # The daily digest schedule of receivers that do not set `digest` (docs/routing.md).
+        self.digest_schedule = digest_schedule or DigestSchedule()
+        # Told the earliest `due_at` of newly queued group items (the periodic flush wakes up for it).
+        self.on_digest_due: Callable[[datetime], None] | None = None
+
+    def next_daily_due(self, now: datetime) -> datetime | None:
+        """The next moment a daily digest of any receiver may be due."""
+        return next_scheduled([self.digest_schedule, *self.tree.schedules().values()], now)
+
+    def _schedule_of(self, target: Target) -> DigestSchedule:
+        return self.tree.schedules().get(target.receiver, self.digest_schedule)
+
+    def _hint(self, rows: Sequence[dict[str, Any]]) -> None:
+        due = [r["due_at"] for r in rows if r["kind"] != DAILY_ITEM]
+        if due and self.on_digest_due is not None:
+            self.on_digest_due(min(due))
 
     def _targets(self, risk: RiskEvent) -> list[RoutedTarget]:
         return self.tree.route_targets(risk, enabled=self.enabled)
@@ -171,18 +202,29 @@ class AlertPipeline:
             group_wait=rt.match.group_wait,
             silenced_until=silence.until if silence is not None else None,
             sweep=sweep,
+            group_bypass=rt.match.group_bypass,
+            digest_only=rt.match.digest_only.selects(risk),
         )
         if plan.suppressed:
             self.metrics.notifications.labels(rt.target.kind, "suppressed").inc()
         return plan
 
-    def _render(self, risk: RiskEvent, rt: RoutedTarget, plan: TargetPlan) -> Notification:
+    def _render(
+        self, risk: RiskEvent, rt: RoutedTarget, plan: TargetPlan, alert_id: int | None, now: datetime
+    ) -> Notification:
+        """The message, naming its alert (the buttons' and action links' handle)."""
+        links = None
+        target = rt.target
+        if alert_id is not None and self.action_secret and target.kind in ("email", "console"):
+            links = action_links(self.action_secret, self.public_url, alert_id, target.address, now=now)
         return render(
             risk,
-            rt.target,
+            target,
             self.public_url,
             kind=plan.decision.kind,
             dedup_suffix=plan.decision.dedup_suffix,
+            alert_id=alert_id,
+            links=links,
         )
 
     # -- risk events ---------------------------------------------------------------------------
@@ -239,13 +281,15 @@ class AlertPipeline:
                 mem[key] = plan.state
                 kinds[key] = plan.last_kind
                 dirty[key] = (risk_id, _planned_values(rt, plan))
-                if plan.send == "digest":
+                if plan.send in ("digest", "daily"):
                     digest_rows.append((risk_id, self._digest_row(risk, rt, plan, now)))
                 elif plan.send == "now":
-                    notifications.append((self._render(risk, rt, plan), risk_id))
+                    alert_id = alert.id if alert is not None else reads.new_alert_ids.get(risk_id)
+                    notifications.append((self._render(risk, rt, plan, alert_id, now), risk_id))
             result.count("applied")
 
         result.queued_for_digest = len(digest_rows)
+        self._hint([row for _, row in digest_rows])
         result.deliveries = await store.claim_writes(
             ClaimWrites(
                 now=now,
@@ -255,6 +299,7 @@ class AlertPipeline:
                 digest_items=digest_rows,
                 deliveries=notifications,
                 positions=positions,
+                alert_ids=_alert_ids(latest, alerts, reads.new_alert_ids),
             )
         )
         return result
@@ -278,7 +323,8 @@ class AlertPipeline:
         return applied, list(latest.values())
 
     def _digest_row(self, risk: RiskEvent, rt: RoutedTarget, plan: TargetPlan, now: datetime) -> dict[str, Any]:
-        """The alerts_digest_items columns of one queued notification but `alert_id`."""
+        """The alerts_digest_items columns of one queued notification but `alert_id`: waiting `group_wait`
+        for its group, or (kind `daily`) for the target's daily digest."""
         item = pending(
             risk,
             rt.target,
@@ -287,15 +333,16 @@ class AlertPipeline:
             kind=plan.decision.kind or "opened",
             dedup_suffix=plan.decision.dedup_suffix,
         )
+        daily = plan.send == "daily"
         return {
             "dedup_key": item.item_key,
             "target_key": rt.target.key,
             "target": rt.target.to_dict(),
             "risk": risk.model_dump(mode="json"),
-            "kind": item.kind,
+            "kind": DAILY_ITEM if daily else item.kind,
             "dedup_suffix": item.dedup_suffix,
             "queued_at": item.queued_at,
-            "due_at": item.due_at,
+            "due_at": self._schedule_of(rt.target).next_after(now) if daily else item.due_at,
             "consumed_at": None,
             "delivery_id": None,
         }
@@ -324,13 +371,14 @@ class AlertPipeline:
             silence = matching_silence(silences.get(risk.account_id, ()), risk, now)
             plan = self._plan(risk, rt, prev, row.last_kind, silence, now, sweep=True)
             updates.append({"alert_id": alert.id, **_planned_values(rt, plan)})
-            if plan.send == "digest":
+            if plan.send in ("digest", "daily"):
                 digest_rows.append({"alert_id": alert.id, **self._digest_row(risk, rt, plan, now)})
             elif plan.send == "now":
-                notifications.append((self._render(risk, rt, plan), alert.id))
+                notifications.append((self._render(risk, rt, plan, alert.id, now), alert.id))
         await store.upsert_states(updates)
         await store.add_digest_items(digest_rows)
         result.queued_for_digest = len(digest_rows)
+        self._hint(digest_rows)
         result.deliveries = await store.claim(
             [new_delivery(n, a) for n, a in notifications], now, now + self.lease
         )
@@ -339,7 +387,8 @@ class AlertPipeline:
 
     # -- digests -------------------------------------------------------------------------------
     async def claim_digests(self, store: DigestStore, limit: int = 5000) -> ClaimResult:
-        """Group the due digest items per target and claim one notification per group."""
+        """Group the due digest items per target (and the route's `group_by`: by default per account) and
+        claim one notification per group. Every item records the delivery that carried it."""
         now = self.clock()
         result = ClaimResult()
         rows = await store.due_digest_items(now, limit)
@@ -348,13 +397,17 @@ class AlertPipeline:
         items: list[PendingItem] = []
         ids: dict[str, int] = {}
         for row in rows:
+            risk = RiskEvent.model_validate(row.risk)
+            target = Target.from_dict(row.target)
+            routed = next((r for r in self._targets(risk) if r.target.key == target.key), None)
             item = PendingItem(
-                risk=RiskEvent.model_validate(row.risk),
-                target=Target.from_dict(row.target),
+                risk=risk,
+                target=target,
                 queued_at=row.queued_at,
                 due_at=row.due_at,
                 kind=row.kind,
                 dedup_suffix=row.dedup_suffix,
+                group_by=routed.match.group_by if routed is not None else DEFAULT_GROUP_BY,
             )
             items.append(item)
             ids[item.item_key] = row.id
@@ -371,13 +424,83 @@ class AlertPipeline:
             now + self.lease,
         )
         by_key = {d.dedup_key: d.id for d in claimed}
-        by_target = {n.target.key: by_key.get(n.dedup_key) for n in plan.ready}
-        assignments = {ids[i.item_key]: by_target.get(i.target.key) for i in plan.consumed}
+        assignments = {
+            ids[i.item_key]: by_key.get(plan.carried_by.get(i.item_key, "")) for i in plan.consumed
+        }
         if not await store.consume_digest_items(assignments, now):
             raise DigestRace("digest items were consumed concurrently; retrying on the next flush")
         result.deliveries = claimed
         result.count("digest", len(plan.ready))
         return result
+
+    # -- daily digests -------------------------------------------------------------------------
+    async def claim_daily_digests(self, store: DigestStore) -> ClaimResult:
+        """Claim the daily digest of every target whose scheduled moment has come (once per target and
+        day: the dedup key names the day), consuming the items that waited for it."""
+        now = self.clock()
+        result = ClaimResult()
+        reads = await store.daily_digest_reads(now, now - CHANGES_LOOKBACK)
+        tracked = [
+            TrackedAlert(
+                risk=RiskEvent.model_validate(alert.last_event),
+                target=Target.from_dict(state.target),
+                status=alert.status,
+                opened_at=alert.opened_at,
+                updated_at=alert.updated_at,
+                acked=alert.acked_at is not None,
+            )
+            for alert, state in reads.tracked
+            if state.notify_count > 0
+        ]
+        items = [
+            DailyItem(
+                item_id=row.id,
+                risk=RiskEvent.model_validate(row.risk),
+                target=Target.from_dict(row.target),
+                kind=row.dedup_suffix.split(":")[0],
+                queued_at=row.queued_at,
+            )
+            for row in reads.items
+        ]
+        plan = plan_daily_digests(
+            tracked,
+            items,
+            last_sent=reads.last_sent,
+            schedule_of=self.tree.schedules(),
+            default_schedule=self.digest_schedule,
+            now=now,
+            public_url=self.public_url,
+        )
+        if not plan.ready:
+            return result
+        claimed = await store.claim(
+            [new_delivery(d.notification, None) for d in plan.ready], now, now + self.lease
+        )
+        by_key = {d.dedup_key: d.id for d in claimed}
+        assignments = {
+            item: by_key[d.notification.dedup_key]
+            for d in plan.ready
+            if d.notification.dedup_key in by_key
+            for item in d.items
+        }
+        if assignments and not await store.consume_digest_items(assignments, now):
+            raise DigestRace("daily digest items were consumed concurrently; retrying later")
+        result.deliveries = claimed
+        result.count(DAILY_KIND, len(claimed))
+        return result
+
+
+def _alert_ids(
+    written: Sequence[RiskEvent], known: dict[str, KnownAlert], reserved: dict[str, int]
+) -> dict[str, int]:
+    """The id of every alert row a claim writes: the row's own, else the one reserved for it."""
+    out: dict[str, int] = {}
+    for risk in written:
+        alert = known.get(risk.risk_id)
+        alert_id = alert.id if alert is not None else reserved.get(risk.risk_id)
+        if alert_id is not None:
+            out[risk.risk_id] = alert_id
+    return out
 
 
 def _retired_values(target: Target, state: AlertState, row: StateRow) -> dict[str, Any]:

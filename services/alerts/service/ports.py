@@ -22,6 +22,7 @@ from services.alerts.service.records import (
     AlertRow,
     ClaimReads,
     ClaimWrites,
+    DailyReads,
     DeliveryRow,
     DigestItemRow,
     NewDelivery,
@@ -89,7 +90,14 @@ class RepeatStore(Protocol):
 class DigestStore(Protocol):
     """What a digest flush reads and writes."""
 
-    async def due_digest_items(self, now: datetime, limit: int) -> list[DigestItemRow]: ...
+    async def due_digest_items(self, now: datetime, limit: int) -> list[DigestItemRow]:
+        """Waiting group items (not those waiting for a daily digest) of every target with a due one."""
+        ...
+
+    async def daily_digest_reads(self, now: datetime, changed_since: datetime) -> DailyReads:
+        """Per-target states of open alerts and of alerts updated since `changed_since`, the items waiting
+        for a daily digest, and each target's last daily digest claimed since `changed_since`."""
+        ...
 
     async def alerts_by_risk(self, risk_ids: Iterable[str]) -> dict[str, AlertRow]: ...
 

@@ -133,6 +133,16 @@ class DigestItemRow:
     due_at: datetime
 
 
+@dataclass(slots=True)
+class DailyReads:
+    """What a daily digest check reads: alerts per target (open, or changed since a moment), the items
+    waiting for a daily digest, and when each target's last daily digest was claimed."""
+
+    tracked: list[tuple[AlertRow, StateRow]]
+    items: list[DigestItemRow]
+    last_sent: dict[str, datetime]  # by target key
+
+
 # -- one claim of consumed risk events: what it reads, what it writes --------------------------------
 @dataclass(frozen=True, slots=True)
 class KnownAlert:
@@ -163,6 +173,9 @@ class ClaimReads:
     alerts: dict[str, KnownAlert]  # by risk id (at least every risk of a new event id)
     states: dict[tuple[str, str], KnownState]  # by (risk id, target key)
     silences: list[SilenceRow]  # active, of (at least) every account of a new event id
+    # ids reserved for the alert rows this claim will insert, by risk id (every risk of a new event id
+    # that has no alert row yet), so that their messages name their alert (`actions.slack_actions`)
+    new_alert_ids: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -177,6 +190,8 @@ class ClaimWrites:
     digest_items: list[tuple[str, dict[str, Any]]]  # (risk id, alerts_digest_items columns but alert_id)
     deliveries: list[tuple[Notification, str]]  # (notification, risk id)
     positions: dict[TopicPartition, int]
+    # the id of each alert row written, by risk id: its known id, or the one reserved by the reads
+    alert_ids: dict[str, int] = field(default_factory=dict)
 
 
 def new_delivery(notification: Notification, alert_id: int | None) -> NewDelivery:

@@ -2,8 +2,9 @@
 
 Encoding: a fixed binary header and packed arrays (leading zero days dropped, opened tickets as sparse
 (age, count) pairs), then an orjson list for the strings and small records. The account facts there are a
-list of 8 (name ... renewal day), or 10 once a lifecycle is known (lifecycle, its time): states written
-before lifecycles existed decode unchanged. A typical account encodes
+list of 8 (name ... renewal day), 10 once a lifecycle is known (lifecycle, its time), 11 once a CRM URL is
+known (the lifecycle pair then `null`, -1 when unknown): states written before either existed decode
+unchanged, without them. A typical account encodes
 to 600-900 bytes, a busy one to about 1 KB; the unit tests hold a busy account under 1.5 KB.
 The memo is not encoded: a decoded state starts without it.
 """
@@ -110,8 +111,10 @@ def encode_state(state: AccountState) -> bytes:
     if state.facts_ts != NONE:
         facts = [state.name, state.csm_email, state.csm_slack, state.csm_name, state.segment, state.arr,
                  state.seats, state.renewal_day]
-        if state.lifecycle is not None:
+        if state.lifecycle is not None or state.crm_url is not None:
             facts += [state.lifecycle, state.lifecycle_ts]
+        if state.crm_url is not None:
+            facts.append(state.crm_url)
     tail = [state.account_id, facts,
             [[cid, c[C_NAME]] for cid, c in state.contacts.items()] or None,
             [[t, *r] for t, r in state.risks.items()] or None]
@@ -188,6 +191,8 @@ def decode_state(raw: bytes) -> AccountState:
         st.name, st.csm_email, st.csm_slack, st.csm_name, st.segment, st.arr, st.seats, st.renewal_day = facts[:8]
     # (a state written before lifecycles has 8 facts, or none)
     st.lifecycle, st.lifecycle_ts = (facts[8], facts[9]) if facts is not None and len(facts) >= 10 else (None, NONE)
+    # (and before CRM URLs, 10 or fewer)
+    st.crm_url = facts[10] if facts is not None and len(facts) >= 11 else None
     st.contacts = {cid: [name, *rest] for (cid, name), rest in zip(contacts or [], numbers, strict=True)}
     st.risks = {r[0]: r[1:] for r in risks} if risks else {}
     return st

@@ -298,6 +298,7 @@ class ScoringEngine:
         st.arr = merge(st.arr, data.arr)
         st.seats = merge(st.seats, data.seats)
         st.segment = merge(st.segment, _bounded(data.segment, 64))
+        st.crm_url = merge(st.crm_url, data.crm_url)   # whole (a cut URL would be a wrong link)
         if newer:
             st.facts_ts = ts
         if data.lifecycle is not None:
@@ -565,7 +566,7 @@ class ScoringEngine:
             csm = CsmRef(email=state.csm_email, slack_user_id=state.csm_slack, name=state.csm_name)
         renewal = None if state.renewal_day is None else date.fromordinal(_EPOCH_ORDINAL + state.renewal_day)
         return AccountBrief(name=state.name, csm=csm, segment=state.segment, arr=state.arr,
-                            renewal_date=renewal)
+                            renewal_date=renewal, crm_url=state.crm_url)
 
 
 def _bounded(text: str | None, limit: int) -> str | None:

@@ -71,7 +71,7 @@ STATE_FIELDS = (
     "first_usage_day", "last_usage_day", "usual_gap", "first_ticket_day", "known_mask", "risk_counter",
     "usage", "users", "features", "tickets_opened", "score_max", "key_users", "open_tickets",
     "name", "csm_email", "csm_slack", "csm_name", "segment", "arr", "seats", "renewal_day", "facts_ts",
-    "lifecycle", "lifecycle_ts", "rhythm", "key_counts",
+    "lifecycle", "lifecycle_ts", "crm_url", "rhythm", "key_counts",
     "contacts", "sentiments", "risks", "last_score", "last_tier", "last_components",
 )
 
@@ -117,6 +117,7 @@ class AccountState:
         self.facts_ts = NONE
         self.lifecycle: str | None = None  # the newest lifecycle told by an account event
         self.lifecycle_ts = NONE           # its lifecycle_at (else its event's occurred_at) (s)
+        self.crm_url: str | None = None    # the account's CRM page, merged like the other facts
         # the account's active days over its whole life, folded in at the daily tick (see `fold_rhythm`):
         # [visits (active days, a visit carried over to the next day counted once), first active day, last
         #  active day, sum of squared gaps between visits, days folded up to (excl.), the last gap]
