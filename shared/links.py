@@ -5,7 +5,7 @@ A token is `<payload>.<signature>`: the payload is the urlsafe base64 (unpadded)
 `"csm"` instead of `"a"`), the signature the urlsafe base64 of HMAC-SHA256 over the payload's bytes as they
 appear in the token. Anyone holding the link may open that one page until it expires; nothing else.
 
-Pure standard library, but `resolve_link_secret`, which reads (or, in embedded mode, makes) the key.
+Pure standard library. The key comes from `shared/link_key.py`.
 """
 
 from __future__ import annotations
@@ -15,20 +15,16 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlencode
 
 if TYPE_CHECKING:
-    from shared.settings import Settings
+    pass
 
 Scope = Literal["account", "portfolio"]
 DEFAULT_TTL = timedelta(days=7)
-SECRET_FILE = Path("var/link-secret")
 SECRET_BYTES = 32
 MAX_TOKEN_CHARS = 2048
 
@@ -153,44 +149,4 @@ def portfolio_url(public_url: str, csm: str, token: str) -> str:
 
 
 class LinkSecretMissing(RuntimeError):
-    """Serve mode started without CHURNSIGNAL_LINK_SECRET."""
-
-
-def resolve_link_secret(settings: Settings, *, path: str | os.PathLike[str] = SECRET_FILE) -> bytes:
-    """The key that signs and checks links: `CHURNSIGNAL_LINK_SECRET` when set; else, in embedded mode, a
-    random 32-byte key kept in `path` (created 0600, reused at the next start so links survive restarts);
-    else (serve mode) `LinkSecretMissing`. The key is never logged."""
-    if settings.link_secret is not None:
-        value = settings.link_secret.get_secret_value().encode("utf-8")
-        if len(value) < 16:
-            raise LinkSecretMissing("CHURNSIGNAL_LINK_SECRET is too short: use at least 16 characters "
-                                    "(e.g. the output of `openssl rand -hex 32`)")
-        return value
-    if not settings.embedded:
-        raise LinkSecretMissing("CHURNSIGNAL_LINK_SECRET is not set: the web pages' links cannot be signed; "
-                                "set it to a long random value (e.g. `openssl rand -hex 32`), the same for "
-                                "every service that makes or checks links")
-    return _file_secret(Path(path))
-
-
-def _file_secret(path: Path) -> bytes:
-    try:
-        existing = path.read_bytes()
-    except FileNotFoundError:
-        existing = b""
-    if len(existing) >= SECRET_BYTES:
-        return existing
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fresh = secrets.token_bytes(SECRET_BYTES)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        # Another process made it first (or an empty leftover): use theirs when complete, else replace it.
-        existing = path.read_bytes()
-        if len(existing) >= SECRET_BYTES:
-            return existing
-        path.unlink()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(fresh)
-    return fresh
+    """CHURNSIGNAL_LINK_SECRET is set but unusable (too short)."""

@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     alerts_repeat_check_s: float = 5.0            # how often open, unacknowledged alerts are re-checked
     alerts_digest_check_s: float = 0.5            # how often waiting digest items are looked at
 
-    # Web pages: the key signing their links (shared/links.py; embedded mode makes and keeps one in
-    # var/link-secret when unset, serve mode requires it) and how long a link stays valid.
+    # The key signing links to the web pages and e-mail actions (shared/link_key.py: when unset, a random
+    # key kept in the database, shared by every replica) and how long a link stays valid.
     link_secret: SecretStr | None = None
     link_ttl_days: float = Field(default=7, gt=0)
 

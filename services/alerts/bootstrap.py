@@ -40,12 +40,15 @@ from services.alerts.notify.slack_webhook import SlackWebhookChannel
 from services.alerts.notify.webhook import WebhookChannel
 from services.alerts.service.dispatch import DeliveryRunner
 from services.alerts.service.pipeline import AlertPipeline
+from services.scoring.bootstrap import build_model as build_scoring_model
+from services.ui.queries import UiReadModel
+from services.ui.router import ui_router
 from shared.bus import Bus, build_bus
 from shared.db import create_engine
 from shared.db_errors import ENGINE_ERRORS
 from shared.errors import BusUnavailable
 from shared.http import KeyRing, install_common
-from shared.links import LinkSecretMissing, resolve_link_secret
+from shared.link_key import LinkKey
 from shared.metrics import AlertsMetrics, CommonMetrics, new_registry
 from shared.migrate import upgrade_async
 from shared.process import tune_gc
@@ -140,18 +143,13 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, *, migrate: 
         raise RuntimeError("the alerts tables are missing: run `churnsignal migrate` first") from exc
 
 
-def action_keys(settings: Settings) -> ActionKeys:
-    """The Slack signing secret and the link secret (e-mail action links). Without a link secret in serve
-    mode, e-mails carry no action links (logged), rather than alerts not starting."""
+def slack_signing_key(settings: Settings) -> bytes | None:
+    """The Slack signing secret (None: Slack buttons answer 503, logged once at start)."""
     signing = settings.slack_signing_secret
-    keys = ActionKeys(slack_signing=signing.get_secret_value().encode() if signing is not None else None)
-    try:
-        keys.link = resolve_link_secret(settings)
-    except LinkSecretMissing as exc:
-        log.warning("e-mails carry no Acknowledge / Snooze links: %s", exc)
-    if keys.slack_signing is None:
+    if signing is None:
         log.info("Slack buttons answer 503 until CHURNSIGNAL_SLACK_SIGNING_SECRET is set")
-    return keys
+        return None
+    return signing.get_secret_value().encode()
 
 
 def create_app(
@@ -210,14 +208,17 @@ def create_app(
     )
 
     keys = ActionKeys()
+    link_key = LinkKey(settings)
     responder = SlackResponder()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await prepare_database(settings, engine, migrate=migrate)
-        resolved = action_keys(settings)
-        keys.slack_signing, keys.link = resolved.slack_signing, resolved.link
+        keys.slack_signing = slack_signing_key(settings)
+        # One key signs every link (pages, portfolios, e-mail actions): configured, or kept in the database.
+        keys.link = await link_key.load(engine)
         pipeline.action_secret = keys.link
+        pipeline.link_ttl = timedelta(days=settings.link_ttl_days)
         # One pool (128 connections) for the Slack and webhook channels and the answers to Slack clicks;
         # sends in flight are bounded per channel kind (MAX_SENDS_IN_FLIGHT).
         client = new_session()
@@ -291,6 +292,10 @@ def create_app(
     )
     app.include_router(build_router(engine, KeyRing(settings.api_keys), utcnow))
     app.include_router(build_actions_router(engine, utcnow, keys, responder))
+    # The web pages (services/ui) live here, at the public URL the messages link to; they read scoring's
+    # tables (read only) through scoring's own codec and engine.
+    app.include_router(ui_router(UiReadModel(engine, build_scoring_model(settings)), link_secret=link_key,
+                                 keyring=KeyRing(settings.api_keys), public_url=settings.public_url))
     app.state.consumer = consumer
     app.state.runner = runner
     app.state.periodic = periodic

@@ -22,8 +22,8 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from services.ui.queries import AccountView, PortfolioRow, UiReadModel, sort_portfolio
-from services.ui.sentences import evidence_sentences
 from shared.errors import Forbidden, Unauthorized
+from shared.evidence import evidence_sentences
 from shared.http import KeyRing
 from shared.links import Claims, LinkError, sign_account_link, verify
 from shared.risks import SEVERITY_RANK

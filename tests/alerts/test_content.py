@@ -47,10 +47,10 @@ def test_slack_message_has_the_facts() -> None:
     n = render(make_risk(), DM, URL)
     everything = "\n".join(slack_texts(n))
     for fact in ("Acme Corp", "High", "Usage drop", "Weekly active users fell 62%", "38/100 (red)",
-                 "-18: usage trend", "drop pct: 62", "weekly active users: 31", "$120,000", "2025-05-01"):
+                 "-18: usage trend", "Drop pct: 62", "Weekly active users: 31", "$120,000", "2025-05-01"):
         assert fact in everything, fact
     buttons = [e for b in n.slack_blocks if b["type"] == "actions" for e in b["elements"]]
-    assert buttons[0]["url"] == "https://churnsignal.example/v1/accounts/acme/health"
+    assert buttons[0]["url"] == "https://churnsignal.example/ui/accounts/acme"
     assert validate_message(n.slack_payload()) is None
     assert n.dedup_key == "acme:usage_drop:1:1|slack_dm:U0DANA|opened"
     assert n.source_received_at is not None
@@ -58,7 +58,7 @@ def test_slack_message_has_the_facts() -> None:
 
 def test_account_id_is_url_encoded_in_the_link() -> None:
     n = render(make_risk(account_id="acme/eu west?x=1#y"), DM, URL)
-    assert n.link == "https://churnsignal.example/v1/accounts/acme%2Feu%20west%3Fx%3D1%23y/health"
+    assert n.link == "https://churnsignal.example/ui/accounts/acme%2Feu%20west%3Fx%3D1%23y"
 
 
 def test_injected_mentions_and_links_arrive_escaped() -> None:
@@ -118,9 +118,9 @@ def test_email_parts_are_escaped() -> None:
     n = render(risk, MAIL, URL)
     assert "<script>" not in n.email_html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in n.email_html
     assert "Acme &lt;b&gt;Corp&lt;/b&gt;" in n.email_html
-    assert 'href="https://churnsignal.example/v1/accounts/acme/health"' in n.email_html
+    assert 'href="https://churnsignal.example/ui/accounts/acme"' in n.email_html
     assert "<script>alert(1)</script> & co" in n.email_text        # plain text stays readable
-    assert "Account health: https://churnsignal.example/v1/accounts/acme/health" in n.email_text
+    assert "Account health: https://churnsignal.example/ui/accounts/acme" in n.email_text
 
 
 def test_kinds_change_the_wording_and_the_key() -> None:

@@ -44,7 +44,7 @@ def test_groups_per_target_after_group_wait() -> None:
     assert digest.risk_ids == ("a:usage_drop", "b:usage_drop", "c:ticket_spike")
     assert digest.email_subject == "[churnsignal] 3 low-severity risks to review"
     assert "Ticket spike" in digest.email_text
-    assert "http://cs.example/v1/accounts/c/health" in digest.email_text
+    assert "http://cs.example/ui/accounts/c" in digest.email_text
     assert [i.risk.account_id for i in plan.consumed] == ["a", "b", "c"]
     assert [i.target for i in plan.waiting] == [LEE]
 

@@ -36,7 +36,7 @@ async def test_mail_arrives_with_text_and_html_parts() -> None:
     assert msg.get_content_type() == "multipart/alternative"
     assert "Usage <b>fell</b> & stayed low" in mail.text_part()
     assert "Usage &lt;b&gt;fell&lt;/b&gt; &amp; stayed low" in mail.html_part()
-    assert "http://cs.example/v1/accounts/acme/health" in mail.text_part()
+    assert "http://cs.example/ui/accounts/acme" in mail.text_part()
     assert msg["Message-ID"].endswith("@churnsignal>")
 
 

@@ -78,7 +78,7 @@ async def test_a_signed_acknowledge_click_acks_and_replaces_the_message(stack: S
     alert_id = int(buttons[actions.ACK_ACTION]["value"])
     alert = (await app.http.get(f"/v1/alerts/{alert_id}")).json()
     assert alert["risk_id"] == "acct-1:usage_drop:1" and alert["status"] == "open"
-    assert buttons[actions.OPEN_ACCOUNT_ACTION]["url"].endswith("/v1/accounts/acct-1/health")
+    assert "/ui/accounts/acct-1?t=" in buttons[actions.OPEN_ACCOUNT_ACTION]["url"]   # a signed page link
 
     url = stack.slack.response_url()
     body = click_body(message, actions.ACK_ACTION, url)

@@ -107,7 +107,7 @@ async def test_champion_departure_reaches_the_csm_on_slack_and_by_email(
         assert "Champion left" in str(mail.message["Subject"]) and "Acme Rockets" in str(
             mail.message["Subject"]
         )
-        assert "https://churnsignal.test/v1/accounts/acme/health" in mail.text_part()
+        assert "https://churnsignal.test/ui/accounts/acme" in mail.text_part()
 
         await alerts.wait_idle(timeout_s=10)
         sent = (await alerts.http.get("/v1/deliveries", params={"status": "sent"})).json()["items"]

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-import os
-import stat
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
+from shared.db import create_engine
+from shared.link_key import LinkKey, configured_link_key, link_key
 from shared.links import (
     LinkError,
     LinkSecretMissing,
     account_page_url,
     portfolio_url,
-    resolve_link_secret,
     sign_account_link,
     sign_portfolio_link,
     verify,
@@ -130,33 +129,45 @@ def test_urls() -> None:
         "https://cs.example.com/ui/portfolio?csm=maya%40example.com&t=p.s"
 
 
-# -- the secret ------------------------------------------------------------------------------------------
+# -- the key ---------------------------------------------------------------------------------------------
 
-def test_configured_secret_is_used() -> None:
+def test_configured_key_is_used() -> None:
     settings = Settings(kafka_bootstrap_servers="kafka:9092", link_secret=SecretStr("s" * 40))
-    assert resolve_link_secret(settings) == b"s" * 40
+    assert configured_link_key(settings) == b"s" * 40
 
 
-def test_secret_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHURNSIGNAL_LINK_SECRET", "e" * 32)
     monkeypatch.setenv("CHURNSIGNAL_LINK_TTL_DAYS", "2.5")
     settings = Settings(kafka_bootstrap_servers="kafka:9092")
-    assert resolve_link_secret(settings) == b"e" * 32 and settings.link_ttl_days == 2.5
+    assert configured_link_key(settings) == b"e" * 32 and settings.link_ttl_days == 2.5
     assert "eeee" not in repr(settings)
 
 
-def test_serve_mode_without_a_secret_fails_naming_the_variable() -> None:
+def test_too_short_a_key_fails_naming_the_variable() -> None:
     with pytest.raises(LinkSecretMissing, match="CHURNSIGNAL_LINK_SECRET"):
-        resolve_link_secret(Settings(kafka_bootstrap_servers="kafka:9092"))
-    with pytest.raises(LinkSecretMissing, match="CHURNSIGNAL_LINK_SECRET"):
-        resolve_link_secret(Settings(kafka_bootstrap_servers="kafka:9092", link_secret=SecretStr("short")))
+        configured_link_key(Settings(kafka_bootstrap_servers="kafka:9092", link_secret=SecretStr("short")))
+    assert configured_link_key(Settings(kafka_bootstrap_servers="kafka:9092")) is None
 
 
-def test_embedded_mode_keeps_a_private_secret_file(tmp_path: Path) -> None:
-    path = tmp_path / "var" / "link-secret"
-    first = resolve_link_secret(Settings(kafka_bootstrap_servers=""), path=path)
-    assert len(first) == 32
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert resolve_link_secret(Settings(kafka_bootstrap_servers=""), path=path) == first  # survives restarts
-    path.write_bytes(b"")     # an empty leftover is replaced
-    assert len(resolve_link_secret(Settings(kafka_bootstrap_servers=""), path=path)) == 32
+async def test_without_a_configured_key_one_is_kept_in_the_database(database_url: str) -> None:
+    """Made by whoever asks first, then the same for every process on that database, across restarts."""
+    settings = Settings(kafka_bootstrap_servers="kafka:9092")
+    engines = [create_engine(database_url, pool_size=2) for _ in range(3)]
+    try:
+        keys = await asyncio.gather(*(link_key(settings, e) for e in engines))
+        assert len(keys[0]) == 32 and keys[0] == keys[1] == keys[2]
+        holder = LinkKey(settings)
+        with pytest.raises(RuntimeError):
+            holder()
+        assert await holder.load(engines[0]) == keys[0] and holder() == keys[0]
+        configured = LinkKey(Settings(kafka_bootstrap_servers="kafka:9092", link_secret=SecretStr("c" * 20)))
+        assert configured() == b"c" * 20     # known at once, nothing read
+    finally:
+        for e in engines:
+            await e.dispose()
+    again = create_engine(database_url, pool_size=1)
+    try:
+        assert await link_key(settings, again) == keys[0]
+    finally:
+        await again.dispose()

@@ -1,4 +1,4 @@
-"""Risk evidence as sentences on the account page (services/ui/sentences.py): every key of every detector's
+"""Risk evidence as sentences on the account page (shared/evidence.py): every key of every detector's
 evidence (services/scoring/domain/detectors.py) is told, people by name, numbers with units."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.ui.sentences import evidence_sentences
+from shared.evidence import evidence_sentences
 from shared.risks import RISK_TYPES
 
 NAMES = {"c-1": "Dana Smith", "c-2": "Lee Wong"}

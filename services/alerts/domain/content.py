@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import html
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from services.alerts.domain.action_links import ActionLinks
 from services.alerts.domain.actions import SNOOZE_DAYS, slack_actions
 from services.alerts.domain.targets import Target
+from shared.evidence import evidence_sentences
+from shared.links import (
+    DEFAULT_TTL,
+    account_page_url,
+    portfolio_url,
+    sign_account_link,
+    sign_portfolio_link,
+)
 from shared.risks import SEVERITY_RANK, RiskEvent
 
 # Block Kit limits (https://api.slack.com/reference/block-kit/blocks)
@@ -160,29 +167,50 @@ def one_line(text: str, limit: int = 300) -> str:
     return header_safe(text, limit)
 
 
-def health_link(public_url: str, account_id: str) -> str:
-    return f"{public_url.rstrip('/')}/v1/accounts/{quote(account_id, safe='')}/health"
+@dataclass(frozen=True, slots=True)
+class PageLinks:
+    """Where a message's links lead: the account's page and the receiver's portfolio (services/ui). With
+    `secret` and `now` each link carries a token signed for its receiver (shared/links.py), valid `ttl`, so
+    a click opens the page without an API key; without them the pages ask for a `read` key."""
+
+    public_url: str
+    secret: bytes | None = None
+    now: datetime | None = None
+    ttl: timedelta = DEFAULT_TTL
+
+    def account(self, account_id: str, receiver: str) -> str:
+        if self.secret is None or self.now is None:
+            return f"{self.public_url.rstrip('/')}/ui/accounts/{quote(account_id, safe='')}"
+        token = sign_account_link(self.secret, account_id, receiver, now=self.now, ttl=self.ttl)
+        return account_page_url(self.public_url, account_id, token)
+
+    def portfolio(self, csm: str, receiver: str) -> str:
+        if self.secret is None or self.now is None:
+            return f"{self.public_url.rstrip('/')}/ui/portfolio?{urlencode({'csm': csm})}"
+        token = sign_portfolio_link(self.secret, csm, now=self.now, ttl=self.ttl, receiver=receiver)
+        return portfolio_url(self.public_url, csm, token)
 
 
-def _format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return str(value)
-        text = f"{value:,.2f}".rstrip("0").rstrip(".")
-        return text if text not in ("", "-0") else "0"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, default=str, separators=(", ", ": "), ensure_ascii=False)
+def page_links(where: str | PageLinks) -> PageLinks:
+    """The links of a message rendered for `where`: a `PageLinks`, or just the public URL (links unsigned)."""
+    return where if isinstance(where, PageLinks) else PageLinks(where)
 
 
-def evidence_lines(evidence: dict[str, Any], limit: int = TOP_EVIDENCE) -> list[tuple[str, str]]:
-    """The first `limit` evidence entries (scoring lists the most telling first), as (label, value)."""
-    return [(truncate(str(k).replace("_", " "), 80), truncate(_format_value(v), 300))
-            for k, v in list(evidence.items())[:limit]]
+def _book_link(public_url: str | PageLinks, target: Target) -> str:
+    """The receiver's book of business: the portfolio of the CSM a person target is (their e-mail or Slack
+    id, as the accounts name their CSM)."""
+    return page_links(public_url).portfolio(target.address, target.key)
+
+
+def health_link(public_url: str | PageLinks, account_id: str, receiver: str = "") -> str:
+    """The account's page, as linked from a message to `receiver`."""
+    return page_links(public_url).account(account_id, receiver)
+
+
+def evidence_lines(risk: RiskEvent, limit: int = TOP_EVIDENCE) -> list[str]:
+    """The risk's evidence as sentences (shared/evidence.py: people by name, numbers with units), the
+    first `limit` of them (scoring lists the most telling first)."""
+    return [truncate(s, 300) for s in evidence_sentences(risk.type, risk.evidence, {})[:limit]]
 
 
 def _account_name(risk: RiskEvent) -> str:
@@ -205,7 +233,7 @@ def dedup_key(risk: RiskEvent, target: Target, suffix: str) -> str:
     return f"{risk.event_id}|{target.key}|{suffix}"
 
 
-def render(risk: RiskEvent, target: Target, public_url: str, *, kind: str | None = None,
+def render(risk: RiskEvent, target: Target, public_url: str | PageLinks, *, kind: str | None = None,
            dedup_suffix: str | None = None, alert_id: int | None = None,
            links: ActionLinks | None = None) -> Notification:
     """Render one risk event for one target. `kind` defaults from the transition (opened/updated/resolved);
@@ -214,13 +242,13 @@ def render(risk: RiskEvent, target: Target, public_url: str, *, kind: str | None
     With the `alert_id` the message carries the action buttons (Acknowledge, Snooze, Open account, Open in
     CRM: `actions.slack_actions`); `links` adds the signed Acknowledge / Snooze links to the e-mail."""
     kind = kind or risk.transition
-    link = health_link(public_url, risk.account_id)
+    link = health_link(public_url, risk.account_id, target.key)
     name = _account_name(risk)
     type_label = TYPE_LABELS.get(risk.type, risk.type)
     prefix = KIND_PREFIX.get(kind, "")
     severity = risk.severity
     reasons = [truncate(r, 300) for r in risk.health.reasons[:TOP_REASONS]]
-    evidence = evidence_lines(risk.evidence)
+    evidence = evidence_lines(risk)
     # Signal-to-notification latency is about the event that caused this notification: a reminder's
     # cause is the clock, not the (long past) event that opened the risk.
     received = risk.trigger.received_at if risk.trigger is not None and kind != "repeat" else None
@@ -250,8 +278,8 @@ def render(risk: RiskEvent, target: Target, public_url: str, *, kind: str | None
         {"type": "mrkdwn", "text": f"*{label}*\n" + mrkdwn(value, SLACK_FIELD_TEXT_MAX - len(label) - 3)}
         for label, value in fields[:SLACK_MAX_FIELDS]]})
     if evidence:
-        body = "\n".join(f"• {k}: {v}" for k, v in evidence)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "*Top evidence*\n" + mrkdwn(
+        body = "\n".join(f"• {sentence}" for sentence in evidence)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "*Evidence*\n" + mrkdwn(
             body, SLACK_SECTION_TEXT_MAX - 15)}})
     if reasons:
         title = f"*Health {_health_text(risk)}, main reasons*\n"
@@ -275,7 +303,7 @@ def render(risk: RiskEvent, target: Target, public_url: str, *, kind: str | None
     if reasons:
         lines += ["Main reasons:"] + [f"  - {r}" for r in reasons]
     if evidence:
-        lines += ["Top evidence:"] + [f"  - {k}: {v}" for k, v in evidence]
+        lines += ["Evidence:"] + [f"  - {sentence}" for sentence in evidence]
     lines += [f"{label}: {value}" for label, value in fields[4:]]
     lines += ["", f"Account health: {link}"]
     crm = _crm_url(risk)
@@ -297,8 +325,8 @@ def render(risk: RiskEvent, target: Target, public_url: str, *, kind: str | None
         html_parts.append("<h3>Main reasons</h3><ul>" + "".join(f"<li>{e(_clean(r))}</li>" for r in reasons)
                           + "</ul>")
     if evidence:
-        html_parts.append("<h3>Top evidence</h3><ul>" + "".join(
-            f"<li>{e(_clean(k))}: {e(_clean(v))}</li>" for k, v in evidence) + "</ul>")
+        html_parts.append("<h3>Evidence</h3><ul>" + "".join(
+            f"<li>{e(_clean(sentence))}</li>" for sentence in evidence) + "</ul>")
     html_parts.append(f"<p><a href=\"{e(link, quote=True)}\">Open account health</a></p>")
     if crm:
         html_parts.append(f"<p><a href=\"{e(crm, quote=True)}\">Open in CRM</a></p>")
@@ -334,7 +362,7 @@ def digest_key(target: Target, event_ids: Iterable[str]) -> str:
     return f"digest|{target.key}|{digest}"
 
 
-def render_digest(risks: Sequence[RiskEvent], target: Target, public_url: str) -> Notification:
+def render_digest(risks: Sequence[RiskEvent], target: Target, public_url: str | PageLinks) -> Notification:
     """One message listing several risks (of several accounts) for one target."""
     if not risks:
         raise ValueError("a digest needs at least one risk")
@@ -352,7 +380,7 @@ def render_digest(risks: Sequence[RiskEvent], target: Target, public_url: str) -
     for risk in shown:
         name = _account_name(risk)
         label = TYPE_LABELS.get(risk.type, risk.type)
-        link = health_link(public_url, risk.account_id)
+        link = health_link(public_url, risk.account_id, target.key)
         line = f"{label} · {name} · health {_health_text(risk)}\n{truncate(risk.summary, 500)}"
         section: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn(
             line, SLACK_SECTION_TEXT_MAX)}}
@@ -387,7 +415,7 @@ def render_digest(risks: Sequence[RiskEvent], target: Target, public_url: str) -
                     f"<h2>{html.escape(title)}</h2><ul>{''.join(html_items)}</ul></body></html>"),
         webhook_body={"kind": "digest", "dedup_key": key, "receiver": target.receiver,
                       "risks": [r.model_dump(mode="json") for r in risks]},
-        link=f"{public_url.rstrip('/')}/v1/risks?status=open",
+        link=_book_link(public_url, target),
         source_received_at=min(received) if received else None,
     )
 
@@ -406,14 +434,14 @@ def group_key(target: Target, event_ids: Iterable[str]) -> str:
     return f"group|{target.key}|{digest}"
 
 
-def render_group(risks: Sequence[RiskEvent], target: Target, public_url: str) -> Notification:
+def render_group(risks: Sequence[RiskEvent], target: Target, public_url: str | PageLinks) -> Notification:
     """One message for one target listing several risks of ONE account, worst severity first."""
     if not risks:
         raise ValueError("a group needs at least one risk")
     ordered = worst_first(risks)
     first = ordered[0]
     name = _account_name(first)
-    link = health_link(public_url, first.account_id)
+    link = health_link(public_url, first.account_id, target.key)
     n = len(ordered)
     severity = first.severity
     event_ids = tuple(r.event_id for r in ordered)
@@ -481,7 +509,7 @@ def render_group(risks: Sequence[RiskEvent], target: Target, public_url: str) ->
 DAILY_SECTION_MAX = 20          # lines per section; the rest is counted
 
 
-def render_daily_digest(open_risks: Sequence[RiskEvent], target: Target, public_url: str, *,
+def render_daily_digest(open_risks: Sequence[RiskEvent], target: Target, public_url: str | PageLinks, *,
                         changed: Sequence[tuple[RiskEvent, str]], day: date, since: datetime | None,
                         renewal_horizon: timedelta, dedup_key: str) -> Notification:
     """A target's daily digest: open risks (worst first), red accounts, renewals within `renewal_horizon`
@@ -529,7 +557,7 @@ def render_daily_digest(open_risks: Sequence[RiskEvent], target: Target, public_
         text_lines += [heading] + ([f"  - {line}" for line in shown] or ["  none"]) + [""]
         html_parts.append(f"<h3>{html.escape(heading)}</h3>" + ("<ul>" + "".join(
             f"<li>{html.escape(_clean(line))}</li>" for line in shown) + "</ul>" if shown else "<p>none</p>"))
-    link = f"{public_url.rstrip('/')}/v1/risks?status=open"
+    link = _book_link(public_url, target)
     text_lines.append(f"Open risks: {link}")
     html_parts.append(f"<p><a href=\"{html.escape(link, quote=True)}\">Open risks</a></p></body></html>")
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "churnsignal daily digest"}]})

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from services.alerts.domain.content import Notification, render_daily_digest
+from services.alerts.domain.content import Notification, PageLinks, render_daily_digest
 from services.alerts.domain.targets import Target
 from shared.risks import RiskEvent
 
@@ -154,7 +154,7 @@ class DailyPlan:
 
 def plan_daily_digests(alerts: Iterable[TrackedAlert], items: Iterable[DailyItem], *,
                        last_sent: Mapping[str, datetime], schedule_of: Mapping[str, DigestSchedule],
-                       default_schedule: DigestSchedule, now: datetime, public_url: str) -> DailyPlan:
+                       default_schedule: DigestSchedule, now: datetime, public_url: str | PageLinks) -> DailyPlan:
     """One digest per target whose scheduled moment has come (`due_occurrence`).
 
     A target is included when it has an open alert, a queued item, or an alert that changed since its

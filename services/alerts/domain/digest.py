@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from services.alerts.domain.content import Notification, dedup_key, render, render_digest, render_group
+from services.alerts.domain.content import Notification, PageLinks, dedup_key, render, render_digest, render_group
 from services.alerts.domain.targets import Target
 from shared.risks import RiskEvent
 
@@ -86,7 +86,7 @@ def next_due(items: Iterable[PendingItem]) -> datetime | None:
     return min((i.due_at for i in items), default=None)
 
 
-def plan_digests(items: Iterable[PendingItem], *, now: datetime, public_url: str) -> DigestPlan:
+def plan_digests(items: Iterable[PendingItem], *, now: datetime, public_url: str | PageLinks) -> DigestPlan:
     """Groups queued items per target and the route's `group_by` values; a group is due when its oldest
     item's `due_at` has passed.
 

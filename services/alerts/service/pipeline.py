@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.alerts.domain.action_links import action_links
-from services.alerts.domain.content import Notification, render
+from services.alerts.domain.content import Notification, PageLinks, render
 from services.alerts.domain.daily import (
     CHANGES_LOOKBACK,
     DAILY_ITEM,
@@ -151,9 +151,12 @@ class AlertPipeline:
         action_secret: bytes | None = None,
         digest_schedule: DigestSchedule | None = None,
     ) -> None:
-        """`action_secret` signs the Acknowledge / Snooze links of e-mails (none without it)."""
+        """`action_secret` signs the links of messages: the account pages' and the receivers' portfolios
+        (opened without an API key) and the Acknowledge / Snooze links of e-mails (without it, page links
+        ask for a read key and e-mails carry no action links)."""
         self.tree = tree
         self.action_secret = action_secret
+        self.link_ttl = timedelta(days=7)
         self.public_url = public_url
         self.enabled = enabled
         self.lease = lease
@@ -209,6 +212,10 @@ class AlertPipeline:
             self.metrics.notifications.labels(rt.target.kind, "suppressed").inc()
         return plan
 
+    def links(self, now: datetime) -> PageLinks:
+        """The pages a message rendered now links to, signed for its receiver when a key is set."""
+        return PageLinks(self.public_url, self.action_secret, now, self.link_ttl)
+
     def _render(
         self, risk: RiskEvent, rt: RoutedTarget, plan: TargetPlan, alert_id: int | None, now: datetime
     ) -> Notification:
@@ -220,7 +227,7 @@ class AlertPipeline:
         return render(
             risk,
             target,
-            self.public_url,
+            self.links(now),
             kind=plan.decision.kind,
             dedup_suffix=plan.decision.dedup_suffix,
             alert_id=alert_id,
@@ -411,7 +418,7 @@ class AlertPipeline:
             )
             items.append(item)
             ids[item.item_key] = row.id
-        plan = plan_digests(items, now=now, public_url=self.public_url)
+        plan = plan_digests(items, now=now, public_url=self.links(now))
         alerts = await store.alerts_by_risk({rid for n in plan.ready for rid in n.risk_ids})
         claimed = await store.claim(
             [
@@ -469,7 +476,7 @@ class AlertPipeline:
             schedule_of=self.tree.schedules(),
             default_schedule=self.digest_schedule,
             now=now,
-            public_url=self.public_url,
+            public_url=self.links(now),
         )
         if not plan.ready:
             return result

@@ -1,4 +1,4 @@
-"""A risk's evidence as sentences a CSM reads on the account page: people by name, numbers with units.
+"""A risk's evidence as sentences a CSM reads (Slack, e-mail, the account page): people by name, numbers with units.
 
 Pure. The evidence keys are those of `services/scoring/domain/detectors.py` (one branch per risk type,
 every key used); a key this module does not know yet still gets a plain sentence, so nothing is hidden.
