@@ -36,7 +36,7 @@ class Run:
                         "CHURNSIGNAL_OUTBOX_DIR": str(tmp_path / "outbox"),
                         "CHURNSIGNAL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'run.db'}",
                         "CHURNSIGNAL_TOPIC_PREFIX": "churnsignal.", "PYTHONUNBUFFERED": "1"})
-        environ.update(env or {})
+        environ.update({k: v.format(**self.ports) for k, v in (env or {}).items()})   # "{alerts}": its port
         self.proc = subprocess.Popen([CHURNSIGNAL, "run", *args], cwd=tmp_path, env=environ, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines: list[str] = []

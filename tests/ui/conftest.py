@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 
 import pytest
@@ -14,9 +14,15 @@ from services.ui.queries import UiReadModel
 from services.ui.router import ui_router
 from shared.http import KeyRing, RejectNul
 from tests.conftest import test_api_keys
+from tests.ui.browser import chromium
 from tests.ui.world import World, build_world, read_model
 
 SECRET = b"ui-test-secret-0123456789abcdef!"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    yield from chromium(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

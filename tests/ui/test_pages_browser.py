@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -21,17 +20,11 @@ import pytest
 import uvicorn
 
 from shared.links import sign_account_link, sign_portfolio_link
+from tests.ui.browser import NEEDS_CHROMIUM, page_text, screenshot
 from tests.ui.conftest import SECRET, pages_app
 from tests.ui.world import CSM_EMAIL, World
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
-
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): "
-           "run `make tools` (scripts/install-tools.sh) as root")
+pytestmark = NEEDS_CHROMIUM
 
 
 def _free_port() -> int:
@@ -61,43 +54,6 @@ def server(world: World) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,1600",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(arg)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SE_OFFLINE", "true")          # Selenium Manager, should anything reach it: no network
-        env.setenv("SE_AVOID_STATS", "true")
-        driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-        driver.set_page_load_timeout(30)
-        try:
-            yield driver
-        finally:
-            driver.quit()
-
-
-def _screenshot(driver, name: str) -> None:  # noqa: ANN001
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(800, min(int(height) + 40, 8000)))
-    assert driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
-    driver.set_window_size(1280, 1600)
-
-
-def _text(driver) -> str:  # noqa: ANN001
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.TAG_NAME, "body").text
-
-
 def test_signed_account_link_shows_the_account(browser, server: str, world: World):  # noqa: ANN001
     from selenium.webdriver.common.by import By
 
@@ -115,8 +71,8 @@ def test_signed_account_link_shows_the_account(browser, server: str, world: Worl
     assert risks, "the account has open risks"
     assert all(r.find_elements(By.CSS_SELECTOR, "ul.evidence li") for r in risks)
     assert browser.find_element(By.CSS_SELECTOR, "svg.spark").is_displayed()
-    assert "slack_dm:U01MAYAPATEL" in _text(browser)
-    _screenshot(browser, "account")
+    assert "slack_dm:U01MAYAPATEL" in page_text(browser)
+    screenshot(browser, "account")
 
 
 def test_forged_and_expired_links_show_the_401_page(browser, server: str, world: World):  # noqa: ANN001
@@ -128,11 +84,11 @@ def test_forged_and_expired_links_show_the_401_page(browser, server: str, world:
     expired = sign_account_link(SECRET, account, "U01MAYAPATEL", now=world.now - timedelta(days=8))
 
     browser.get(f"{server}{path}?t={forged}")
-    assert "This link is not valid" in _text(browser)
-    _screenshot(browser, "link-not-valid")
+    assert "This link is not valid" in page_text(browser)
+    screenshot(browser, "link-not-valid")
     browser.get(f"{server}{path}?t={expired}")
-    assert "This link has expired" in _text(browser)
-    _screenshot(browser, "link-expired")
+    assert "This link has expired" in page_text(browser)
+    screenshot(browser, "link-expired")
 
     for bad in (forged, expired):
         response = httpx.get(f"{server}{path}", params={"t": bad}, timeout=10)
@@ -149,7 +105,7 @@ def test_portfolio_sorts_by_the_clicked_header(browser, server: str, world: Worl
     browser.get(f"{server}/ui/portfolio?csm={quote(CSM_EMAIL)}&t={token}")
     rows = browser.find_elements(By.CSS_SELECTOR, "#portfolio tbody tr[data-account]")
     assert sorted(r.get_attribute("data-account") for r in rows) == world.csm_accounts
-    _screenshot(browser, "portfolio")
+    screenshot(browser, "portfolio")
 
     def arrs() -> list[float]:
         cells = browser.find_elements(By.CSS_SELECTOR, "#portfolio tbody td[data-arr]")
@@ -162,7 +118,7 @@ def test_portfolio_sorts_by_the_clicked_header(browser, server: str, world: Worl
     assert largest_first == sorted(largest_first, reverse=True)
     header = browser.find_element(By.CSS_SELECTOR, "#portfolio thead th[aria-sort]")
     assert header.get_attribute("aria-sort") == "descending" and header.text.startswith("ARR")
-    _screenshot(browser, "portfolio-by-arr")
+    screenshot(browser, "portfolio-by-arr")
 
     browser.find_element(By.CSS_SELECTOR, "#portfolio thead a[data-sort=arr]").click()
     WebDriverWait(browser, 10).until(ec.url_contains("dir=asc"))
