@@ -36,12 +36,18 @@ class Run:
                         "CHURNSIGNAL_OUTBOX_DIR": str(tmp_path / "outbox"),
                         "CHURNSIGNAL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'run.db'}",
                         "CHURNSIGNAL_TOPIC_PREFIX": "churnsignal.", "PYTHONUNBUFFERED": "1"})
-        environ.update({k: v.format(**self.ports) for k, v in (env or {}).items()})   # "{alerts}": its port
+        environ.update({k: self._with_ports(v) for k, v in (env or {}).items()})
         self.proc = subprocess.Popen([CHURNSIGNAL, "run", *args], cwd=tmp_path, env=environ, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
+
+    def _with_ports(self, value: str) -> str:
+        """`value` with "{ingest}", "{scoring}" and "{alerts}" replaced by those services' ports."""
+        for name, port in self.ports.items():
+            value = value.replace("{" + name + "}", str(port))
+        return value
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
