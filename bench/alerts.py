@@ -1,7 +1,7 @@
 """End-to-end alert latency: ingest's 202 -> scoring -> risks topic -> alerts -> Slack, at 2,000 events/s.
 
 `churnsignal serve ingest|scoring|alerts` run as three processes on real Kafka and a fresh PostgreSQL
-database; the local Slack (`tests/fakes/slack.py`) runs in a process of its own and records when each
+database; the local Slack (`tests/support/slack.py`) runs in a process of its own and records when each
 message arrives. Setup: N accounts, each with its own CSM (own Slack user id, so Slack's 1 message/s
 per channel never queues one alert behind another) and a champion contact. Then, for the measuring
 window, batches of 50 events go to ingest every 25 ms (2,000 events/s): 49 usage events spread over the
@@ -44,11 +44,11 @@ from bench.loadgen import KeepAliveConnection
 from shared.migrate import upgrade_async
 from shared.settings import hash_key
 from shared.topics import Topics
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 TITLE = "Alerts (ingest 202 → Slack, end to end)"
 NOTES = """Method: `churnsignal serve ingest`, `serve scoring` and `serve alerts` as three processes on the real Kafka
-and a fresh PostgreSQL database; the local Slack of `tests/fakes/slack.py` runs in a process of its own and
+and a fresh PostgreSQL database; the local Slack of `tests/support/slack.py` runs in a process of its own and
 timestamps each message on arrival (CLOCK_MONOTONIC, the same clock as the load driver that records ingest's
 202; the driver sends on raw keep-alive connections, like `bench/loadgen.py`, so its own CPU stays small on
 the shared 2 cores). The load is 2,000 events/s to ingest (batches of 50 every 25 ms, each batch with one
@@ -156,7 +156,7 @@ def serve_slack(port_file: Path, out_file: Path, channels: int) -> None:
     serializes concurrent requests, which would be measured instead of the service."""
     import uvicorn
 
-    from tests.fakes.slack import FakeSlack  # the local Slack of the test suite
+    from tests.support.slack import FakeSlack  # the local Slack of the test suite
 
     slack = FakeSlack(token=SLACK_TOKEN)  # not started: its app is served below
     slack.add_channel(*(_csm(i) for i in range(channels)))

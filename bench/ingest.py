@@ -43,7 +43,7 @@ from shared.bus.port import OutMessage
 from shared.codec import encode_input
 from shared.settings import hash_key
 from shared.topics import Topics
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 TITLE = "Ingest (HTTP → Kafka)"
 NOTES = """Method: the server runs in a subprocess and is driven by `bench/loadgen.py` (raw asyncio HTTP/1.1

@@ -2,7 +2,7 @@
 # Installs the command-line tools the test suite uses beyond Python packages, when missing:
 #   promtool  (Debian package `prometheus`): checks and unit-tests deploy/prometheus, lints /metrics.
 #   chromium and chromedriver (Debian packages `chromium`, `chromium-driver`): the browser test of the
-#             web pages (tests/ui), which drives /usr/bin/chromium through /usr/bin/chromedriver and never
+#             web pages (tests/service/ui), which drives /usr/bin/chromium through /usr/bin/chromedriver and never
 #             downloads a browser or a driver.
 # Idempotent and quick when everything is there; needs root (or sudo) and apt-get only when something
 # is missing. The Prometheus server that comes with the package is never started.

@@ -22,7 +22,7 @@ from tests.deploy.support import (
     parse_cli,
     settings_env_names,
 )
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 HEALTHCHECK = DEPLOY / "healthcheck.py"
 PORT_VARIABLES = ("CHURNSIGNAL_INGEST_PORT", "CHURNSIGNAL_SCORING_PORT", "CHURNSIGNAL_ALERTS_PORT")

@@ -3,7 +3,7 @@ line of every key, validation of every key and value, and error messages naming 
 
 Kept apart from the tree (`routing`) so that matching a risk never depends on how the tree was written
 down: `RoutingTree.default` and tests build trees without a file. The key sets here are the schema's
-(tests/alerts/test_routing_schema.py holds the two equal).
+(tests/domain/alerts/test_routing_schema.py holds the two equal).
 """
 
 from __future__ import annotations

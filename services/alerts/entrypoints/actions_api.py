@@ -181,8 +181,9 @@ def build_actions_router(engine: AsyncEngine, clock: Callable[[], datetime], key
                        ) -> HTMLResponse | tuple[AlertRow, action_links.ActionClaims]:
         secret = keys.link
         if not secret:
-            return _page("Unavailable", "<p>Acting from e-mail links is not configured on this server "
-                                        "(CHURNSIGNAL_LINK_SECRET).</p>", 503)
+            # (the key is loaded at start-up: only a request racing the start meets this)
+            return _page("Unavailable", "<p>The service is still starting; try the link again in a moment.</p>",
+                         503)
         try:
             claims = action_links.verify_action(secret, token, alert_id=alert_id, action=action, now=clock())
         except action_links.ActionLinkError as exc:

@@ -8,7 +8,7 @@ Every store method runs inside a transaction its caller holds; the stores never 
   `PgClaimSession`; `services.alerts.adapters.claim_session` picks one for an engine.
 - `AlertsStore` and `UnitOfWork` (repeats, digests, delivery outcomes and leases): `AlertsRepository` and
   `SqlUnitOfWork`.
-- All of them in memory: `tests/fakes/alerts_store.py`.
+- All of them in memory: `tests/support/alerts_store.py`.
 """
 
 from __future__ import annotations

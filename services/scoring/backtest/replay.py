@@ -10,7 +10,7 @@ id already applied in the partition is skipped, as the service skips an id it ha
 The state as of a cut-off `cut` is the state of the replay of exactly the events with occurred_at < cut
 (each partition's merge of them, in the order above), after which each partition's watermark is moved to
 `cut` and every timer due at or before `cut` is fired: the same as `Driver.send` of those events and
-`Driver.advance(cut)` in tests/scoring/stories.py, and what the service holds once its clock has passed the
+`Driver.advance(cut)` in tests/domain/scoring/stories.py, and what the service holds once its clock has passed the
 cut, had no event from the cut on arrived. So the daily tick at the cut's midnight has run: every live
 account is scored on the complete days before the cut, and no event at or after the cut is seen.
 

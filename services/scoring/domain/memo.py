@@ -21,7 +21,7 @@ class Memo:
     (see `signals.measure`). What else a part reads (daily arrays, tickets, answers, contacts) changes only
     when an event is folded in, and the engine then forgets that part (the `*_changed` functions
     below). Most events are evaluated on the day of the clock tick before them, so they re-measure
-    only what they changed; the measurements are the same as if taken afresh (tests/scoring/test_memo).
+    only what they changed; the measurements are the same as if taken afresh (tests/domain/scoring/test_memo).
     """
 
     __slots__ = ("cfg", "complete_days", "contacts", "tickets", "sentiment", "settled")
