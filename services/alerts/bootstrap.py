@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,143 @@ def slack_signing_key(settings: Settings) -> bytes | None:
     return signing.get_secret_value().encode()
 
 
+@dataclass(eq=False)
+class _Service:
+    """The alerts service's parts, wired once (`_wire`), started and stopped by the app's lifespan."""
+
+    settings: Settings
+    bus: Bus
+    own_bus: bool                      # built here from the settings (closed with the app)
+    metrics: AlertsMetrics
+    common: CommonMetrics
+    topics: Topics
+    tree: RoutingTree
+    engine: AsyncEngine
+    runner: DeliveryRunner
+    pipeline: AlertPipeline
+    consumer: RiskConsumer
+    periodic: PeriodicTasks
+    keys: ActionKeys = field(default_factory=ActionKeys)
+    responder: SlackResponder = field(default_factory=SlackResponder)
+    link_key: LinkKey | None = None
+    client: Any = None
+    slots: PgSlotStore | None = None
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+    consuming: asyncio.Task[None] | None = None
+
+    async def prepare(self, migrate: bool) -> None:
+        """The database, the keys, the HTTP pool and the shared rate slots (before anything runs)."""
+        settings = self.settings
+        await prepare_database(settings, self.engine, migrate=migrate)
+        self.keys.slack_signing = slack_signing_key(settings)
+        # One key signs every link (pages, portfolios, e-mail actions): configured, or kept in the database.
+        assert self.link_key is not None
+        self.keys.link = await self.link_key.load(self.engine)
+        self.pipeline.action_secret = self.keys.link
+        self.pipeline.link_ttl = timedelta(days=settings.link_ttl_days)
+        # One pool (128 connections) for the Slack and webhook channels and the answers to Slack clicks;
+        # sends in flight are bounded per channel kind (MAX_SENDS_IN_FLIGHT).
+        self.client = new_session()
+        self.responder.attach(self.client)
+        # Slack's per-target rate, across instances: slots shared in PostgreSQL; embedded (one process,
+        # SQLite) the Deliverer's own limiter is the whole story.
+        if not settings.database_url.startswith("sqlite"):
+            self.slots = PgSlotStore.from_url(settings.database_url)
+
+    async def start(self) -> None:
+        """The channels, the delivery runner, the periodic tasks and the risks consumer."""
+        settings, runner = self.settings, self.runner
+        secrets = SecretLookup.from_settings(settings, self.tree)
+        channels, default = build_channels(settings, self.client, secrets)
+        runner.attach(
+            Deliverer(
+                channels,
+                default_channel=default,
+                on_attempt=runner.on_attempt,
+                deadline_s=settings.alerts_delivery_deadline_s,
+                metrics=self.metrics,
+                common_metrics=self.common,
+                rate_slots=self.slots,
+            )
+        )
+        try:
+            await self.bus.ensure_topics([self.topics.risks], settings.topic_partitions)
+        except BusUnavailable as exc:
+            log.warning("cannot create the risks topic yet (%s); the consumer waits for it", exc)
+        periodic = self.periodic
+        self.background = [
+            _spawn(runner.run_writer(), "alerts-outcomes"),
+            _spawn(runner.run_resumer(), "alerts-resume"),
+            _spawn(periodic.run_digests(), "alerts-digests"),
+            _spawn(periodic.run_daily_digests(), "alerts-daily-digests"),
+            _spawn(periodic.run_repeats(), "alerts-repeats"),
+            _spawn(periodic.run_pruning(), "alerts-pruning"),
+        ]
+        self.consuming = _spawn(self.consumer.run_forever(), "alerts-consumer")
+        if self.own_bus:  # its own process (`churnsignal serve alerts`)
+            tune_gc()
+        self.common.ready.set(1)
+
+    async def stop(self) -> None:
+        """Drain: the consumer first, then the background tasks, the deliveries in flight, the outcome writer."""
+        self.common.ready.set(0)
+        self.consumer.stop()
+        if self.consuming is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.consuming), DRAIN_TIMEOUT_S)
+            except TimeoutError:
+                await _cancel(self.consuming)
+            except Exception as exc:  # the consumer's own failure, already logged by _spawn
+                log.debug("consumer ended with %s", type(exc).__name__)
+        writer, others = self.background[:1], self.background[1:]
+        for task in others:
+            await _cancel(task)
+        await self.runner.drain(DRAIN_TIMEOUT_S)
+        for task in writer:
+            await _cancel(task)
+        self.responder.attach(None)
+        await self.client.close()
+        if self.slots is not None:
+            await self.slots.close()
+        await self.engine.dispose()
+        if self.own_bus:
+            await self.bus.close()
+
+    async def readiness(self) -> dict[str, bool]:
+        try:
+            async with asyncio.timeout(2.0), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            db = True
+        except ENGINE_ERRORS:  # the timeout's TimeoutError included: an OSError
+            db = False
+        return {"database": db and self.runner.db_ok, "consumer": self.consumer.healthy}
+
+
+def _wire(settings: Settings, bus: Bus | None, registry: CollectorRegistry,
+          digest_schedule: DigestSchedule | None) -> _Service:
+    """Every part of the service, built and injected here, once (nothing runs yet)."""
+    the_bus: Bus = build_bus(settings) if bus is None else bus
+    metrics = AlertsMetrics(registry)
+    common = CommonMetrics(registry, "alerts")
+    topics = Topics(settings.topic_prefix)
+    tree = load_routing(settings)
+    engine = create_engine(settings.database_url)
+    # The stores: chosen here, once, and injected (the consumer's claims by dialect, see claim_session).
+    uow = SqlUnitOfWork(engine)
+    lease = DELIVERY_LEASE
+    runner = DeliveryRunner(uow, clock=utcnow, lease=lease, metrics=metrics, common=common)
+    enabled = None if console_mode(settings) else _enabled_kinds(settings)
+    pipeline = AlertPipeline(tree, public_url=settings.public_url, enabled=enabled, lease=lease, metrics=metrics,
+                             clock=utcnow, digest_schedule=digest_schedule)
+    consumer = RiskConsumer(the_bus, topic=topics.risks, group_id=settings.alerts_group_id,
+                            claims=claim_session(engine), pipeline=pipeline, runner=runner, metrics=metrics,
+                            common=common, clock=utcnow, batch_max=settings.alerts_batch_max_records)
+    periodic = PeriodicTasks(uow, pipeline, runner, clock=utcnow, digest_every_s=settings.alerts_digest_check_s,
+                             repeat_every_s=settings.alerts_repeat_check_s)
+    return _Service(settings, the_bus, bus is None, metrics, common, topics, tree, engine, runner, pipeline,
+                    consumer, periodic, link_key=LinkKey(settings))
+
+
 def create_app(
     settings: Settings,
     *,
@@ -163,125 +301,17 @@ def create_app(
     """The alerts app. With `bus` None it builds (and owns) the bus from the settings. `migrate=False` leaves
     the SQLite migrations to the caller (embedded mode). `digest_schedule`: the daily digest schedule of
     receivers that set none (default 09:00 UTC; the embedded mode sends one per simulated day)."""
-    own_bus = bus is None
-    the_bus: Bus = build_bus(settings) if bus is None else bus
     registry = new_registry() if registry is None else registry
-    metrics = AlertsMetrics(registry)
-    common = CommonMetrics(registry, "alerts")
-    topics = Topics(settings.topic_prefix)
-    tree = load_routing(settings)
-    engine = create_engine(settings.database_url)
-    # The stores: chosen here, once, and injected (the consumer's claims by dialect, see claim_session).
-    uow = SqlUnitOfWork(engine)
-    claims = claim_session(engine)
-    lease = DELIVERY_LEASE
-    runner = DeliveryRunner(uow, clock=utcnow, lease=lease, metrics=metrics, common=common)
-    enabled = None if console_mode(settings) else _enabled_kinds(settings)
-    pipeline = AlertPipeline(
-        tree,
-        public_url=settings.public_url,
-        enabled=enabled,
-        lease=lease,
-        metrics=metrics,
-        clock=utcnow,
-        digest_schedule=digest_schedule,
-    )
-    consumer = RiskConsumer(
-        the_bus,
-        topic=topics.risks,
-        group_id=settings.alerts_group_id,
-        claims=claims,
-        pipeline=pipeline,
-        runner=runner,
-        metrics=metrics,
-        common=common,
-        clock=utcnow,
-        batch_max=settings.alerts_batch_max_records,
-    )
-    periodic = PeriodicTasks(
-        uow,
-        pipeline,
-        runner,
-        clock=utcnow,
-        digest_every_s=settings.alerts_digest_check_s,
-        repeat_every_s=settings.alerts_repeat_check_s,
-    )
-
-    keys = ActionKeys()
-    link_key = LinkKey(settings)
-    responder = SlackResponder()
+    service = _wire(settings, bus, registry, digest_schedule)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await prepare_database(settings, engine, migrate=migrate)
-        keys.slack_signing = slack_signing_key(settings)
-        # One key signs every link (pages, portfolios, e-mail actions): configured, or kept in the database.
-        keys.link = await link_key.load(engine)
-        pipeline.action_secret = keys.link
-        pipeline.link_ttl = timedelta(days=settings.link_ttl_days)
-        # One pool (128 connections) for the Slack and webhook channels and the answers to Slack clicks;
-        # sends in flight are bounded per channel kind (MAX_SENDS_IN_FLIGHT).
-        client = new_session()
-        responder.attach(client)
-        # Slack's per-target rate, across instances: slots shared in PostgreSQL; embedded (one process,
-        # SQLite) the Deliverer's own limiter is the whole story.
-        slots = None if settings.database_url.startswith("sqlite") else PgSlotStore.from_url(settings.database_url)
-        background: list[asyncio.Task[Any]] = []
-        consuming: asyncio.Task[None] | None = None
+        await service.prepare(migrate)
         try:
-            secrets = SecretLookup.from_settings(settings, tree)
-            channels, default = build_channels(settings, client, secrets)
-            runner.attach(
-                Deliverer(
-                    channels,
-                    default_channel=default,
-                    on_attempt=runner.on_attempt,
-                    deadline_s=settings.alerts_delivery_deadline_s,
-                    metrics=metrics,
-                    common_metrics=common,
-                    rate_slots=slots,
-                )
-            )
-            try:
-                await the_bus.ensure_topics([topics.risks], settings.topic_partitions)
-            except BusUnavailable as exc:
-                log.warning("cannot create the risks topic yet (%s); the consumer waits for it", exc)
-            background = [
-                _spawn(runner.run_writer(), "alerts-outcomes"),
-                _spawn(runner.run_resumer(), "alerts-resume"),
-                _spawn(periodic.run_digests(), "alerts-digests"),
-                _spawn(periodic.run_daily_digests(), "alerts-daily-digests"),
-                _spawn(periodic.run_repeats(), "alerts-repeats"),
-                _spawn(periodic.run_pruning(), "alerts-pruning"),
-            ]
-            consuming = _spawn(consumer.run_forever(), "alerts-consumer")
-            if own_bus:  # its own process (`churnsignal serve alerts`)
-                tune_gc()
-            common.ready.set(1)
+            await service.start()
             yield
         finally:
-            common.ready.set(0)
-            consumer.stop()
-            if consuming is not None:
-                try:
-                    await asyncio.wait_for(asyncio.shield(consuming), DRAIN_TIMEOUT_S)
-                except TimeoutError:
-                    await _cancel(consuming)
-                except Exception as exc:  # the consumer's own failure, already logged by _spawn
-                    log.debug("consumer ended with %s", type(exc).__name__)
-            writer, others = background[:1], background[1:]
-            for task in others:
-                await _cancel(task)
-            await runner.drain(DRAIN_TIMEOUT_S)
-            for task in writer:
-                await _cancel(task)
-            responder.attach(None)
-            await client.close()
-            if slots is not None:
-                await slots.close()
-            await engine.dispose()
-            if own_bus:
-                await the_bus.close()
+            await service.stop()
 
     app = FastAPI(
         title="churnsignal alerts",
@@ -290,30 +320,21 @@ def create_app(
         description="Risk events → Slack, email and signed webhooks, once; silences, "
         "acknowledgements and the delivery log.",
     )
-    app.include_router(build_router(engine, KeyRing(settings.api_keys), utcnow))
-    app.include_router(build_actions_router(engine, utcnow, keys, responder))
+    engine, keys = service.engine, KeyRing(settings.api_keys)
+    app.include_router(build_router(engine, keys, utcnow))
+    app.include_router(build_actions_router(engine, utcnow, service.keys, service.responder))
     # The web pages (services/ui) live here, at the public URL the messages link to; they read scoring's
     # tables (read only) through scoring's own codec and engine.
-    app.include_router(ui_router(UiReadModel(engine, build_scoring_model(settings)), link_secret=link_key,
-                                 keyring=KeyRing(settings.api_keys), public_url=settings.public_url))
-    app.state.consumer = consumer
-    app.state.runner = runner
-    app.state.periodic = periodic
-    app.state.pipeline = pipeline
+    app.include_router(ui_router(UiReadModel(engine, build_scoring_model(settings)), link_secret=service.link_key,
+                                 keyring=keys, public_url=settings.public_url))
+    app.state.consumer = service.consumer
+    app.state.runner = service.runner
+    app.state.periodic = service.periodic
+    app.state.pipeline = service.pipeline
     app.state.engine = engine
-    app.state.action_keys = keys
-    app.state.slack_responder = responder
-
-    async def readiness() -> dict[str, bool]:
-        try:
-            async with asyncio.timeout(2.0), engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            db = True
-        except ENGINE_ERRORS:  # the timeout's TimeoutError included: an OSError
-            db = False
-        return {"database": db and runner.db_ok, "consumer": consumer.healthy}
-
-    install_common(app, registry=registry, readiness=readiness)
+    app.state.action_keys = service.keys
+    app.state.slack_responder = service.responder
+    install_common(app, registry=registry, readiness=service.readiness)
     return app
 
 

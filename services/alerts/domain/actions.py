@@ -45,9 +45,11 @@ def _button(text: str, action_id: str, value: str, *, url: str | None = None,
     return button
 
 
-def slack_actions(alert_id: int, account_url: str, crm_url: str | None = None) -> dict[str, Any]:
+def slack_actions(alert_id: int, account_url: str | None, crm_url: str | None = None, *,
+                  block_id: str = BLOCK_ID) -> dict[str, Any]:
     """The `actions` block of one alert message: Acknowledge, Snooze 7 days, Open account and, when the
-    account has one, Open in CRM. A link longer than Block Kit allows is left out rather than cut."""
+    account has one, Open in CRM. A link longer than Block Kit allows is left out rather than cut. A
+    message with several alerts gives each block its own `block_id` (Slack wants them unique)."""
     value = str(int(alert_id))
     elements = [
         _button("Acknowledge", ACK_ACTION, value, style="primary"),
@@ -57,7 +59,7 @@ def slack_actions(alert_id: int, account_url: str, crm_url: str | None = None) -
         elements.append(_button("Open account", OPEN_ACCOUNT_ACTION, value, url=account_url))
     if crm_url and len(crm_url) <= URL_MAX:
         elements.append(_button("Open in CRM", OPEN_CRM_ACTION, value, url=crm_url))
-    return {"type": "actions", "block_id": BLOCK_ID, "elements": elements}
+    return {"type": "actions", "block_id": block_id, "elements": elements}
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -434,8 +434,13 @@ def group_key(target: Target, event_ids: Iterable[str]) -> str:
     return f"group|{target.key}|{digest}"
 
 
-def render_group(risks: Sequence[RiskEvent], target: Target, public_url: str | PageLinks) -> Notification:
-    """One message for one target listing several risks of ONE account, worst severity first."""
+def render_group(risks: Sequence[RiskEvent], target: Target, public_url: str | PageLinks, *,
+                 alert_ids: Mapping[str, int] | None = None,
+                 action_links: Callable[[int], ActionLinks | None] | None = None) -> Notification:
+    """One message for one target listing several risks of ONE account, worst severity first. Each risk
+    whose alert id is known (`alert_ids`, by risk id) gets its own Acknowledge / Snooze buttons, and in
+    e-mails its own signed action links (`action_links(alert id)`)."""
+    alert_ids = alert_ids or {}
     if not risks:
         raise ValueError("a group needs at least one risk")
     ordered = worst_first(risks)
@@ -470,8 +475,17 @@ def render_group(risks: Sequence[RiskEvent], target: Target, public_url: str | P
             f"{risk.severity.capitalize()} · {label}", 200) + "*\n" + mrkdwn(
             truncate(risk.summary or label, 500), SLACK_SECTION_TEXT_MAX - 220)}})
         text_lines += [f"- [{risk.severity.upper()}] {label}: {truncate(risk.summary, 500)}"]
+        actions_html = ""
+        alert_id = alert_ids.get(risk.risk_id)
+        if alert_id is not None:
+            blocks.append(slack_actions(alert_id, None, block_id=f"churnsignal_actions_{alert_id}"))
+            links = action_links(alert_id) if action_links is not None else None
+            if links is not None:
+                text_lines += [f"  Acknowledge: {links.ack}", f"  Snooze {SNOOZE_DAYS} days: {links.snooze}"]
+                actions_html = (f"<br><a href=\"{html.escape(links.ack, quote=True)}\">Acknowledge</a> &middot; "
+                                f"<a href=\"{html.escape(links.snooze, quote=True)}\">Snooze {SNOOZE_DAYS} days</a>")
         html_items.append(f"<li><b>{html.escape(risk.severity.capitalize())} &middot; {html.escape(label)}</b>"
-                          f"<br>{html.escape(_clean(truncate(risk.summary, 500)))}</li>")
+                          f"<br>{html.escape(_clean(truncate(risk.summary, 500)))}{actions_html}</li>")
     if n > len(shown):
         more = f"…and {n - len(shown)} more"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": more}})

@@ -10,11 +10,12 @@ which items they consume. Pure: the caller owns the queue (a table) and the cloc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from services.alerts.domain.action_links import ActionLinks
 from services.alerts.domain.content import Notification, PageLinks, dedup_key, render, render_digest, render_group
 from services.alerts.domain.targets import Target
 from shared.risks import RiskEvent
@@ -86,15 +87,20 @@ def next_due(items: Iterable[PendingItem]) -> datetime | None:
     return min((i.due_at for i in items), default=None)
 
 
-def plan_digests(items: Iterable[PendingItem], *, now: datetime, public_url: str | PageLinks) -> DigestPlan:
+def plan_digests(items: Iterable[PendingItem], *, now: datetime, public_url: str | PageLinks,
+                 alert_ids: Mapping[str, int] | None = None,
+                 action_links: Callable[[int, Target], ActionLinks | None] | None = None) -> DigestPlan:
     """Groups queued items per target and the route's `group_by` values; a group is due when its oldest
     item's `due_at` has passed.
 
     Within a due group only the latest event of each risk counts, and a risk whose latest event is a
     resolution is dropped. A group left with one risk is sent as a plain notification (its own dedup key);
     several risks of one account (`group_by` has `account_id`) as one message listing them worst first
-    (`render_group`), otherwise as one digest (deterministic keys over the event ids).
+    (`render_group`), otherwise as one digest (deterministic keys over the event ids). The risks whose
+    alert id is known (`alert_ids`, by risk id) carry their buttons and e-mail action links
+    (`action_links(alert id, target)`), as a message sent at once does.
     """
+    alert_ids = alert_ids or {}
     groups: dict[str, list[PendingItem]] = {}
     for item in items:
         groups.setdefault(item.group_key, []).append(item)
@@ -117,11 +123,17 @@ def plan_digests(items: Iterable[PendingItem], *, now: datetime, public_url: str
             continue
         live.sort(key=lambda i: (i.queued_at, i.risk.account_id, i.risk.risk_id))
         target = live[0].target
+        def links_for(alert_id: int, target: Target = target) -> ActionLinks | None:
+            return None if action_links is None else action_links(alert_id, target)
+
         if len(live) == 1:
             only = live[0]
-            notification = render(only.risk, target, public_url, kind=only.kind, dedup_suffix=only.dedup_suffix)
+            alert_id = alert_ids.get(only.risk.risk_id)
+            notification = render(only.risk, target, public_url, kind=only.kind, dedup_suffix=only.dedup_suffix,
+                                  alert_id=alert_id, links=None if alert_id is None else links_for(alert_id))
         elif "account_id" in live[0].group_by:  # grouped per account: one message about that account
-            notification = render_group([i.risk for i in live], target, public_url)
+            notification = render_group([i.risk for i in live], target, public_url, alert_ids=alert_ids,
+                                        action_links=links_for)
         else:
             notification = render_digest([i.risk for i in live], target, public_url)
         ready.append(notification)

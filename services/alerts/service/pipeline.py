@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.alerts.domain.action_links import action_links
+from services.alerts.domain.action_links import ActionLinks, action_links
 from services.alerts.domain.content import Notification, PageLinks, render
 from services.alerts.domain.daily import (
     CHANGES_LOOKBACK,
@@ -216,14 +216,18 @@ class AlertPipeline:
         """The pages a message rendered now links to, signed for its receiver when a key is set."""
         return PageLinks(self.public_url, self.action_secret, now, self.link_ttl)
 
+    def _action_links(self, alert_id: int, target: Target, now: datetime) -> ActionLinks | None:
+        """The signed Acknowledge / Snooze links of an e-mail (none without a key, or for chat targets)."""
+        if not self.action_secret or target.kind not in ("email", "console"):
+            return None
+        return action_links(self.action_secret, self.public_url, alert_id, target.address, now=now)
+
     def _render(
         self, risk: RiskEvent, rt: RoutedTarget, plan: TargetPlan, alert_id: int | None, now: datetime
     ) -> Notification:
         """The message, naming its alert (the buttons' and action links' handle)."""
-        links = None
         target = rt.target
-        if alert_id is not None and self.action_secret and target.kind in ("email", "console"):
-            links = action_links(self.action_secret, self.public_url, alert_id, target.address, now=now)
+        links = None if alert_id is None else self._action_links(alert_id, target, now)
         return render(
             risk,
             target,
@@ -418,8 +422,11 @@ class AlertPipeline:
             )
             items.append(item)
             ids[item.item_key] = row.id
-        plan = plan_digests(items, now=now, public_url=self.links(now))
-        alerts = await store.alerts_by_risk({rid for n in plan.ready for rid in n.risk_ids})
+        # (the alerts first: the messages carry their buttons and e-mail action links)
+        alerts = await store.alerts_by_risk({i.risk.risk_id for i in items})
+        plan = plan_digests(items, now=now, public_url=self.links(now),
+                            alert_ids={rid: a.id for rid, a in alerts.items()},
+                            action_links=lambda alert_id, target: self._action_links(alert_id, target, now))
         claimed = await store.claim(
             [
                 new_delivery(

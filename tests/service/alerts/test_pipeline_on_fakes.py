@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from services.alerts.domain.actions import ACK_ACTION
 from services.alerts.domain.content import Notification, render
 from services.alerts.domain.policy import AlertState, plan_target
 from services.alerts.domain.routing import RoutingTree, fallback_receiver
@@ -610,3 +611,29 @@ async def test_health_drop_waits_for_the_daily_digest_which_fires_once_per_targe
     clock.advance(minutes=10)
     reminded = await repeats(store, p)  # the risks sent at once are reminded; the digest-only one is not
     assert {d.dedup_key.split(":")[1] for d in reminded.deliveries} == {"usage_drop"}
+
+
+async def test_messages_that_waited_carry_the_buttons_and_action_links_of_their_alerts():
+    """A grouped message gives each risk its own Acknowledge / Snooze (its alert's id) and, by e-mail, its own
+    signed action links; a group of one is the plain message with its buttons, as when sent at once."""
+    store, clock = InMemoryAlertsStore(), Clock()
+    p = pipeline(clock, RoutingTree.from_yaml(GROUPED), grouping=True)
+    p.action_secret = b"k" * 32
+    await claim(store, p, three_on_acme())
+    await claim(store, p, [make_risk(risk_id="beta:usage_drop:1", account_id="beta")], offset=2)
+    clock.advance(seconds=30)
+    sent = await digests(store, p)
+    alerts = await store.alerts_by_risk([*(r.risk_id for r in three_on_acme()), "beta:usage_drop:1"])
+    for d in sent.deliveries:
+        n = Notification.from_dict(d.notification)
+        values = [e["value"] for b in n.slack_blocks if b["type"] == "actions" for e in b["elements"]
+                  if e.get("action_id") == ACK_ACTION]
+        assert values == [str(alerts[rid].id) for rid in n.risk_ids], n.kind
+        ids = [b["block_id"] for b in n.slack_blocks if b["type"] == "actions" and "block_id" in b]
+        assert len(ids) == len(set(ids))                               # unique block ids, as Slack requires
+        if d.channel == "email":
+            assert n.email_text.count("/actions/ack?t=") == len(n.risk_ids)
+            assert n.email_text.count("/actions/snooze?t=") == len(n.risk_ids)
+        else:
+            assert "/actions/" not in n.email_text
+    assert {Notification.from_dict(d.notification).kind for d in sent.deliveries} == {"grouped", "opened"}
