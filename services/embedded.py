@@ -181,6 +181,7 @@ class EmbeddedRun:
         self.started = time.monotonic()
         self.started_wall = time.time()
         self.first_alert_s: float | None = None
+        self.collector: RiskCollector | None = None
         self.failed = False
         self.settled = False
 
@@ -231,7 +232,7 @@ class EmbeddedRun:
         await bus.ensure_topics(topics.all, settings.topic_partitions)
         self.services = self._build_services(settings, bus)
         sockets: list[socket.socket] = []
-        collector = RiskCollector(bus.subscriber([topics.risks], SUMMARY_GROUP))
+        collector = self.collector = RiskCollector(bus.subscriber([topics.risks], SUMMARY_GROUP))
         collector_task = asyncio.create_task(collector.run(), name="run-risk-collector")
         sim_task: asyncio.Task[None] | None = None
         self._install_signals()
@@ -353,6 +354,8 @@ class EmbeddedRun:
         while not self.stop.is_set():
             if self.first_alert_s is None and _written_since(outbox, self.started_wall):
                 self.first_alert_s = time.monotonic() - self.started
+                await asyncio.sleep(0.5)   # (the risks of that first alert reach the collector too)
+                self._pages_line(self.collector.risks if self.collector is not None else [])
             if deadline is not None and time.monotonic() >= deadline:
                 self.stop_reason = f"--duration {self.duration_s:g} s elapsed"
                 return
@@ -429,6 +432,8 @@ class EmbeddedRun:
         self.say(f"  ingest   {ingest}   POST /v1/events            docs {ingest}/docs")
         self.say(f"  scoring  {scoring}   GET /v1/accounts, /v1/risks docs {scoring}/docs")
         self.say(f"  alerts   {alerts}   GET /v1/alerts, /v1/deliveries docs {alerts}/docs")
+        self.say(f"  pages    {alerts}/ui/accounts/<id>, {alerts}/ui/portfolio?csm=<e-mail>   (open an alert's "
+                 "link, or send the API key)")
         if self.api_key is not None and not self.settings.api_keys:
             self.say(f"  API key  {self.api_key}   (scopes ingest, read, admin; new each run)")
             self.say(f'  try      curl -H "Authorization: Bearer {self.api_key}" '
@@ -471,6 +476,22 @@ class EmbeddedRun:
                  f"database {db_path or settings.database_url}"
                  + (f"; ground truth {self.truth_path}" if self.simulation is not None else ""))
 
+
+    def _pages_line(self, risks: list[RiskEvent]) -> None:
+        """A signed link to the portfolio of the CSM with the most risks so far (said once, at the first alert,
+        while the pages are served): where to look in a browser."""
+        alerts = next((s for s in self.services if s.name == "alerts"), None)
+        keys = getattr(alerts.app.state, "action_keys", None) if alerts is not None else None
+        csms = Counter(r.account.csm.email for r in risks if r.account.csm is not None and r.account.csm.email)
+        if keys is None or not keys.link or not csms:
+            return
+        from shared.links import portfolio_url, sign_portfolio_link
+
+        csm = csms.most_common(1)[0][0]
+        token = sign_portfolio_link(keys.link, csm, now=datetime.now(UTC),
+                                    ttl=timedelta(days=self.settings.link_ttl_days))
+        self.say(f"portfolio of {csm} (a signed link, valid {self.settings.link_ttl_days:g} days): "
+                 f"{portfolio_url(self.settings.public_url, csm, token)}")
 
     def _digests_line(self) -> None:
         alerts = next((s for s in self.services if s.name == "alerts"), None)

@@ -70,3 +70,11 @@ def test_the_open_account_link_of_a_slack_message_opens_the_page(run: Run, brows
     bare = url.split("?")[0]
     answer = httpx.get(bare, timeout=10)
     assert answer.status_code == 401 and answer.headers["content-type"].startswith("text/html")
+
+
+def test_the_run_says_where_the_pages_are_with_a_signed_portfolio_link(run: Run) -> None:
+    found = run.wait_for(r"portfolio of (\S+) \(a signed link, valid 7 days\): (http\S+)", timeout=150)
+    csm, url = found.group(1), found.group(2)
+    answer = httpx.get(url, timeout=10)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+    assert csm in answer.text and "/ui/accounts/" in answer.text   # the CSM's book, linking to its accounts
