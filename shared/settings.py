@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     ingest_max_events: int = 1000
     ingest_publish_timeout_s: float = 10.0
     ingest_retry_after_s: int = 5
+    # CloudEvents on `POST /v1/events`: stripped from the front of a CloudEvent's `type` (e.g. "com.example."
+    # makes "com.example.usage" the `usage` event); when set, a type without it is a 422.
+    cloudevents_type_prefix: str = ""
 
     # Scoring
     scoring_group_id: str = "churnsignal-scoring"

@@ -17,11 +17,13 @@ import orjson
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from services.ingest import cloudevents
 from services.ingest.body import Encoding, body_format, content_encoding, gunzip, parse_events
 from services.ingest.intake import Intake, may_ingest
-from shared.errors import BadRequest, ChurnsignalError, Forbidden, PayloadTooLarge
+from shared.errors import BadRequest, ChurnsignalError, Forbidden, PayloadTooLarge, Unprocessable
 from shared.http import KeyRing, error_response
 from shared.metrics import IngestMetrics
+from shared.settings import ApiKey
 
 PATH = "/v1/events"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -31,13 +33,14 @@ _NOT_ALLOWED = orjson.dumps({"error": f"method not allowed on {PATH}: use POST"}
 class _Headers:
     """The few request headers the endpoint reads, from the raw ASGI list (one pass)."""
 
-    __slots__ = ("authorization", "content_type", "content_encoding", "content_length")
+    __slots__ = ("authorization", "content_type", "content_encoding", "content_length", "ce")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.authorization: str | None = None
         self.content_type: str | None = None
         self.content_encoding: str | None = None
         self.content_length: str | None = None
+        self.ce: dict[str, str] | None = None  # CloudEvents binary mode: the `ce-*` headers
         for name, value in raw:
             if name == b"authorization":
                 self.authorization = value.decode("latin-1")
@@ -47,6 +50,10 @@ class _Headers:
                 self.content_encoding = value.decode("latin-1")
             elif name == b"content-length":
                 self.content_length = value.decode("latin-1")
+            elif name[:3] == b"ce-":
+                if self.ce is None:
+                    self.ce = {}
+                self.ce[name.decode("latin-1")] = value.decode("latin-1")
 
 
 async def read_body(receive: Receive, declared_length: str | None, limit: int) -> bytes:
@@ -72,8 +79,9 @@ class EventsEndpoint:
     """`POST /v1/events` (docs/events.md): authenticate, read, parse, validate, publish, answer."""
 
     def __init__(self, intake: Intake, keyring: KeyRing, metrics: IngestMetrics, *, max_body_bytes: int,
-                 max_events: int) -> None:
+                 max_events: int, cloudevents_type_prefix: str = "") -> None:
         self._intake = intake
+        self._type_prefix = cloudevents_type_prefix
         self._keyring = keyring
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
@@ -104,6 +112,9 @@ class EventsEndpoint:
         key = self._keyring.authenticate(headers.authorization)
         if not may_ingest(key):
             raise Forbidden(f"API key '{key.name}' lacks the 'ingest' scope")
+        mode = cloudevents.mode_of(headers.content_type, headers.ce)
+        if mode is not None:
+            return await self._accept_cloudevents(mode, headers, key, receive)
         fmt = body_format(headers.content_type)
         encoding = content_encoding(headers.content_encoding)
         body = await read_body(receive, headers.content_length, self._max_body_bytes)
@@ -113,6 +124,23 @@ class EventsEndpoint:
         del body
         self._metrics.batch_size.observe(len(raws))
         return await self._intake.accept(key, raws)  # empties `raws` before awaiting Kafka
+
+    async def _accept_cloudevents(self, mode: cloudevents.Mode, headers: _Headers, key: ApiKey,
+                                  receive: Receive) -> int:
+        """A CloudEvents request (services.ingest.cloudevents): mapped onto native envelopes, then accepted
+        like them; the envelope's 422 is named by CloudEvents attribute."""
+        encoding = content_encoding(headers.content_encoding)
+        body = await read_body(receive, headers.content_length, self._max_body_bytes)
+        if encoding is Encoding.GZIP:
+            body = gunzip(body, self._max_body_bytes)
+        batch = cloudevents.parse(mode, body, content_type=headers.content_type, ce_headers=headers.ce,
+                                  max_events=self._max_events, type_prefix=self._type_prefix)
+        del body
+        self._metrics.batch_size.observe(len(batch.raws))
+        try:
+            return await self._intake.accept(key, batch.raws)
+        except Unprocessable as exc:
+            raise batch.translate(exc) from exc
 
 
 class IngestApp(FastAPI):

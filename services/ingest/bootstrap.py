@@ -63,7 +63,8 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
 
     endpoint = EventsEndpoint(intake, KeyRing(settings.api_keys), metrics,
                               max_body_bytes=settings.ingest_max_body_bytes,
-                              max_events=settings.ingest_max_events)
+                              max_events=settings.ingest_max_events,
+                              cloudevents_type_prefix=settings.cloudevents_type_prefix)
     # Observability is Prometheus (/metrics); FastAPI's OpenTelemetry hooks stay off, as they cost a
     # provider lookup on every request.
     app = IngestApp(endpoint=endpoint, title="churnsignal ingest", version="0.1.0", lifespan=lifespan,

@@ -200,7 +200,10 @@ def request_body() -> dict[str, Any]:
     return {
         "required": True,
         "description": "One event, a JSON array of events, or NDJSON (one event per line). "
-                       "`Content-Encoding: gzip` is accepted; the size limit applies once decompressed too.",
+                       "`Content-Encoding: gzip` is accepted; the size limit applies once decompressed too. "
+                       "CloudEvents 1.0 are accepted too (`application/cloudevents+json`, "
+                       "`application/cloudevents-batch+json`, or binary mode with `ce-*` headers): see "
+                       "docs/events.md, \"CloudEvents\".",
         "content": {
             "application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Event"},
                                                       {"$ref": "#/components/schemas/EventList"}]}},
