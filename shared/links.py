@@ -77,30 +77,24 @@ def _expiry(now: datetime, ttl: timedelta) -> int:
     return int((now + ttl).timestamp())
 
 
-def _sign(secret: bytes, body: dict[str, object]) -> str:
+def sign_payload(secret: bytes, body: dict[str, object]) -> str:
+    """A token carrying `body` (with its own "scope" and "exp"), in the form above. Other signed links
+    (e-mail actions, `services/alerts/domain/action_links.py`) use it with scopes of their own."""
     if not secret:
         raise ValueError("empty link secret")
     payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     return f"{payload}.{_mac(secret, payload)}"
 
 
-def sign_account_link(secret: bytes, account_id: str, receiver: str, *, now: datetime,
-                      ttl: timedelta = DEFAULT_TTL) -> str:
-    """A token opening the page of `account_id`, given to `receiver` (whoever the link is sent to)."""
-    return _sign(secret, {"scope": "account", "a": account_id, "r": receiver, "exp": _expiry(now, ttl)})
+def expiry(now: datetime, ttl: timedelta) -> int:
+    """The "exp" of a token made at `now`, valid `ttl` (epoch seconds)."""
+    return _expiry(now, ttl)
 
 
-def sign_portfolio_link(secret: bytes, csm: str, *, now: datetime, ttl: timedelta = DEFAULT_TTL,
-                        receiver: str | None = None) -> str:
-    """A token opening the portfolio of `csm` (their e-mail, Slack id or name as the accounts tell it)."""
-    return _sign(secret, {"scope": "portfolio", "csm": csm, "r": csm if receiver is None else receiver,
-                          "exp": _expiry(now, ttl)})
-
-
-def verify(secret: bytes, token: str | None, *, now: datetime) -> Claims:
-    """The claims of a valid token; `LinkError` when it is malformed, forged (signature or payload changed,
-    or signed with another key) or expired. The signature is checked before anything in the payload is
-    trusted, and compared in constant time."""
+def verified_payload(secret: bytes, token: str | None) -> object:
+    """The JSON payload of a token whose signature matches; `LinkError` ("malformed" or "forged")
+    otherwise. The signature is checked, in constant time, before anything in the payload is trusted;
+    the caller checks the scope, its claims and the expiry (`expires_at`)."""
     if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
         raise LinkError("malformed", "the link's token is missing or not in the expected form")
     payload, signature = token.split(".")
@@ -109,13 +103,40 @@ def verify(secret: bytes, token: str | None, *, now: datetime) -> Claims:
         _unb64(signature)
     except (ValueError, binascii.Error) as exc:
         raise LinkError("malformed", "the link's token is not valid base64") from exc
-    if not hmac.compare_digest(_mac(secret, payload), signature):
+    if not secret or not hmac.compare_digest(_mac(secret, payload), signature):
         raise LinkError("forged", "the link's signature does not match")
     try:
-        body = json.loads(_unb64(payload))
+        return json.loads(_unb64(payload))
     except (ValueError, UnicodeDecodeError) as exc:
         raise LinkError("malformed", "the link's payload is not JSON") from exc
-    claims = _claims(body)
+
+
+def expires_at(exp: int) -> datetime:
+    """A payload's "exp" as a time; `LinkError` ("malformed") when out of range."""
+    try:
+        return datetime.fromtimestamp(exp, UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise LinkError("malformed", "the link's expiry is out of range") from exc
+
+
+def sign_account_link(secret: bytes, account_id: str, receiver: str, *, now: datetime,
+                      ttl: timedelta = DEFAULT_TTL) -> str:
+    """A token opening the page of `account_id`, given to `receiver` (whoever the link is sent to)."""
+    return sign_payload(secret, {"scope": "account", "a": account_id, "r": receiver, "exp": _expiry(now, ttl)})
+
+
+def sign_portfolio_link(secret: bytes, csm: str, *, now: datetime, ttl: timedelta = DEFAULT_TTL,
+                        receiver: str | None = None) -> str:
+    """A token opening the portfolio of `csm` (their e-mail, Slack id or name as the accounts tell it)."""
+    return sign_payload(secret, {"scope": "portfolio", "csm": csm, "r": csm if receiver is None else receiver,
+                          "exp": _expiry(now, ttl)})
+
+
+def verify(secret: bytes, token: str | None, *, now: datetime) -> Claims:
+    """The claims of a valid token; `LinkError` when it is malformed, forged (signature or payload changed,
+    or signed with another key) or expired. The signature is checked before anything in the payload is
+    trusted, and compared in constant time."""
+    claims = _claims(verified_payload(secret, token))
     if now >= claims.expires_at:
         raise LinkError("expired", f"the link expired at {claims.expires_at.isoformat()}")
     return claims
@@ -127,14 +148,11 @@ def _claims(body: object) -> Claims:
     scope, receiver, exp = body.get("scope"), body.get("r"), body.get("exp")
     if not isinstance(receiver, str) or not isinstance(exp, int) or isinstance(exp, bool):
         raise LinkError("malformed", "the link's payload lacks its receiver or expiry")
-    try:
-        expires_at = datetime.fromtimestamp(exp, UTC)
-    except (ValueError, OverflowError, OSError) as exc:
-        raise LinkError("malformed", "the link's expiry is out of range") from exc
+    until = expires_at(exp)
     if scope == "account" and isinstance(body.get("a"), str):
-        return Claims("account", receiver, expires_at, account_id=body["a"])
+        return Claims("account", receiver, until, account_id=body["a"])
     if scope == "portfolio" and isinstance(body.get("csm"), str):
-        return Claims("portfolio", receiver, expires_at, csm=body["csm"])
+        return Claims("portfolio", receiver, until, csm=body["csm"])
     raise LinkError("malformed", "the link's payload has no known scope")
 
 
