@@ -28,10 +28,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
@@ -45,6 +45,9 @@ from shared.migrate import upgrade_async
 from shared.settings import hash_key
 from shared.topics import Topics
 from tests.support.ports import free_port
+
+if TYPE_CHECKING:
+    from shared.risks import RiskEvent
 
 TITLE = "Alerts (ingest 202 → Slack, end to end)"
 NOTES = """Method: `churnsignal serve ingest`, `serve scoring` and `serve alerts` as three processes on the real Kafka
@@ -604,56 +607,48 @@ async def _publish_risks(
 ) -> dict[str, float]:
     """`count` critical risk events, one per new CSM, at HOP_RATE_S per second, straight to the risks
     topic; returns when each was acknowledged by Kafka, by Slack channel. Waits for their arrival."""
-    from shared.risks import AccountBrief, CsmRef, HealthBrief, RiskEvent, Trigger
+    def hop(i: int, _: str, now: datetime) -> RiskEvent:
+        return _risk(f"hop-{ctx.run_id}-{i}", f"hop-{i}", "champion_left", "critical",
+                     f"Bench hop {i}: the champion left.", {"contacts": 1}, 30.0, "champion left",
+                     f"Bench hop {i}", _csm(i), f"hop-src-{i}", now)
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=ctx.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=1
-    )
-    await producer.start()
-    sent: dict[str, float] = {}
-    try:
-        start = time.monotonic()
-        for n in range(count):
-            due = start + n / HOP_RATE_S
-            if due > time.monotonic():
-                await asyncio.sleep(due - time.monotonic())
-            i = first + n
-            now = datetime.now(UTC)
-            risk = RiskEvent(
-                event_id=f"hop-{ctx.run_id}-{i}:1",
-                risk_id=f"hop-{ctx.run_id}-{i}",
-                seq=1,
-                transition="opened",
-                account_id=f"hop-{i}",
-                type="champion_left",
-                severity="critical",
-                summary=f"Bench hop {i}: the champion left.",
-                evidence={"contacts": 1},
-                health=HealthBrief(score=30.0, tier="red", reasons=["champion left"]),
-                account=AccountBrief(name=f"Bench hop {i}", csm=CsmRef(slack_user_id=_csm(i), name="CSM")),
-                occurred_at=now,
-                detected_at=now,
-                trigger=Trigger(event_id=f"hop-src-{i}", received_at=now),
-            )
-            await producer.send_and_wait(Topics(prefix).risks, risk.to_json(), key=risk.account_id.encode())
-            sent[_csm(i)] = time.monotonic()
-    finally:
-        await producer.stop()
-    deadline = time.monotonic() + SETTLE_S
-    while time.monotonic() < deadline:
-        arrived = {a["channel"] for a in _arrivals(arrivals_file) if "Bench hop" in a["text"]}
-        if all(c in arrived for c in sent):
-            break
-        await asyncio.sleep(0.2)
-    return sent
+    return await _publish(ctx, prefix, arrivals_file, range(first, first + count), ("champion_left",),
+                          HOP_RATE_S, hop, "Bench hop")
 
 
 async def _publish_groups(ctx: Context, prefix: str, first: int, arrivals_file: Path) -> dict[str, float]:
     """GROUP_ACCOUNTS accounts, each with its own CSM, each opening three high risks at once (published
     back to back), 10 accounts per second; returns when the first risk of each was acknowledged by Kafka,
     by Slack channel. Waits for their arrival."""
+    def opening(i: int, type_: str, now: datetime) -> RiskEvent:
+        return _risk(f"grp-{ctx.run_id}-{i}-{type_}", f"grp-{i}", type_, "high", f"Bench group {i}: {type_}.",
+                     {"bench": 1}, 40.0, "bench", f"Bench group {i}", _csm(i), f"grp-src-{i}-{type_}", now)
+
+    sent = await _publish(ctx, prefix, arrivals_file, range(first, first + GROUP_ACCOUNTS),
+                          ("usage_drop", "ticket_spike", "sentiment_drop"), 10, opening, "Bench group")
+    await asyncio.sleep(GROUP_WAIT_S + 0.5)  # a second message per account would arrive by now
+    return sent
+
+
+def _risk(risk_id: str, account_id: str, type_: str, severity: str, summary: str, evidence: dict[str, Any],
+          score: float, reason: str, name: str, csm: str, trigger: str, now: datetime) -> RiskEvent:
     from shared.risks import AccountBrief, CsmRef, HealthBrief, RiskEvent, Trigger
 
+    return RiskEvent(
+        event_id=f"{risk_id}:1", risk_id=risk_id, seq=1, transition="opened", account_id=account_id, type=type_,
+        severity=severity, summary=summary, evidence=evidence,
+        health=HealthBrief(score=score, tier="red", reasons=[reason]),
+        account=AccountBrief(name=name, csm=CsmRef(slack_user_id=csm, name="CSM")),
+        occurred_at=now, detected_at=now, trigger=Trigger(event_id=trigger, received_at=now))
+
+
+async def _publish(ctx: Context, prefix: str, arrivals_file: Path, accounts: range, types: tuple[str, ...],
+                   per_second: float, make: Callable[[int, str, datetime], RiskEvent],
+                   text: str) -> dict[str, float]:
+    """For each account, `per_second` accounts a second, the risks `make(i, type, now)` of each of `types`,
+    published back to back straight to the risks topic; returns when the first of each account's was
+    acknowledged by Kafka, by Slack channel (the account's CSM), once every channel got a message whose
+    text holds `text` (or SETTLE_S passed)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=ctx.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=1
     )
@@ -661,40 +656,22 @@ async def _publish_groups(ctx: Context, prefix: str, first: int, arrivals_file: 
     sent: dict[str, float] = {}
     try:
         start = time.monotonic()
-        for n in range(GROUP_ACCOUNTS):
-            due = start + n / 10
+        for n, i in enumerate(accounts):
+            due = start + n / per_second
             if due > time.monotonic():
                 await asyncio.sleep(due - time.monotonic())
-            i = first + n
-            for type_ in ("usage_drop", "ticket_spike", "sentiment_drop"):
-                now = datetime.now(UTC)
-                risk = RiskEvent(
-                    event_id=f"grp-{ctx.run_id}-{i}-{type_}:1",
-                    risk_id=f"grp-{ctx.run_id}-{i}-{type_}",
-                    seq=1,
-                    transition="opened",
-                    account_id=f"grp-{i}",
-                    type=type_,
-                    severity="high",
-                    summary=f"Bench group {i}: {type_}.",
-                    evidence={"bench": 1},
-                    health=HealthBrief(score=40.0, tier="red", reasons=["bench"]),
-                    account=AccountBrief(name=f"Bench group {i}", csm=CsmRef(slack_user_id=_csm(i), name="CSM")),
-                    occurred_at=now,
-                    detected_at=now,
-                    trigger=Trigger(event_id=f"grp-src-{i}-{type_}", received_at=now),
-                )
+            for type_ in types:
+                risk = make(i, type_, datetime.now(UTC))
                 await producer.send_and_wait(Topics(prefix).risks, risk.to_json(), key=risk.account_id.encode())
                 sent.setdefault(_csm(i), time.monotonic())
     finally:
         await producer.stop()
     deadline = time.monotonic() + SETTLE_S
     while time.monotonic() < deadline:
-        arrived = {a["channel"] for a in _arrivals(arrivals_file) if "Bench group" in a["text"]}
+        arrived = {a["channel"] for a in _arrivals(arrivals_file) if text in a["text"]}
         if all(c in arrived for c in sent):
             break
         await asyncio.sleep(0.2)
-    await asyncio.sleep(GROUP_WAIT_S + 0.5)  # a second message per account would arrive by now
     return sent
 
 
