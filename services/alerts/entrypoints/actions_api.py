@@ -1,8 +1,8 @@
 """Acting on an alert from its message (docs/api.md): Slack button clicks (`POST /v1/slack/interactions`,
 signed by Slack) and the e-mail's signed links (`GET|POST /v1/alerts/{alert_id}/actions/{ack|snooze}`).
 
-Both acknowledge through the API's own path (`AlertsRepository.ack`) and snooze by creating a silence for
-the alert's account and risk type (`actions.SNOOZE`). Neither uses an API key: Slack's signature, or the
+Both act through `services/alerts/service/actions.py` (acknowledge through the API's own path, snooze by
+a silence of the alert's account and risk type). Neither uses an API key: Slack's signature, or the
 link's token, is the credential.
 """
 
@@ -12,7 +12,6 @@ import html
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,7 +26,8 @@ from services.alerts.adapters.repository import AlertsRepository
 from services.alerts.domain import action_links, actions, slack_signature
 from services.alerts.domain.content import TYPE_LABELS
 from services.alerts.notify.slack_response import SlackResponder
-from services.alerts.service.records import AlertRow, SilenceRow
+from services.alerts.service.actions import act
+from services.alerts.service.records import AlertRow
 
 log = logging.getLogger(__name__)
 
@@ -44,38 +44,6 @@ class ActionKeys:
 
     slack_signing: bytes | None = None
     link: bytes | None = None
-
-
-@dataclass(frozen=True)
-class Done:
-    alert: AlertRow
-    note: str           # what happened, as Slack mrkdwn (escaped)
-    plain: str          # the same, as plain text
-
-
-async def _act(repo: AlertsRepository, alert: AlertRow, action: str, actor: str, who: str,
-               now: datetime) -> Done:
-    """Acknowledge or snooze one alert in the caller's transaction. `who` is how to show the actor."""
-    if action == "ack":
-        row = await repo.ack(alert.id, actor, now)
-        assert row is not None
-        first = row.acked_by if row.acked_by != actor else None
-        shown = actions.mention(row.acked_by)
-        note = f":white_check_mark: Acknowledged by {shown}"
-        plain = f"Acknowledged by {who}" if first is None else f"Already acknowledged by {row.acked_by}"
-        return Done(row, note, plain)
-    until = now + actions.SNOOZE
-    await repo.insert_silence(SilenceRow(
-        id=str(uuid.uuid4()), account_id=alert.account_id, types=[alert.type], until=until,
-        reason=f"Snoozed for {actions.SNOOZE_DAYS} days from the alert message", created_by=actor,
-        created_at=now, deleted_at=None,
-    ))
-    label = TYPE_LABELS.get(alert.type, alert.type)
-    day = until.date().isoformat()
-    note = (f":zzz: Snoozed for {actions.SNOOZE_DAYS} days by {actions.mention(actor)}: no {label} "
-            f"alerts for this account until {day}")
-    return Done(alert, note, f"Snoozed for {actions.SNOOZE_DAYS} days by {who}: no {label} alerts for this "
-                             f"account until {day}")
 
 
 def build_actions_router(engine: AsyncEngine, clock: Callable[[], datetime], keys: ActionKeys,
@@ -122,7 +90,7 @@ def build_actions_router(engine: AsyncEngine, clock: Callable[[], datetime], key
                     return JSONResponse({})
                 return JSONResponse(actions.ephemeral(f"churnsignal could not act on this: {problem}"))
             alert = await repo.alert(click.alert_id)
-            done = None if alert is None else await _act(
+            done = None if alert is None else await act(
                 repo, alert, click.action, actions.slack_actor(click.user_id), f"<@{click.user_id}>", now)
         if done is None:
             message = actions.ephemeral(f"churnsignal knows no alert {click.alert_id}: it may have been "
@@ -174,7 +142,7 @@ def build_actions_router(engine: AsyncEngine, clock: Callable[[], datetime], key
             alert = await repo.alert(alert_id)
             if alert is None:
                 return _page("Not found", f"<p>There is no alert {alert_id}.</p>", 404)
-            done = await _act(repo, alert, action, f"email:{claims.receiver}", claims.receiver, now)
+            done = await act(repo, alert, action, f"email:{claims.receiver}", claims.receiver, now)
         return _page("Done", f"<h1>Done</h1><p>{html.escape(done.plain)}.</p>")
 
     async def _checked(alert_id: int, action: str, token: str,
