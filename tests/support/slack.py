@@ -86,21 +86,7 @@ class SlackMessage:
 
     def all_text(self) -> list[str]:
         """Every text string of the message (top-level text and every text inside blocks)."""
-        out = [self.text]
-
-        def walk(node: Any) -> None:
-            if isinstance(node, dict):
-                for key, value in node.items():
-                    if key == "text" and isinstance(value, str):
-                        out.append(value)
-                    else:
-                        walk(value)
-            elif isinstance(node, list):
-                for item in node:
-                    walk(item)
-
-        walk(self.blocks)
-        return out
+        return message_texts(self.text, self.blocks)
 
     def special_tokens(self) -> list[str]:
         """Mentions (`<!channel>`, `<@U1>`), channel links and `<http://...|...>` links Slack would render."""
@@ -494,3 +480,22 @@ class FakeSlack:
         if isinstance(body, dict):
             return JSONResponse(body, status_code=status, headers=headers)
         return PlainTextResponse(str(body), status_code=status, headers=headers)
+
+
+def message_texts(text: str, blocks: Any) -> list[str]:
+    """A message's top-level text and every text string inside its blocks, in order."""
+    out = [text]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "text" and isinstance(value, str):
+                    out.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(blocks)
+    return out

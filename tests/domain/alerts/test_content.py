@@ -17,7 +17,7 @@ from services.alerts.domain.content import (
 )
 from services.alerts.domain.targets import Target
 from tests.domain.alerts.factories import make_risk
-from tests.support.slack import SPECIAL_TOKEN, validate_message
+from tests.support.slack import SPECIAL_TOKEN, message_texts, validate_message
 
 DM = Target(kind="slack_dm", address="U0DANA", receiver="csm")
 MAIL = Target(kind="email", address="dana@vendor.example", receiver="csm")
@@ -26,21 +26,7 @@ HOSTILE = "Usage fell <!channel> <!here> <@U0BOSS> see <http://evil.example|clic
 
 
 def slack_texts(n: Notification) -> list[str]:
-    out = [n.text]
-
-    def walk(node):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k == "text" and isinstance(v, str):
-                    out.append(v)
-                else:
-                    walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(n.slack_blocks)
-    return out
+    return message_texts(n.text, n.slack_blocks)
 
 
 def test_slack_message_has_the_facts() -> None:
