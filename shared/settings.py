@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # CloudEvents on `POST /v1/events`: stripped from the front of a CloudEvent's `type` (e.g. "com.example."
     # makes "com.example.usage" the `usage` event); when set, a type without it is a 422.
     cloudevents_type_prefix: str = ""
+    # Per-source shared secrets of `/v1/sources/{source}` (docs/integrations.md), one entry per source, e.g.
+    # `{"zendesk": "...", "typeform": "..."}`; a source without one answers 503.
+    source_secrets: dict[str, SecretStr] = Field(default_factory=dict)
 
     # Scoring
     scoring_group_id: str = "churnsignal-scoring"
