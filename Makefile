@@ -33,7 +33,10 @@ venv: $(VPY)
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
+# Also compiles the scoring domain with mypyc (scripts/build_native.py: quick when nothing changed; the
+# pure Python runs when it cannot).
 install: $(STAMP)
+	@$(VPY) scripts/build_native.py
 
 # Reinstalls only when pyproject.toml changes.
 $(STAMP): pyproject.toml | $(VPY)
@@ -43,7 +46,7 @@ $(STAMP): pyproject.toml | $(VPY)
 services:
 	bash scripts/services.sh
 
-# Command-line tools some tests need (promtool).
+# Command-line tools some tests need (helm in var/tools/bin, promtool, amtool, Chromium): scripts/install-tools.sh.
 tools:
 	bash scripts/install-tools.sh
 
@@ -53,8 +56,10 @@ status:
 stop:
 	bash scripts/services.sh stop
 
+# The pure domain's tests run first on its Python source too (the suite then runs on the compiled one).
 test: install tools services
-	@set -e; . ./$(SERVICES_ENV); $(call run_pytest,)
+	@set -e; . ./$(SERVICES_ENV); CHURNSIGNAL_PURE_PYTHON=1 $(VPY) -m pytest -q -p no:cacheprovider tests/domain; \
+	$(call run_pytest,)
 
 test-unit: install
 	@$(call run_pytest,-m "not integration")

@@ -36,12 +36,16 @@ Days are UTC days. Notes on the interface:
   `ScoringConfig.from_dict()` / `.tier()` / `.to_dict()`, `open_risks()` items also carry `seq`.
 """
 
-from .clock import PartitionClock
-from .config import ScoringConfig
-from .detectors import RISK_TYPES
-from .engine import ScoringEngine, risk_id
-from .model import Component, Delta, HealthSnapshot, Outcome, RiskTransition
-from .state import AccountState, decode_state, encode_state
+from . import native
+
+native.select()   # the compiled modules, or the source (native.py says which and why)
+
+from .clock import PartitionClock  # noqa: E402
+from .config import ScoringConfig  # noqa: E402
+from .detectors import RISK_TYPES  # noqa: E402
+from .engine import ScoringEngine, risk_id  # noqa: E402
+from .model import Component, Delta, HealthSnapshot, Outcome, RiskTransition  # noqa: E402
+from .state import AccountState, decode_state, encode_state  # noqa: E402
 
 __all__ = [
     "RISK_TYPES",

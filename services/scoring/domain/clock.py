@@ -47,8 +47,9 @@ class PartitionClock:
     def due_at(self, account_id: str) -> datetime | None:
         return self._due.get(account_id)
 
-    def pop_due(self) -> list[tuple[datetime, str]]:
-        """Remove and return the timers with due <= watermark, sorted by (due, account_id).
+    def pop_due(self, limit: int | None = None) -> list[tuple[datetime, str]]:
+        """Remove and return the timers with due <= watermark, sorted by (due, account_id); at most
+        `limit` of them (the rest stay due, see `overdue`).
 
         Evaluating them usually schedules new timers; call again until it returns nothing.
         """
@@ -57,12 +58,35 @@ class PartitionClock:
         if not heap or watermark is None or heap[0][0] > watermark:
             return []   # (the common case: called after every event)
         out: list[tuple[datetime, str]] = []
-        while heap and heap[0][0] <= watermark:
+        left = -1 if limit is None else limit
+        while heap and heap[0][0] <= watermark and left != 0:
             due, account_id = heapq.heappop(heap)
             if self._due.get(account_id) == due:
                 del self._due[account_id]
                 out.append((due, account_id))
+                left -= 1
         return out
+
+    def has_due(self) -> bool:
+        """Whether a timer is due (<= watermark): a sweep left for later by `pop_due(limit)`."""
+        heap = self._heap
+        watermark = self.watermark
+        while heap and watermark is not None and heap[0][0] <= watermark:
+            due, account_id = heap[0]
+            if self._due.get(account_id) == due:
+                return True
+            heapq.heappop(heap)   # (a stale entry)
+        return False
+
+    def pop_overdue(self, account_id: str) -> datetime | None:
+        """The account's timer when it is due (<= watermark), removed; None otherwise. An event of an
+        account whose timer a bounded sweep has not reached yet fires that timer first, so the account
+        sees its timers and events in the same order as without the bound."""
+        due = self._due.get(account_id)
+        if due is None or self.watermark is None or due > self.watermark:
+            return None
+        del self._due[account_id]   # (its heap entry goes stale)
+        return due
 
     def __len__(self) -> int:
         return len(self._due)

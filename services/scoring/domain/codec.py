@@ -119,9 +119,9 @@ def encode_state(state: AccountState) -> bytes:
             [[cid, c[C_NAME]] for cid, c in state.contacts.items()] or None,
             [[t, *r] for t, r in state.risks.items()] or None]
     if state.rhythm[RH_UPTO] != NONE or state.key_counts:
-        tail.append(state.rhythm)
+        tail.append(state.rhythm)  # type: ignore[arg-type]
         if state.key_counts:
-            tail.append({f: sorted(days.items()) for f, days in state.key_counts.items()})
+            tail.append({f: sorted(days.items()) for f, days in state.key_counts.items()})  # type: ignore[arg-type]
     parts.append(orjson.dumps(tail))
     return b"".join(parts)
 
@@ -129,8 +129,7 @@ def encode_state(state: AccountState) -> bytes:
 def decode_state(raw: bytes) -> AccountState:
     if not raw or raw[0] != _FORMAT:
         raise ValueError(f"unknown account state format {raw[:1]!r}")
-    st = AccountState.__new__(AccountState)
-    st.memo = None
+    st = AccountState("")   # (every field is set below; the id comes with the tail)
     (_, st.clock, st.eval_ts, next_due, st.facts_ts, st.end_day, st.eval_day, st.first_day,
      st.first_usage_day, st.last_usage_day, st.first_ticket_day, st.usual_gap, st.known_mask, st.risk_counter,
      last_score, tier, n_usage, wide, n_users, n_features, n_tickets, n_key, n_open, n_sent,

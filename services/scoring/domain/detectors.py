@@ -158,11 +158,11 @@ def usage_drop(ctx: Context, current: list[Any] | None) -> Verdict | None:
         # norm: what is left to judge is whether the account's own rhythm says it has stopped.
         if not lapsed(u, ctx.cfg):
             return None
-        evidence = {"mode": "lapsed", "p_active": round(u.p_active or 0.0, 2),
+        lapsed_evidence: dict[str, Any] = {"mode": "lapsed", "p_active": round(u.p_active or 0.0, 2),
                     "days_silent": u.rhythm_silent_days,
                     "usual_gap_days": None if u.mean_gap is None else round(u.mean_gap, 1),
                     "visits": u.lifetime_active_days, "uses_7d": u.recent}
-        return Verdict("high", evidence, ["lapsed"])
+        return Verdict("high", lapsed_evidence, ["lapsed"])
     mode = "silent" if u.silent else "low"
     level, days = _judged_low(u, rule) or (u.week_level, rule.recent_days)
     evidence: dict[str, Any] = {

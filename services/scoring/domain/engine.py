@@ -515,7 +515,7 @@ class ScoringEngine:
         deltas = []
         for c in components:
             old = prev.get(c.name)
-            old_contribution = 0.0 if old is None else old[1] / 10.0
+            old_contribution = 0.0 if old is None else old[1] / 10.0  # type: ignore[operator]
             old_score = None if old is None else old[0]
             change = round(c.contribution - old_contribution, 1)
             if abs(change) < 0.5:

@@ -56,11 +56,16 @@ class Assessment(NamedTuple):
     def main_factor(self) -> str | None:
         """The known component costing the most points (as its `Component` shows them), None when none
         costs any."""
-        known = [i for i, value in enumerate(self.values) if value is not None]
-        if not known:
+        worst: int | None = None
+        worst_key: tuple[float, str] | None = None
+        for i, value in enumerate(self.values):
+            if value is None:
+                continue
+            key = (round(self.contributions[i], 2) - round(self.weights[i], 4) * 100.0, COMPONENTS[i])
+            if worst_key is None or key < worst_key:
+                worst, worst_key = i, key
+        if worst is None:
             return None
-        worst = min(known, key=lambda i: (round(self.contributions[i], 2) - round(self.weights[i], 4) * 100.0,
-                                          COMPONENTS[i]))
         return COMPONENTS[worst] if round(self.values[worst] or 0.0, 1) < 100 else None
 
 

@@ -67,7 +67,7 @@ def distinct_estimates(bits: int) -> tuple[float, ...]:
     """`distinct_estimate` for every number of bits set, 0..bits (it depends on nothing else)."""
     out = []
     for ones in range(bits + 1):
-        zeros: float = bits - ones
+        zeros: float = float(bits - ones)
         if zeros <= 0:
             zeros = 0.5  # saturated: the estimate caps at about bits * ln(2 * bits)
         out.append(bits * math.log(bits / zeros))

@@ -69,3 +69,31 @@ def test_many_reschedules_stay_bounded() -> None:
     assert len(clock._heap) <= 4 * 10 + 64 + 1
     clock.observe(T0 + timedelta(days=30))
     assert [a for _, a in clock.pop_due()] == [f"acc-{i}" for i in range(10)]
+
+
+def test_a_bounded_pop_leaves_the_rest_due_in_order() -> None:
+    clock = PartitionClock(timedelta(0))
+    for i in range(5):
+        clock.schedule(f"a{i}", T0 + timedelta(minutes=i))
+    clock.observe(T0 + timedelta(hours=1))
+    assert clock.pop_due(2) == [(T0, "a0"), (T0 + timedelta(minutes=1), "a1")]
+    assert clock.has_due()
+    assert clock.pop_due(2) == [(T0 + timedelta(minutes=2), "a2"), (T0 + timedelta(minutes=3), "a3")]
+    assert clock.pop_due(2) == [(T0 + timedelta(minutes=4), "a4")]
+    assert not clock.has_due()
+    assert clock.pop_due(2) == []
+
+
+def test_an_overdue_timer_is_taken_by_its_account_alone() -> None:
+    clock = PartitionClock(timedelta(0))
+    clock.schedule("a", T0)
+    clock.schedule("b", T0 + timedelta(minutes=1))
+    clock.schedule("c", T0 + timedelta(hours=2))
+    assert clock.pop_overdue("a") is None           # not due yet: the watermark has not passed it
+    clock.observe(T0 + timedelta(hours=1))
+    assert clock.pop_overdue("c") is None           # due later than the watermark
+    assert clock.pop_overdue("b") == T0 + timedelta(minutes=1)
+    assert clock.pop_overdue("b") is None           # taken once
+    assert clock.pop_due() == [(T0, "a")]           # the taken timer does not fire again
+    assert clock.due_at("c") == T0 + timedelta(hours=2)
+    assert not clock.has_due()
