@@ -154,6 +154,7 @@ def sparse(work: Path) -> list[str]:
              "(precision / recall / F1) | health AUC, defaults | red (defaults): accounts / churn rate | "
              "health AUC, calibrated | silence/gap baseline AUC |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    pooled = {"churned": 0, "tp": 0, "flagged": 0, "base_tp": 0, "base_flagged": 0}
     for s in SPARSE_REPORT:
         events = _sparse_events(work, s)
         _log(f"backtesting sparse seed {s}")
@@ -168,8 +169,28 @@ def sparse(work: Path) -> list[str]:
                      f"{red['accounts']} / {_pct(red['churned'] / red['accounts'] if red['accounts'] else None)} | "
                      f"{_f(cal['health']['auc'])} | "
                      f"{_f(silence.get('auc'))} |")
+        pooled["churned"] += default["churned"]
+        pooled["tp"] += drop["true_positives"]
+        pooled["flagged"] += drop["flagged"]
+        pooled["base_tp"] += flag.get("true_positives") or 0
+        pooled["base_flagged"] += flag.get("flagged") or 0
+    lines.append(_pooled_sparse(pooled))
     lines.append("")
     return lines
+
+
+def _pooled_sparse(p: dict[str, int]) -> str:
+    """The report seeds' accounts together: precision and recall over all of them (each seed's row above)."""
+    def pr(tp: int, flagged: int) -> tuple[float | None, float | None, float | None]:
+        precision = tp / flagged if flagged else None
+        recall = tp / p["churned"] if p["churned"] else None
+        f1 = (2 * precision * recall / (precision + recall)
+              if precision is not None and recall is not None and precision + recall > 0 else None)
+        return precision, recall, f1
+    precision, recall, f1 = pr(p["tp"], p["flagged"])
+    bp, br, bf = pr(p["base_tp"], p["base_flagged"])
+    return (f"| all three, pooled | | {p['churned']} | **{_pct(precision)}** | **{_pct(recall)}** | {_f(f1)} | "
+            f"{_pct(bp)} / {_pct(br)} / {_f(bf)} | | | | |")
 
 
 # -- the simulator's ground truth --------------------------------------------------------------------------
@@ -189,6 +210,7 @@ def dense() -> list[str]:
              "| seed | scripted churners | caught | median delay | healthy accounts | with a false alarm |",
              "|---|---:|---:|---:|---:|---:|"]
     now = datetime(2026, 11, 25, 22, 0, tzinfo=UTC)
+    churners = caught = healthy = alarms = 0
     for s in DENSE_REPORT:
         _log(f"dense simulation, seed {s}")
         sim = generate(SimulationParams(now=now, seed=s, accounts=200, history_days=60, live_days=14))
@@ -197,6 +219,12 @@ def dense() -> list[str]:
         lines.append(f"| {s} | {len(summary.detections)} | {len(summary.caught)} | "
                      f"{'—' if delay is None else f'{delay.total_seconds() / 86400:.1f} d'} | "
                      f"{len(sim.truth.healthy)} | {len(summary.false_alarms)} ({_pct(summary.false_alarm_rate)}) |")
+        churners += len(summary.detections)
+        caught += len(summary.caught)
+        healthy += len(sim.truth.healthy)
+        alarms += len(summary.false_alarms)
+    lines.append(f"| all three, pooled | {churners} | {caught} | | {healthy} | {alarms} "
+                 f"({100 * alarms / healthy:.1f}%) |" if healthy else "— |")
     lines.append("")
     return lines
 
