@@ -34,7 +34,7 @@ from bench.framework import (
     write_report,
 )
 
-SECTIONS = ("ingest", "scoring", "alerts", "backtest")
+SECTIONS = ("ingest", "scoring", "alerts", "backtest", "scale")
 REPORT = ROOT / "docs" / "benchmarks.md"
 
 

@@ -1,0 +1,679 @@
+"""Scale benchmark: one scoring worker at 10k, 100k and 1M accounts, the daily sweep, and scale-out.
+
+Measured in one run, each size on a fresh topic prefix (12 partitions) and a fresh database:
+- the workload: N accounts with one usage event each (compact events, `occurred_at` spread over one
+  event-time day, keyed by account), produced to the input topics before the worker starts;
+- raw consumer (the baseline): `bench.scoring._raw_consume` reads the same records and does nothing;
+- catch-up: ONE scoring worker (`python -m services.scoring.entrypoints.worker`) scores them; the rate
+  counts from the first committed batch to the commit that reaches the end of every input partition
+  (read from `scoring_positions`), and its CPU time gives events per CPU-second;
+- memory: the worker's RSS once idle after the catch-up, and its peak (`VmHWM`) before and after the
+  sweep (/proc/<pid>/status);
+- the sweep: one event per partition a day later (past the next midnight plus the allowed lateness),
+  so every partition's watermark passes that midnight and every account's daily tick is due at once;
+  the sweep is over when no row of `scoring_accounts` has `next_due` at or before that midnight;
+- live latency: while the sweep runs, a trickle of live usage events (LIVE_RATE/s) on accounts of every
+  partition; each one's latency is from its publish to the first poll of `scoring_processed_events`
+  that sees it committed;
+- rebalance cost: the time a consumer takes to load the partitions' states from the database (what a
+  newly assigned worker does), measured in this process on the largest size's database;
+- scale-out: 1, 2 and 4 worker processes in one consumer group over the 100k workload, each with the
+  partitions the group assigned it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import asyncpg
+import psutil
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+import bench.scoring as scoring_bench
+from bench.framework import ROOT, Context, Result, Target, broker_process, cpu_seconds, postgres_process
+from bench.scoring import _committed, _create_database, _drop_database, _group_stable, _produce
+from services.scoring.bootstrap import build_model, build_store
+from services.scoring.entrypoints.consumer import ConsumerOptions, ScoringConsumer
+from shared.bus.kafka import KafkaBus, KafkaPublisher
+from shared.bus.memory import MemoryBus
+from shared.bus.port import OutMessage, partition_for
+from shared.codec import encode_input
+from shared.db import create_engine
+from shared.metrics import CommonMetrics, ScoringMetrics, new_registry
+from shared.settings import Settings
+from shared.topics import Topics
+
+TITLE = "Scoring at scale (10k–1M accounts, the daily sweep, scale-out)"
+
+PARTITIONS = 12
+SIZES = (10_000, 100_000, 1_000_000)
+# The 1M case takes about 4 of the section's 5-6 minutes on the 2-core machine of the report (producing,
+# the raw read, the catch-up, the 2-3 minute sweep, loading the states); False leaves it out.
+RUN_1M = True
+SCALE_OUT_WORKERS = (1, 2, 4)
+SCALE_OUT_ACCOUNTS = 100_000
+LIVE_RATE = 200                       # live events per second during the sweep
+LIVE_ACCOUNTS = 1_000                 # (at most) the accounts they go to, spread over every partition
+SMALL_CHUNK = 500                     # the sweep again at SMALL_CHUNK_ACCOUNTS with this chunk (live latency)
+SMALL_CHUNK_ACCOUNTS = 100_000
+DAY = datetime(2026, 11, 2, tzinfo=UTC)           # the event-time day of the accounts' events
+MIDNIGHT = DAY + timedelta(days=1)                # the midnight the sweep is for
+LATENESS = timedelta(hours=1)                     # the worker's CHURNSIGNAL_SCORING_ALLOWED_LATENESS_S
+TICK_AT = MIDNIGHT + LATENESS + timedelta(minutes=30)
+PRODUCE_SLICE = 100_000                           # events generated and published at a time
+MIB = 1024 * 1024
+
+NOTES = f"""Method: N accounts with one usage event each (`occurred_at` spread over one event-time day, keyed
+by account) are produced to fresh input topics of {PARTITIONS} partitions before the run, then ONE scoring
+worker process (`python -m services.scoring.entrypoints.worker`, `CHURNSIGNAL_TOPIC_PARTITIONS={PARTITIONS}`,
+default settings: batches of up to 5,000 records, sweep chunks of `CHURNSIGNAL_SCORING_SWEEP_CHUNK` = 2,000
+timer evaluations) scores them into a fresh PostgreSQL database. The catch-up rate counts from the first
+committed batch to the commit that reaches the end of every input partition (read from
+`scoring_positions`), next to a raw aiokafka consumer reading the same records in the same run; "events per
+CPU-second" is the worker's own CPU time over that window, the fair per-process figure on a shared machine.
+At 10,000 accounts that window is a single 5,000-record batch (the first one is before it), so that rate
+swings by a factor of two or three between runs (15,000 to 41,000 events/s while this section was written);
+the 100,000-account rate (95,000 events) is the steadier reference. RSS is the worker's `VmRSS` once idle
+after the catch-up ("steady") and `VmHWM` (peak) before and after the sweep (/proc/<pid>/status); memory
+per account is the growth of the steady RSS between the smallest and the largest size.
+
+The sweep: one event per partition a day later (event time {TICK_AT:%H:%M} of the next day, past midnight
+plus the allowed lateness of 1 h), so every partition's watermark passes midnight and all N daily ticks
+are due at once. Its time runs from publishing those events to the first poll of the database that finds
+no `scoring_accounts.next_due` at or before that midnight (a count over the table, repeated seldom while
+much is left and every 0.1 s near the end; the note also gives when the last sweep batch was built, from
+the accounts' `updated_at`); its CPU is the worker's over that time, per account. Meanwhile {LIVE_RATE} live
+usage events a second go to up to {LIVE_ACCOUNTS:,} accounts of every partition; an event's latency runs from
+publishing it to the first poll of `scoring_processed_events` (every 50 ms) that sees its id committed, for
+the events published before the sweep was seen done (so it includes the producer's ack, up to 50 ms of
+polling, and the wait behind sweep batches: every batch, a live event's included, evaluates up to a chunk
+of due timers, and batches are pipelined, so a live event waits for about two chunks' evaluation and
+commit). The sweep is then run again at {SMALL_CHUNK_ACCOUNTS:,} accounts with chunks of {SMALL_CHUNK}: the trade
+between live latency and the sweep's length.
+
+The rebalance cost is the time a consumer takes to load its partitions' states, clocks and positions from
+the database when they are assigned (`ScoringConsumer` on an in-process bus, in the harness process, over
+the largest size's database after its run): a worker taking over partitions pays this before it scores
+again. Scale-out runs {', '.join(map(str, SCALE_OUT_WORKERS))} worker processes in one consumer group over the
+{SCALE_OUT_ACCOUNTS:,}-account workload (before its sweep; each into a fresh database), counted from the moment
+the group is stable with every worker in it, and lists each member's partitions as the group assigned them
+(`describe_consumer_groups`).
+
+The machine of the report has 2 cores shared by the workers, the broker, PostgreSQL and the harness (and
+whatever else runs on it: see the load average in the notes), so 2 and 4 worker processes cannot show
+linear scaling here. The figure to compare across process counts is events per CPU-second of the workers
+(its ratio to the single process's is the per-process efficiency): it stayed within 15% of the single
+process's (86-109% over the runs made while writing this section), so the work per event does not grow
+with the process count. The aggregate rate varies from run to run (2 processes 60-80% of the single
+process's rate, 4 processes 80-134%): in most 2-process runs the workers together used less CPU than the
+single one did, with PostgreSQL and the broker far from a core each, so they wait more than they compute
+(not profiled further here). Live latency varies with the machine's load too: at 100,000 accounts its p99
+with the default chunk ranged from 0.9 to 2.0 s over those runs; chunks of 500 brought it to 0.35-0.85 s
+and made the sweep 2 to 2.5 times longer.
+Sizing from these figures: deploy/RUNBOOK.md, "Sizing scoring"."""
+
+
+# ---------------------------------------------------------------------------------------------- workload
+def _account(i: int) -> str:
+    return f"acct-{i:07d}"
+
+
+def _usage(event_id: str, account_id: str, at: datetime) -> dict[str, Any]:
+    return {"id": event_id, "type": "usage", "account_id": account_id,
+            "occurred_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "data": {"feature": "login"}}
+
+
+async def _produce_accounts(bus: KafkaBus, topics: Topics, accounts: int) -> float:
+    """One usage event per account, spread over DAY in account order; the seconds it took."""
+    started = time.perf_counter()
+    step = 86_400 / accounts
+    for first in range(0, accounts, PRODUCE_SLICE):
+        events = [_usage(f"u{i}", _account(i), DAY + timedelta(seconds=int(i * step)))
+                  for i in range(first, min(accounts, first + PRODUCE_SLICE))]
+        await _produce(bus, topics, events)
+    return time.perf_counter() - started
+
+
+def _tick_accounts() -> list[str]:
+    """One account id per partition (the keys hash to every partition once)."""
+    out: dict[int, str] = {}
+    i = 0
+    while len(out) < PARTITIONS:
+        name = f"tick-{i}"
+        out.setdefault(partition_for(name.encode(), PARTITIONS), name)
+        i += 1
+    return [out[p] for p in range(PARTITIONS)]
+
+
+def _live_accounts(accounts: int) -> list[str]:
+    count = min(LIVE_ACCOUNTS, accounts // 10)
+    stride = accounts // count
+    return [_account(i * stride + stride // 2) for i in range(count)]
+
+
+# ----------------------------------------------------------------------------------------------- workers
+def _proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in bytes."""
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * 1024
+    if len(out) != 2:
+        raise RuntimeError(f"process {pid} has exited (a scoring worker: see var/bench-scale-worker.log)")
+    return out
+
+
+@dataclass
+class Workers:
+    """Scoring worker processes of one consumer group."""
+
+    group: str
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)      # settings beyond the defaults
+    running: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    @property
+    def procs(self) -> list[psutil.Process]:
+        return [psutil.Process(w.pid) for w in self.running]
+
+    def check(self, deadline: float, what: str) -> None:
+        if any(w.returncode is not None for w in self.running):
+            raise RuntimeError(f"a scoring worker exited: {what} (see {self.log})")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"scoring workers too slow: {what} (see {self.log})")
+
+    async def start(self, ctx: Context, prefix: str, url: str, count: int) -> None:
+        env = {**os.environ, "CHURNSIGNAL_KAFKA_BOOTSTRAP_SERVERS": ctx.kafka_bootstrap_servers,
+               "CHURNSIGNAL_DATABASE_URL": url, "CHURNSIGNAL_TOPIC_PREFIX": prefix,
+               "CHURNSIGNAL_TOPIC_PARTITIONS": str(PARTITIONS), "CHURNSIGNAL_SCORING_GROUP_ID": self.group,
+               "CHURNSIGNAL_LOG_LEVEL": "warning", **self.env}
+        with self.log.open("ab") as out:
+            for _ in range(count):
+                self.running.append(await asyncio.create_subprocess_exec(
+                    ctx.python, "-m", "services.scoring.entrypoints.worker", cwd=ROOT, env=env, stdout=out,
+                    stderr=subprocess.STDOUT))
+
+    async def stop(self) -> None:
+        for worker in self.running:
+            if worker.returncode is None:
+                worker.terminate()
+        for worker in self.running:
+            try:
+                await asyncio.wait_for(worker.wait(), timeout=60)
+            except TimeoutError:
+                worker.kill()
+                await worker.wait()
+
+
+async def _assignment(admin: AIOKafkaAdminClient, group: str, topic: str) -> list[list[int]]:
+    """Each member's partitions of `topic`, as the group assigned them."""
+    (response,) = await admin.describe_consumer_groups([group])
+    (described,) = response.to_object()["groups"]
+    members = []
+    for member in described["members"]:
+        assigned = ConsumerProtocolMemberAssignment.decode(member["member_assignment"])
+        members.append(sorted(p for t, parts in assigned.assignment if t == topic for p in parts))
+    return sorted(members)
+
+
+@dataclass
+class CatchUp:
+    rate: float
+    events: int
+    cpu: float            # share of one core, the workers together
+    per_cpu_second: float
+    broker: float
+    postgres: float
+    assignment: list[list[int]]
+    load: float
+
+
+async def _catch_up(conn: asyncpg.Connection, admin: AIOKafkaAdminClient, workers: Workers, topic: str,
+                    total: int) -> CatchUp:
+    """Wait for the group to be stable with every worker (and a batch committed), then time the rest of
+    the catch-up from the committed positions."""
+    deadline = time.monotonic() + 1200
+    count = len(workers.running)
+    first = 0
+    while first == 0 or not await _group_stable(admin, workers.group, count):
+        workers.check(deadline, "the group did not settle")
+        first = await _committed(conn)
+        await asyncio.sleep(0.02)
+    first = await _committed(conn)
+    procs, broker, postgres = workers.procs, broker_process(), postgres_process()
+    t0, cpu0, broker0 = time.perf_counter(), sum(map(cpu_seconds, procs)), cpu_seconds(broker)
+    postgres0 = cpu_seconds(postgres)
+    assignment = await _assignment(admin, workers.group, topic)
+    done = first
+    while done < total:
+        workers.check(deadline, f"catch-up stopped at {done} of {total}")
+        await asyncio.sleep(0.05)
+        done = await _committed(conn)
+    elapsed = time.perf_counter() - t0
+    if done != total:
+        raise RuntimeError(f"committed positions reach {done}, {total} events were produced")
+    if total - first < total // 3:
+        raise RuntimeError(f"the group took too long to settle: {first} of {total} already scored")
+    used = sum(map(cpu_seconds, procs)) - cpu0
+    return CatchUp(rate=(total - first) / elapsed, events=total - first, cpu=used / elapsed,
+                   per_cpu_second=(total - first) / used if used > 0 else 0.0,
+                   broker=(cpu_seconds(broker) - broker0) / elapsed,
+                   postgres=(cpu_seconds(postgres) - postgres0) / elapsed, assignment=assignment,
+                   load=os.getloadavg()[0])
+
+
+# ------------------------------------------------------------------------------------------------- sweep
+@dataclass
+class Sweep:
+    seconds: float
+    last_batch_s: float          # from publishing the ticks to the build of the last sweep batch
+    cpu_per_account: float       # worker CPU-seconds per account
+    cpu: float                   # share of one core
+    postgres: float              # PostgreSQL's share of one core (all its backends)
+    load: float
+    hwm_before: int
+    hwm_after: int
+    rss_max: int                 # highest VmRSS sampled during the sweep
+    latencies: list[float]       # of the live events published during the sweep
+    live_sent: int
+    polls: int
+
+
+class LiveTrickle:
+    """LIVE_RATE usage events a second on the live accounts, each id's publish time kept; a poller notes
+    when each id is seen committed in `scoring_processed_events`."""
+
+    def __init__(self, publisher: KafkaPublisher, topics: Topics, accounts: list[str]) -> None:
+        self._publisher = publisher
+        self._topic = topics.usage
+        self._accounts = accounts
+        self.sent: dict[str, float] = {}
+        self.seen: dict[str, float] = {}
+        self._stop = asyncio.Event()
+        self._sends: set[asyncio.Task[None]] = set()
+
+    async def produce(self) -> None:
+        per_tick, interval = LIVE_RATE // 10, 0.1
+        n = 0
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            now = time.time()
+            messages = []
+            for _ in range(per_tick):
+                account = self._accounts[n % len(self._accounts)]
+                event_id = f"live-{n}"
+                at = TICK_AT + timedelta(seconds=n % 3600)
+                messages.append(OutMessage(self._topic, account.encode(),
+                                           encode_input(_usage(event_id, account, at), datetime.now(UTC))))
+                self.sent[event_id] = now
+                n += 1
+            task = asyncio.create_task(self._publisher.publish(messages))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+            next_at += interval
+            try:
+                await asyncio.wait_for(self._stop.wait(), max(0.0, next_at - time.monotonic()))
+            except TimeoutError:
+                pass
+        if self._sends:
+            await asyncio.gather(*self._sends)
+
+    async def poll(self, conn: asyncpg.Connection, until: asyncio.Event) -> None:
+        while True:
+            pending = [i for i in self.sent if i not in self.seen]
+            if not pending and until.is_set():
+                return
+            asked = time.time()
+            if pending:
+                for (event_id,) in await conn.fetch(
+                        "SELECT event_id FROM scoring_processed_events WHERE event_id = ANY($1::text[])",
+                        pending):
+                    self.seen[event_id] = asked
+            await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def _sweep(url: str, bus: KafkaBus, topics: Topics, worker: psutil.Process,
+                 accounts: int, live_accounts: list[str], workers: Workers) -> Sweep:
+    """Publish the ticks and the live trickle; time the sweep and the live events' latency."""
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    poll_conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    publisher = bus.publisher()
+    await publisher.start()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        due = await conn.fetchval("SELECT count(*) FROM scoring_accounts WHERE next_due = $1", MIDNIGHT)
+        if due != accounts:
+            raise RuntimeError(f"{due} of {accounts} accounts have their daily tick due at {MIDNIGHT}")
+        ticks = [OutMessage(topics.usage, a.encode(), encode_input(_usage(f"tick-{p}", a, TICK_AT),
+                                                                   datetime.now(UTC)))
+                 for p, a in enumerate(_tick_accounts())]
+        hwm_before = _proc_status(worker.pid)["VmHWM"]
+        live = LiveTrickle(publisher, topics, live_accounts)
+        postgres = postgres_process()
+        cpu0, postgres0 = cpu_seconds(worker), cpu_seconds(postgres)
+        t0 = time.time()
+        await publisher.publish(ticks)
+        tasks.append(asyncio.create_task(live.produce()))
+        done = asyncio.Event()
+        tasks.append(asyncio.create_task(live.poll(poll_conn, done)))
+        rss_max, polls = 0, 0
+        deadline = time.monotonic() + 1800
+        while True:
+            workers.check(deadline, "the sweep did not finish")
+            rss_max = max(rss_max, _proc_status(worker.pid)["VmRSS"])
+            asked = time.time()
+            left = await conn.fetchval("SELECT count(*) FROM scoring_accounts WHERE next_due <= $1", MIDNIGHT)
+            polls += 1
+            if left == 0:
+                end = asked
+                break
+            # The count is a scan of the table: poll seldom while much is left, often near the end.
+            done_per_s = (accounts - left) / (asked - t0)
+            await asyncio.sleep(max(0.1, min(5.0, 0.5 * left / done_per_s if done_per_s > 0 else 1.0)))
+        cpu = cpu_seconds(worker) - cpu0
+        postgres_cpu = cpu_seconds(postgres) - postgres0
+        live.stop()
+        await tasks[0]
+        done.set()
+        await asyncio.wait_for(tasks[1], timeout=120)
+        hwm_after = _proc_status(worker.pid)["VmHWM"]
+        last_build = await conn.fetchval(
+            "SELECT max(updated_at) FROM scoring_accounts WHERE account_id LIKE 'acct-%' "
+            "AND NOT (account_id = ANY($1::text[]))", live_accounts)
+        ticked = await conn.fetchval("SELECT count(*) FROM scoring_accounts WHERE next_due > $1", MIDNIGHT)
+        if ticked < accounts:
+            raise RuntimeError(f"only {ticked} of {accounts} accounts were evaluated by the sweep")
+        processed = await conn.fetchval("SELECT count(*) FROM scoring_processed_events")
+        expected = accounts + PARTITIONS + len(live.sent)
+        if processed != expected:
+            raise RuntimeError(f"{processed} events processed, {expected} produced")
+        during = [live.seen[i] - sent for i, sent in live.sent.items() if sent <= end]
+        return Sweep(seconds=end - t0, last_batch_s=last_build.timestamp() - t0, cpu_per_account=cpu / accounts,
+                     cpu=cpu / (end - t0), postgres=postgres_cpu / (end - t0), load=os.getloadavg()[0],
+                     hwm_before=hwm_before, hwm_after=hwm_after, rss_max=rss_max,
+                     latencies=during, live_sent=len(live.sent), polls=polls)
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await publisher.stop()
+        await poll_conn.close()
+        await conn.close()
+
+
+# ----------------------------------------------------------------------------------------------- loading
+async def _load_rate(url: str, prefix: str, expected: int) -> tuple[float, float]:
+    """Seconds a consumer takes to load every partition's states from the database, and accounts/s."""
+    settings = Settings(database_url=url, topic_prefix=prefix, topic_partitions=PARTITIONS)
+    model = build_model(settings)
+    engine = create_engine(url)
+    try:
+        store = build_store(engine)
+        registry = new_registry()
+        topics = Topics(prefix)
+        consumer = ScoringConsumer(bus=MemoryBus(PARTITIONS), store=store, model=model, topics=topics,
+                                   options=ConsumerOptions(group_id="bench-load", partitions=PARTITIONS),
+                                   metrics=ScoringMetrics(registry), common=CommonMetrics(registry, "scoring"))
+        subscriber = MemoryBus(PARTITIONS).subscriber(topics.inputs, "bench-load", listener=consumer)
+        started = time.perf_counter()
+        await subscriber.start()  # assignment: the consumer loads every partition's accounts and timers
+        elapsed = time.perf_counter() - started
+        loaded = consumer.tracked_accounts
+        await subscriber.stop()
+        if loaded != expected:
+            raise RuntimeError(f"loaded {loaded} accounts, {expected} expected")
+        return elapsed, loaded / elapsed
+    finally:
+        await engine.dispose()
+
+
+# ------------------------------------------------------------------------------------------------- sizes
+@dataclass
+class SizeRun:
+    accounts: int
+    raw: float
+    produce_s: float
+    catch_up: CatchUp
+    steady_rss: int
+    hwm_catch_up: int
+    sweep: Sweep
+    load: tuple[float, float] | None = None
+    chunk: int | None = None        # CHURNSIGNAL_SCORING_SWEEP_CHUNK, when not the default
+
+
+async def _raw_rate(ctx: Context, topics: Topics, total: int) -> float:
+    # bench.scoring's raw consumer reads partitions 0..PARTITIONS-1 of its own topics (6): here 12.
+    with mock.patch.object(scoring_bench, "PARTITIONS", PARTITIONS):
+        return await scoring_bench._raw_consume(ctx.kafka_bootstrap_servers, topics.inputs, total)
+
+
+async def _run_size(ctx: Context, accounts: int, *, load: bool, log: Path, chunk: int | None = None,
+                    scale_out_too: bool = False) -> tuple[SizeRun, dict[int, CatchUp]]:
+    """One size: produce, raw read, (scale-out,) catch-up and sweep; its topics are deleted after."""
+    name = f"n{accounts}" if chunk is None else f"n{accounts}c{chunk}"
+    prefix = f"{ctx.topic_prefix('scale')}{name}."
+    topics = Topics(prefix)
+    bus = KafkaBus(ctx.kafka_bootstrap_servers)
+    await bus.ensure_topics(topics.all, partitions=PARTITIONS, configs=topics.configs)
+    print(f"[scale] {accounts:,} accounts: producing ...", flush=True)
+    produce_s = await _produce_accounts(bus, topics, accounts)
+    raw = await _raw_rate(ctx, topics, accounts)
+    scale_out: dict[int, CatchUp] = {}
+    if scale_out_too:
+        # Before the sweep's events: the topics hold the catch-up workload alone.
+        for count in SCALE_OUT_WORKERS:
+            if count != 1:
+                print(f"[scale] scale-out: {count} workers ...", flush=True)
+                scale_out[count] = await _scale_out(ctx, prefix, topics, count, log)
+    db_name = f"bench_{ctx.run_id}_scale{name}"
+    url = await _create_database(ctx.test_database_url, db_name)
+    env = {} if chunk is None else {"CHURNSIGNAL_SCORING_SWEEP_CHUNK": str(chunk)}
+    workers = Workers(f"bench-scale-{uuid.uuid4().hex[:6]}", log, env)
+    admin = AIOKafkaAdminClient(bootstrap_servers=ctx.kafka_bootstrap_servers)
+    await admin.start()
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await workers.start(ctx, prefix, url, 1)
+        print(f"[scale] {accounts:,} accounts: catch-up ({produce_s:.0f}s to produce) ...", flush=True)
+        caught = await _catch_up(conn, admin, workers, topics.usage, accounts)
+        (worker,) = workers.procs
+        await asyncio.sleep(3.0)   # idle: the last commits and Kafka offsets land
+        status = _proc_status(worker.pid)
+        stored = await conn.fetchval("SELECT count(*) FROM scoring_accounts")
+        if stored != accounts:
+            raise RuntimeError(f"{stored} accounts stored after the catch-up, {accounts} expected")
+        print(f"[scale] {accounts:,} accounts: sweep ...", flush=True)
+        swept = await _sweep(url, bus, topics, worker, accounts, _live_accounts(accounts), workers)
+        await workers.stop()
+        loaded = await _load_rate(url, prefix, accounts + PARTITIONS) if load else None
+        run = SizeRun(accounts, raw, produce_s, caught, status["VmRSS"], status["VmHWM"], swept, loaded, chunk)
+        print(f"[scale] {accounts:,} accounts: {caught.rate:,.0f} events/s, sweep {swept.seconds:.1f}s, "
+              f"peak RSS {swept.hwm_after / MIB:,.0f} MiB", flush=True)
+        if scale_out:
+            scale_out[1] = caught
+        return run, scale_out
+    finally:
+        await workers.stop()
+        await conn.close()
+        await admin.close()
+        await _drop_database(ctx.test_database_url, db_name)
+        await ctx.delete_topics(prefix)
+
+
+async def _scale_out(ctx: Context, prefix: str, topics: Topics, count: int, log: Path) -> CatchUp:
+    db_name = f"bench_{ctx.run_id}_scaleout{count}"
+    url = await _create_database(ctx.test_database_url, db_name)
+    workers = Workers(f"bench-scaleout-{uuid.uuid4().hex[:6]}", log)
+    admin = AIOKafkaAdminClient(bootstrap_servers=ctx.kafka_bootstrap_servers)
+    await admin.start()
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await workers.start(ctx, prefix, url, count)
+        return await _catch_up(conn, admin, workers, topics.usage, SCALE_OUT_ACCOUNTS)
+    finally:
+        await workers.stop()
+        await conn.close()
+        await admin.close()
+        await _drop_database(ctx.test_database_url, db_name)
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _domain() -> str:
+    """Which scoring domain the workers import: mypyc-compiled or the Python source (and why)."""
+    from services.scoring.domain import native
+
+    return "compiled (mypyc)" if native.COMPILED else f"Python source ({native.REASON})"
+
+
+def _size_results(run: SizeRun) -> list[Result]:
+    n, c, s = run.accounts, run.catch_up, run.sweep
+    label = f"{n:,} accounts"
+    at_1m = n >= 1_000_000
+    return [
+        Result(f"catch-up throughput, 1 worker, {label}", c.rate, "events/s", baseline=run.raw,
+               baseline_name="raw aiokafka consumer, same records",
+               notes=f"{c.events:,} events measured from the first committed batch; {c.per_cpu_second:,.0f} "
+                     f"events per CPU-second of the worker; CPU over the window: worker {c.cpu:.0%}, PostgreSQL "
+                     f"{c.postgres:.0%}, broker {c.broker:.0%} of one core; {n:,} events produced in "
+                     f"{run.produce_s:.0f}s; load average {c.load:.1f}"),
+        Result(f"worker peak RSS (VmHWM over the run), {label}", s.hwm_after / MIB, "MiB",
+               target=Target(at_most=2048) if at_1m else None,
+               notes=f"steady RSS after the catch-up {run.steady_rss / MIB:,.0f} MiB; VmHWM "
+                     f"{run.hwm_catch_up / MIB:,.0f} MiB before the sweep, {s.hwm_after / MIB:,.0f} MiB after it "
+                     f"(highest VmRSS sampled during the sweep {s.rss_max / MIB:,.0f} MiB)"),
+        Result(f"daily sweep: every account's tick evaluated, {label}", s.seconds, "s",
+               target=Target(at_most=10) if at_1m else None,
+               notes=f"{n / s.seconds:,.0f} accounts/s; {s.cpu_per_account * 1e6:,.0f} µs of worker CPU per "
+                     f"account; CPU over the sweep: worker {s.cpu:.0%}, PostgreSQL {s.postgres:.0%} of one core; "
+                     f"the last sweep batch was built {s.last_batch_s:.1f}s after the ticks were published "
+                     f"(its `updated_at`); {s.polls} polls; load average {s.load:.1f}"),
+        _latency(run, f"live event latency p99 during the sweep, {label}"),
+    ]
+
+
+def _latency(run: SizeRun, name: str) -> Result:
+    lat = run.sweep.latencies
+    return Result(name, _percentile(lat, 0.99) * 1000, "ms", target=Target(at_most=1000),
+                  notes=f"{len(lat):,} live events published during the sweep ({LIVE_RATE}/s); p50 "
+                        f"{_percentile(lat, 0.5) * 1000:,.0f} ms, max {max(lat, default=float('nan')) * 1000:,.0f} ms")
+
+
+async def run(ctx: Context) -> list[Result]:
+    if not ctx.test_database_url:
+        raise SystemExit("CHURNSIGNAL_TEST_DATABASE_URL is not set (run `make services`)")
+    sizes = [n for n in SIZES if not (n >= 1_000_000 and (ctx.quick or not RUN_1M))]
+    largest = max(sizes)
+    log = ROOT / "var" / "bench-scale-worker.log"
+    domain = _domain()
+    runs: list[SizeRun] = []
+    variant: SizeRun | None = None
+    scale_out: dict[int, CatchUp] = {}
+    try:
+        for n in sizes:
+            size_run, outs = await _run_size(ctx, n, load=n == largest, log=log,
+                                             scale_out_too=n == SCALE_OUT_ACCOUNTS)
+            runs.append(size_run)
+            scale_out.update(outs)
+        if SMALL_CHUNK_ACCOUNTS in sizes:
+            print(f"[scale] sweep chunks of {SMALL_CHUNK}:", flush=True)
+            variant, _ = await _run_size(ctx, SMALL_CHUNK_ACCOUNTS, load=False, log=log, chunk=SMALL_CHUNK)
+    finally:
+        await ctx.delete_topics(ctx.topic_prefix("scale"))
+    if _domain() != domain:
+        raise RuntimeError(f"the scoring domain changed during the run: {domain}, then {_domain()}")
+    results: list[Result] = []
+    for size_run in runs:
+        results += _size_results(size_run)
+    results[0].notes += f"; scoring domain: {domain}"
+    if variant is not None:
+        default = next(r for r in runs if r.accounts == variant.accounts)
+        result = _latency(variant, f"live event latency p99 during the sweep, {variant.accounts:,} accounts, "
+                                   f"`CHURNSIGNAL_SCORING_SWEEP_CHUNK={SMALL_CHUNK}`")
+        result.notes += (f"; the sweep took {variant.sweep.seconds:.1f}s ({variant.sweep.cpu_per_account * 1e6:,.0f}"
+                         f" µs of CPU per account), {default.sweep.seconds:.1f}s with the default 2,000")
+        results.append(result)
+    first, last = runs[0], runs[-1]
+    results.append(Result(f"catch-up throughput at {last.accounts:,} accounts vs {first.accounts:,}",
+                          last.catch_up.rate, "events/s", baseline=first.catch_up.rate,
+                          baseline_name=f"{first.accounts:,} accounts", target=Target(min_ratio=0.8),
+                          notes=f"events per CPU-second {last.catch_up.per_cpu_second:,.0f} vs "
+                                f"{first.catch_up.per_cpu_second:,.0f} "
+                                f"({last.catch_up.per_cpu_second / first.catch_up.per_cpu_second:.0%}); at "
+                                f"{first.accounts:,} accounts the window is {first.catch_up.events:,} events"
+                                + "".join(f"; {r.accounts:,} accounts: {r.catch_up.rate:,.0f} events/s, "
+                                          f"{last.catch_up.rate / r.catch_up.rate:.0%} of it"
+                                          for r in runs[1:-1])))
+    extra = last.accounts - first.accounts
+    results.append(Result(f"worker memory per account, {first.accounts:,} → {last.accounts:,} accounts",
+                          (last.steady_rss - first.steady_rss) / extra, "bytes",
+                          notes=f"steady RSS growth per added account; peak (VmHWM) growth "
+                                f"{(last.sweep.hwm_after - first.sweep.hwm_after) / extra:,.0f} bytes per account; "
+                                f"steady RSS at {first.accounts:,} accounts {first.steady_rss / MIB:,.0f} MiB (the "
+                                "process, its libraries and bounded buffers); one usage event per account, "
+                                "so small states (see the scoring section for realistic ones)"))
+    if last.load is not None:
+        seconds, per_second = last.load
+        results.append(Result(f"rebalance cost: states loaded at assignment ({last.accounts + PARTITIONS:,} "
+                              f"accounts, {PARTITIONS} partitions)", per_second, "accounts/s",
+                              notes=f"{seconds:.1f}s to load them all (states, timers, positions) before "
+                                    "scoring again"))
+    results += _scale_out_results(scale_out)
+    return results
+
+
+def _scale_out_results(scale_out: dict[int, CatchUp]) -> list[Result]:
+    single = scale_out.get(1)
+    if single is None:
+        return []
+    cores = len(os.sched_getaffinity(0))
+    results = []
+    for count, caught in sorted(scale_out.items()):
+        members = "; ".join(",".join(map(str, parts)) for parts in caught.assignment)
+        results.append(Result(
+            f"scale-out: {count} worker process{'es' if count > 1 else ''} in one group, {PARTITIONS} "
+            f"partitions ({SCALE_OUT_ACCOUNTS:,} accounts)", caught.rate, "events/s", baseline=single.rate,
+            baseline_name="1 worker process",
+            notes=f"partitions of each member: {members}; {caught.per_cpu_second:,.0f} events per CPU-second of "
+                  f"the workers ({caught.per_cpu_second / single.per_cpu_second:.0%} of one process's: the "
+                  f"per-process efficiency); aggregate rate per process {caught.rate / (count * single.rate):.0%}"
+                  f" of one process's, per core used {caught.rate / (min(count, cores) * single.rate):.0%} "
+                  f"({cores} cores); CPU: workers {caught.cpu:.0%}, PostgreSQL {caught.postgres:.0%}, broker "
+                  f"{caught.broker:.0%} of one core; {caught.events:,} events measured once the group was "
+                  f"stable; load average {caught.load:.1f}"))
+    return results
+
+
+def main() -> int:
+    """Standalone: `python -m bench.scale` (the harness is `python -m bench --only scale`)."""
+    from bench.framework import summary_line
+
+    for result in asyncio.run(run(Context.from_environment())):
+        print(summary_line(result))
+        if result.notes:
+            print(f"    {result.notes}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
