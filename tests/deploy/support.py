@@ -20,6 +20,7 @@ from shared.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
+ALERTMANAGER_DIR = DEPLOY / "alertmanager"
 GRAFANA_DIR = DEPLOY / "grafana"
 K8S_DIR = DEPLOY / "k8s"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -37,6 +38,14 @@ def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
         pytest.skip("promtool not installed (apt-get install prometheus, or bash scripts/install-tools.sh)")
+    return path
+
+
+def amtool() -> str:
+    """Path of amtool (Debian package `prometheus-alertmanager`; `scripts/install-tools.sh` installs it)."""
+    path = shutil.which("amtool")
+    if path is None:
+        pytest.skip("amtool not installed (apt-get install prometheus-alertmanager, or bash scripts/install-tools.sh)")
     return path
 
 
@@ -152,7 +161,8 @@ def series_catalog() -> dict[str, MetricFamily]:
     return out
 
 
-_SELECTOR = re.compile(r"\b(churnsignal_[a-z0-9_]+|up)\b(?:\s*\{([^}]*)\})?")
+# churnsignal's own metrics, the process collector's (process_*) and the targets' `up`.
+_SELECTOR = re.compile(r"\b(churnsignal_[a-z0-9_]+|process_[a-z0-9_]+|up)\b(?:\s*\{([^}]*)\})?")
 _MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*\"")
 
 
@@ -163,7 +173,8 @@ class Selector:
 
 
 def selectors(expr: str) -> list[Selector]:
-    """Metric selectors in a PromQL expression (churnsignal_* and up), with the label names they match."""
+    """Metric selectors in a PromQL expression (churnsignal_*, process_* and up), with the label names they
+    match."""
     found = []
     for match in _SELECTOR.finditer(expr):
         body = match.group(2) or ""

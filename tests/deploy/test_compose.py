@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.deploy.support import (
+    ALERTMANAGER_DIR,
     COMPOSE_FILE,
     ENV_PREFIX,
     IMAGE_NAME,
@@ -31,7 +32,8 @@ from tests.deploy.support import (
 )
 
 CHURNSIGNAL_SERVICES = ("migrate", "ingest", "scoring", "alerts")
-STACK = {"kafka", "postgres", "migrate", "ingest", "scoring", "alerts", "prometheus", "grafana", "mailpit"}
+STACK = {"kafka", "postgres", "migrate", "ingest", "scoring", "alerts", "prometheus", "alertmanager", "grafana",
+         "mailpit"}
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +248,30 @@ def test_grafana_provisioning_points_at_mounted_paths(compose):
     url = urlsplit(datasource["url"])
     assert url.hostname in compose["services"] and url.hostname == "prometheus"
     assert f"127.0.0.1:{url.port}:{url.port}" in compose["services"]["prometheus"]["ports"]
+
+
+def test_alertmanager_loads_the_repository_config_and_mails_through_mailpit(compose):
+    alertmanager = compose["services"]["alertmanager"]
+    assert alertmanager["image"].startswith("prom/alertmanager:v0.")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in alertmanager["volumes"]}
+    flag = next(a for a in alertmanager["command"] if a.startswith("--config.file="))
+    path = PurePosixPath(flag.split("=", 1)[1])
+    source = ROOT / mounts[str(path.parent)] / path.name
+    assert source.resolve() == (ALERTMANAGER_DIR / "alertmanager.yml").resolve()
+    smtp = yaml.safe_load(source.read_text())["global"]
+    host, _, port = smtp["smtp_smarthost"].rpartition(":")
+    assert host == "mailpit"
+    assert int(port) in {published(p)[2] for p in compose["services"]["mailpit"]["ports"]}
+    # Mailpit in the stack speaks plain SMTP, as alerts' own e-mail does (CHURNSIGNAL_SMTP_STARTTLS=false).
+    assert smtp["smtp_require_tls"] is False
+    assert alertmanager["depends_on"]["mailpit"] == {"condition": "service_healthy"}
+
+
+def test_prometheus_sends_its_alerts_to_the_alertmanager_service(compose):
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    (alertmanagers,) = config["alerting"]["alertmanagers"]
+    (target,) = [t for sc in alertmanagers["static_configs"] for t in sc["targets"]]
+    host, _, port = target.partition(":")
+    assert host == "alertmanager" and host in compose["services"]
+    assert f"127.0.0.1:{port}:{port}" in compose["services"][host]["ports"]
+    assert "alertmanager" in compose["services"]["prometheus"]["depends_on"]

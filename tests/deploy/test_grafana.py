@@ -1,5 +1,6 @@
-"""The Grafana dashboard: laid out without overlaps, on the provisioned datasource, with PromQL that
-promtool parses and that reads only metrics and labels the services expose."""
+"""The Grafana dashboard: laid out without overlaps, every query on the data source its `datasource`
+variable picks (no hard-coded uid), with PromQL that promtool parses and that reads only metrics and labels
+the services expose."""
 
 from __future__ import annotations
 
@@ -44,13 +45,38 @@ def test_panels_have_unique_ids_and_do_not_overlap():
     assert dashboard()["uid"] == "churnsignal"
 
 
-def test_every_panel_queries_the_provisioned_datasource():
-    (datasource,) = yaml.safe_load(DATASOURCES.read_text())["datasources"]
-    assert datasource["type"] == "prometheus"
+def test_every_panel_queries_the_datasource_variable():
+    (variable,) = [v for v in dashboard()["templating"]["list"] if v["type"] == "datasource"]
+    assert (variable["name"], variable["query"]) == ("datasource", "prometheus")
+    assert not variable.get("includeAll") and not variable.get("multi")
     for panel in panels():
         assert panel["targets"], panel["title"]
         refs = [panel["datasource"], *(t["datasource"] for t in panel["targets"])]
-        assert all(ref == {"type": "prometheus", "uid": datasource["uid"]} for ref in refs), panel["title"]
+        assert all(ref == {"type": "prometheus", "uid": "${datasource}"} for ref in refs), panel["title"]
+
+
+def test_no_datasource_uid_is_hard_coded():
+    """Only the built-in annotation source names a uid; every other reference goes through the variable."""
+    def walk(node, path=""):
+        if isinstance(node, dict):
+            if "uid" in node and "type" in node:
+                yield path, node
+            for key, value in node.items():
+                yield from walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from walk(value, f"{path}/{i}")
+    refs = [(path, ref) for path, ref in walk(dashboard()) if ref["type"] != "grafana"]
+    assert refs
+    assert [(path, ref) for path, ref in refs if ref["uid"] != "${datasource}"] == []
+
+
+def test_the_provisioned_datasource_is_what_the_variable_lists():
+    """In the compose stack the variable lists the provisioned Prometheus, the default data source."""
+    (datasource,) = yaml.safe_load(DATASOURCES.read_text())["datasources"]
+    (variable,) = [v for v in dashboard()["templating"]["list"] if v["type"] == "datasource"]
+    assert datasource["type"] == variable["query"]
+    assert datasource["isDefault"] is True
 
 
 def test_dashboard_shows_what_the_operators_need():
@@ -62,6 +88,23 @@ def test_dashboard_shows_what_the_operators_need():
         assert metric in exprs, f"no panel shows {metric}"
     assert re.search(r"by \([^)]*\boutcome\b[^)]*\) \(rate\(churnsignal_notifications_total", exprs), \
         "notifications are split by outcome"
+
+
+def test_cpu_and_memory_per_service():
+    """The process collector's series, one line per service (job churnsignal-<service>)."""
+    by_metric = {}
+    for panel in panels():
+        for target in panel["targets"]:
+            for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes"):
+                if metric in target["expr"]:
+                    by_metric[metric] = (panel, target)
+    assert set(by_metric) == {"process_cpu_seconds_total", "process_resident_memory_bytes"}
+    for metric, (_panel, target) in by_metric.items():
+        assert re.search(r"\bby \(job\)", target["expr"]), metric
+        assert 'job=~"churnsignal-.+"' in target["expr"]
+        assert target["legendFormat"] == "{{job}}"
+    assert "rate(process_cpu_seconds_total" in by_metric["process_cpu_seconds_total"][1]["expr"]
+    assert by_metric["process_resident_memory_bytes"][0]["fieldConfig"]["defaults"]["unit"] == "bytes"
 
 
 @pytest.mark.parametrize("expr", expressions())

@@ -1,22 +1,40 @@
 """Each service's /metrics, as Prometheus scrapes it: lint-clean for `promtool check metrics`, and exposing
-every family that shared/metrics.py defines for it (the alert rules and the dashboard rely on them)."""
+every family that shared/metrics.py defines for it (the alert rules and the dashboard rely on them), the
+build (`churnsignal_build_info`) and the process (process_*, python_info)."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import platform
 import re
 import subprocess
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from shared.metrics import CommonMetrics
 from shared.migrate import upgrade_async
 from shared.settings import Settings
-from tests.deploy.support import metric_catalog, promtool
+from tests.deploy.support import ROOT, metric_catalog, promtool
+
+PROCESS_FAMILIES = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_start_time_seconds",
+                    "process_open_fds", "python_info")
+
+
+def release_version() -> str:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def build_info_pattern(service: str) -> re.Pattern[str]:
+    labels = {"python": platform.python_version(), "service": service, "version": release_version()}
+    body = ",".join(f'{name}="{re.escape(value)}"' for name, value in sorted(labels.items()))
+    return re.compile(rf"^churnsignal_build_info\{{{body}\}} 1\.0$", re.MULTILINE)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -87,3 +105,22 @@ async def test_metrics_pass_promtool_and_expose_every_family(service: str, setti
     # The readiness gauge carries the service's own name (ChurnsignalNotReady and the dashboard use it).
     assert re.search(rf'^churnsignal_ready\{{service="{service}"\}} [01]\.0$', body, re.MULTILINE), \
         f"{service} exposes no churnsignal_ready{{service=\"{service}\"}} sample"
+    # What runs: the service, the churnsignal release and the Python, as one constant series.
+    assert build_info_pattern(service).search(body), f"{service} exposes no matching churnsignal_build_info"
+    assert len(re.findall(r"^churnsignal_build_info\{", body, re.MULTILINE)) == 1
+    # The process collector's CPU and memory (the dashboard's panels), on the service's own registry.
+    for name in PROCESS_FAMILIES:
+        assert re.search(rf"^{name}(\{{[^}}]*\}})? \S+$", body, re.MULTILINE), f"{service} exposes no {name}"
+    assert float(re.search(r"^process_resident_memory_bytes (\S+)$", body, re.MULTILINE).group(1)) > 0
+
+
+def test_common_metrics_put_the_build_and_the_process_on_any_registry():
+    """Services and tests hand in registries of their own (no default collectors): CommonMetrics adds them."""
+    registry = CollectorRegistry()
+    CommonMetrics(registry, "scoring")
+    body = generate_latest(registry).decode()
+    assert build_info_pattern("scoring").search(body)
+    for name in PROCESS_FAMILIES:
+        assert re.search(rf"^{name}(\{{[^}}]*\}})? \S+$", body, re.MULTILINE), name
+    assert re.search(rf'^python_info\{{.*version="{re.escape(platform.python_version())}".*\}} 1\.0$', body,
+                     re.MULTILINE)

@@ -24,6 +24,18 @@ RULES = PROMETHEUS_DIR / "rules.yml"
 RULES_TEST = PROMETHEUS_DIR / "rules_test.yml"
 SEVERITIES = {"critical", "warning"}
 TIMEOUT_S = 120
+# Where deploy/RUNBOOK.md is published (the repository on GitHub); runbook_url links to its sections.
+RUNBOOK_URL = "https://github.com/churnsignal/churnsignal/blob/main/deploy/RUNBOOK.md"
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation but hyphens and underscores
+    dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def runbook_anchors() -> set[str]:
+    return {github_anchor(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", RUNBOOK.read_text(), re.MULTILINE)}
 
 
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -95,10 +107,26 @@ def test_rule_has_severity_summary_description_and_runbook(rule):
     annotations = rule["annotations"]
     assert annotations["summary"].strip()
     assert len(annotations["description"].strip()) > len(annotations["summary"].strip())
-    path, _, anchor = annotations["runbook"].partition("#")
-    assert path == "deploy/RUNBOOK.md"
-    headings = {m.group(1) for m in re.finditer(r"^## (\S+)\s*$", RUNBOOK.read_text(), re.MULTILINE)}
-    assert anchor in headings, f"RUNBOOK.md has no section '## {anchor}'"
+    assert "runbook" not in annotations, "runbook_url, an absolute link, replaces the relative `runbook`"
+    url, _, anchor = annotations["runbook_url"].partition("#")
+    assert url == RUNBOOK_URL
+    assert anchor in runbook_anchors(), f"RUNBOOK.md has no section whose anchor is #{anchor}"
+
+
+def test_runbook_anchor_check_is_real():
+    assert github_anchor("consumer-lag") == "consumer-lag"
+    assert github_anchor("Signal to notification: latency") == "signal-to-notification-latency"
+    assert "consumer-lag" in runbook_anchors()
+    assert "no-such-section" not in runbook_anchors()
+
+
+def test_rule_unit_tests_expect_the_runbook_urls_of_the_rules():
+    """promtool compares annotations exactly: the expected ones carry the same runbook_url as the rule."""
+    urls = {rule["alert"]: rule["annotations"]["runbook_url"] for rule in alert_rules()}
+    for case in yaml.safe_load(RULES_TEST.read_text())["tests"]:
+        for check in case.get("alert_rule_test", []):
+            for alert in check.get("exp_alerts", []):
+                assert alert["exp_annotations"]["runbook_url"] == urls[check["alertname"]]
 
 
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
