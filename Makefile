@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed-stamp
 SERVICES_ENV := var/services.env
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
 # Run pytest with the given arguments; exit code 5 (no tests collected) counts as success.
 run_pytest = rc=0; $(VPY) -m pytest -q $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit code 5): nothing to run, treated as success"; rc=0; fi; \
 	exit $$rc
 
-.PHONY: help venv install tools services test test-unit run bench detection lint stop status clean distclean
+.PHONY: help venv install tools services test test-unit run bench chaos detection lint stop status clean distclean
 
 help:
 	@echo "make install    create $(VENV) and install the project with its dev extra"
@@ -22,6 +23,7 @@ help:
 	@echo "make test-unit  tests not marked 'integration', no services needed"
 	@echo "make run        run churnsignal in embedded mode (no services needed)"
 	@echo "make bench      benchmarks, against the real services"
+	@echo "make chaos      broker/database restarts, kill -9, Slack outage and a 30-min soak: docs/reliability.md"
 	@echo "make detection  detection quality on public and simulated data: docs/detection.md"
 	@echo "make lint       ruff check"
 	@echo "make status     show whether the services run"
@@ -69,6 +71,11 @@ run: install
 
 bench: install services
 	set -e; . ./$(SERVICES_ENV); $(VPY) -m bench $(BENCH_ARGS)
+
+# Stops and restarts the local Kafka and PostgreSQL (whoever else uses them sees it); a quick run:
+# make chaos CHAOS_ARGS="--soak-minutes 3".
+chaos: install services
+	set -e; . ./$(SERVICES_ENV); $(VPY) -m chaos $(CHAOS_ARGS)
 
 # Detection quality on ChurnSim (fightchurn, PyPI) and the sparse simulator: writes docs/detection.md.
 detection: install services

@@ -44,6 +44,7 @@ log = logging.getLogger("churnsignal.run")
 
 SUMMARY_GROUP = "churnsignal-run-summary"
 SETTLE_TIMEOUT_S = 120.0
+EXIT_INTERRUPTED = 130   # 128 + SIGINT, as shells report it
 ALERT_LOGGER = "churnsignal.alerts.outbox"
 
 
@@ -247,7 +248,8 @@ class EmbeddedRun:
                 sim_task = asyncio.create_task(self._simulate(settings), name="run-simulator")
             await self._wait(bus, settings, topics, sim_task)
         finally:
-            self._remove_signals()
+            # The handlers stay until the servers have stopped: a second Ctrl-C during the graceful
+            # shutdown must reach `_on_signal`, not Python's default (KeyboardInterrupt in every task).
             if sim_task is not None and not sim_task.done():
                 sim_task.cancel()
                 await asyncio.gather(sim_task, return_exceptions=True)
@@ -256,6 +258,7 @@ class EmbeddedRun:
             await asyncio.gather(collector_task, return_exceptions=True)
             for sock in sockets:
                 sock.close()
+            self._remove_signals()
         return collector.risks
 
     def _build_services(self, settings: Settings, bus: MemoryBus) -> list[_Service]:
@@ -326,14 +329,19 @@ class EmbeddedRun:
                 loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: int) -> None:
-        if self.stop.is_set():  # a second Ctrl-C: stop waiting for graceful shutdown
-            for s in self.services:
-                if s.server is not None:
-                    s.server.force_exit = True
-            return
+        if self.stop.is_set():  # a second Ctrl-C: no more waiting for the graceful shutdown
+            self._exit_now(sig)
         self.stop_reason = f"{signal.Signals(sig).name} received"
-        self.say(f"\n{self.stop_reason}: shutting down gracefully (Ctrl-C again to hurry)")
+        self.say(f"\n{self.stop_reason}: shutting down gracefully (Ctrl-C again to stop at once)")
         self.stop.set()
+
+    def _exit_now(self, sig: int) -> None:
+        """Leave the process at once, skipping the rest of the shutdown. Nothing of the embedded run outlives
+        it: the SQLite file is fresh each run and outbox files are renamed into place only once written."""
+        self.say(f"{signal.Signals(sig).name} again: stopped at once, without the summary")
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
 
     # -- the simulator --------------------------------------------------------------------------------
     async def _simulate(self, settings: Settings) -> None:

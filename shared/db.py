@@ -10,10 +10,13 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from shared.settings import normalize_database_url
+
 
 def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
     """`pre_ping=False` saves a round trip per checkout, for callers that invalidate broken connections
-    themselves and retry (the consumers' batch loops)."""
+    themselves and retry (the consumers' batch loops). `postgres://` and `postgresql://` URLs use asyncpg."""
+    url = normalize_database_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

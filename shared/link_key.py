@@ -16,7 +16,7 @@ from shared.links import SECRET_BYTES, LinkSecretMissing
 from shared.settings import Settings
 
 KEY_NAME = "links"
-_table = sa.Table(
+TABLE = sa.Table(
     "churnsignal_link_key", sa.MetaData(),
     sa.Column("name", sa.String(32), primary_key=True),
     sa.Column("secret", sa.LargeBinary, nullable=False),
@@ -40,14 +40,14 @@ async def link_key(settings: Settings, engine: AsyncEngine) -> bytes:
     configured = configured_link_key(settings)
     if configured is not None:
         return configured
-    query = sa.select(_table.c.secret).where(_table.c.name == KEY_NAME)
+    query = sa.select(TABLE.c.secret).where(TABLE.c.name == KEY_NAME)
     async with engine.connect() as conn:
         kept = (await conn.execute(query)).scalar_one_or_none()
     if kept is not None:
         return bytes(kept)
     try:
         async with engine.begin() as conn:
-            await conn.execute(sa.insert(_table).values(name=KEY_NAME, secret=secrets.token_bytes(SECRET_BYTES),
+            await conn.execute(sa.insert(TABLE).values(name=KEY_NAME, secret=secrets.token_bytes(SECRET_BYTES),
                                                         created_at=datetime.now(UTC)))
     except IntegrityError:
         pass   # another process made it first: theirs is the key

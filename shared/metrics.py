@@ -7,9 +7,19 @@ Names carry the `churnsignal_` prefix and `_total` / `_seconds` suffixes; labels
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import platform
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -19,6 +29,15 @@ def new_registry() -> CollectorRegistry:
     return CollectorRegistry(auto_describe=True)
 
 
+@functools.cache
+def churnsignal_version() -> str:
+    """The installed churnsignal distribution's version (pyproject.toml), `unknown` when not installed."""
+    try:
+        return importlib.metadata.version("churnsignal")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _label_values(metric: Gauge) -> set[tuple[str, ...]]:
     """The label values a labelled metric has children for."""
     return {tuple(s.labels[name] for name in metric._labelnames)  # noqa: SLF001
@@ -26,9 +45,17 @@ def _label_values(metric: Gauge) -> set[tuple[str, ...]]:
 
 
 class CommonMetrics:
-    """Shared by all services: readiness and dead letters."""
+    """Shared by all services: readiness, dead letters, the build and the process (docs/metrics.md)."""
 
     def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.build_info = Gauge("churnsignal_build_info",
+                                "Always 1; the labels name the running build: service, churnsignal version, "
+                                "Python version", ["service", "version", "python"], registry=registry)
+        self.build_info.labels(service, churnsignal_version(), platform.python_version()).set(1)
+        # A registry of our own has none of the default collectors: process_* (CPU, resident memory, file
+        # descriptors, start time; Linux only) and python_info.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
         self.ready = Gauge("churnsignal_ready", "1 when the service is ready to serve", ["service"],
                            registry=registry).labels(service)
         self.dead_letters = Counter("churnsignal_dead_letters_total",
@@ -51,8 +78,47 @@ class IngestMetrics:
                                        "Publishes the bus did not acknowledge", registry=registry)
 
 
+class SegmentMetrics:
+    """Segment on ingest (the Tracking API paths and `/v1/sources/segment`): the messages that map to no event,
+    by Segment type (`track`, `identify`, `group`, `page`, `screen`, `alias`, `other`) and reason (`no_account`,
+    `unsupported_type`, `disabled`), and the users whose account ingest knows from `group` calls."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.unmapped = Counter("churnsignal_ingest_segment_unmapped_total",
+                                "Segment messages that map to no event, by Segment type and reason",
+                                ["type", "reason"], registry=registry)
+        self.users = Gauge("churnsignal_ingest_segment_users",
+                           "Segment users whose account this ingest process knows (from group calls)",
+                           registry=registry)
+
+
+class SourceMetrics:
+    """Vendor webhooks on ingest (`/v1/sources/<source>`): requests by status, vendor events by outcome
+    (`published`: became an event; `ignored`: a kind of vendor event scoring does not use)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("churnsignal_ingest_source_requests_total",
+                                "Vendor webhook requests by source and HTTP status", ["source", "status"],
+                                registry=registry)
+        self.events = Counter("churnsignal_ingest_source_events_total",
+                              "Vendor events received on /v1/sources/*, by source and outcome (published, "
+                              "ignored)", ["source", "outcome"], registry=registry)
+
+
+class RetentionMetrics:
+    """Retention (docs/retention.md), on scoring and alerts: rows pruned per table, and when a run last ended."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.deleted = Counter("churnsignal_retention_deleted_total",
+                               "Rows deleted by retention, by table", ["table"], registry=registry)
+        self.last_run = Gauge("churnsignal_retention_last_run_timestamp_seconds",
+                              "Unix time at which the last retention run of this instance completed",
+                              registry=registry)
+
+
 class ScoringMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.retention = RetentionMetrics(registry)
         self.events = Counter("churnsignal_scoring_events_total", "Input events processed, by type and outcome",
                               ["type", "outcome"], registry=registry)
         self.batch_latency = Histogram("churnsignal_scoring_batch_duration_seconds",
@@ -108,6 +174,7 @@ class ScoringMetrics:
 
 class AlertsMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.retention = RetentionMetrics(registry)
         self.notifications = Counter("churnsignal_notifications_total",
                                      "Notifications by receiver type and outcome (sent, failed, dead_letter, "
                                      "suppressed)", ["receiver", "outcome"], registry=registry)
@@ -126,3 +193,22 @@ class AlertsMetrics:
         self.rate_slot_fallbacks = Counter("churnsignal_alerts_rate_slot_fallbacks_total",
                                            "Rate-limited sends spaced by this instance alone because the "
                                            "shared rate-slot table was unreachable", registry=registry)
+
+
+class FeedMetrics:
+    """The health feed's Standard Webhooks (alerts service), by subscriber (its configured name)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.deliveries = Counter("churnsignal_feed_deliveries_total",
+                                  "Health feed messages by subscriber and outcome (delivered, dead_letter, "
+                                  "filtered: a type the subscriber did not ask for)", ["subscriber", "outcome"],
+                                  registry=registry)
+        self.retries = Counter("churnsignal_feed_retries_total",
+                               "Health feed delivery attempts that failed and are retried, by subscriber",
+                               ["subscriber"], registry=registry)
+        self.attempt_latency = Histogram("churnsignal_feed_delivery_duration_seconds",
+                                         "One health feed delivery attempt, by subscriber", ["subscriber"],
+                                         buckets=LATENCY_BUCKETS, registry=registry)
+        self.lag = Gauge("churnsignal_feed_lag_records",
+                         "Health topic records a subscriber has not had yet (not delivered, dead-lettered or "
+                         "filtered and committed)", ["subscriber"], registry=registry)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Scope = str  # "ingest", "ingest:<type>", "read", "admin"
@@ -24,6 +25,32 @@ class ApiKey(BaseModel):
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+# URL schemes read as the driver the project uses: `postgres://` (Heroku, many hosting providers) and plain
+# `postgresql://` / `sqlite://` would otherwise fail with SQLAlchemy's NoSuchModuleError (psycopg2, pysqlite).
+_DATABASE_SCHEMES = {"postgres://": "postgresql+asyncpg://", "postgresql://": "postgresql+asyncpg://",
+                     "sqlite://": "sqlite+aiosqlite://"}
+
+
+# Retention (docs/retention.md): the age in days after which each table's rows are pruned, and the least
+# age each accepts. `scoring_processed_events` and `alerts_processed` hold the deduplication records: their
+# age is each service's deduplication horizon (an older event arriving again is not applied, but counted).
+RETENTION_DAYS: dict[str, float] = {
+    "scoring_processed_events": 35, "scoring_outbox": 7, "scoring_history": 400,
+    "alerts_processed": 35, "alerts_deliveries": 90, "alerts_attempts": 90, "alerts_digest_items": 90,
+    "alerts_slack_requests": 1,
+}
+# The daily digest looks back 8 days for the last one it sent (services/alerts/domain/daily.py).
+RETENTION_MIN_DAYS: dict[str, float] = {"alerts_deliveries": 8}
+
+
+def normalize_database_url(url: str) -> str:
+    """`postgres://…` and `postgresql://…` as `postgresql+asyncpg://…`, `sqlite://…` as `sqlite+aiosqlite://…`."""
+    for scheme, replacement in _DATABASE_SCHEMES.items():
+        if url.startswith(scheme):
+            return replacement + url[len(scheme):]
+    return url
 
 
 class Settings(BaseSettings):
@@ -48,6 +75,15 @@ class Settings(BaseSettings):
     # Per-source shared secrets of `/v1/sources/{source}` (docs/integrations.md), one entry per source, e.g.
     # `{"zendesk": "...", "typeform": "..."}`; a source without one answers 503.
     source_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    # How Segment messages become events (services/ingest/segment/mapping.yaml has the defaults and every key):
+    # a YAML file overriding those defaults; unset, the defaults.
+    segment_mapping_file: str | None = None
+    # The public base URL vendors call ingest at (e.g. `https://ingest.example.com`), when ingest sits behind
+    # a proxy that changes scheme, host or path: HubSpot signs the full URI it called. Unset: the request's own.
+    ingest_public_url: str | None = None
+    # Per-source options of `/v1/sources/*` (how the account is found, score fields...): a YAML file
+    # (services/ingest/sources/options.py); unset, every source uses its defaults.
+    sources_file: str | None = None
 
     # Scoring
     scoring_group_id: str = "churnsignal-scoring"
@@ -56,6 +92,15 @@ class Settings(BaseSettings):
     # How long an input topic whose end offset cannot be read may hold its partition's clock back.
     scoring_idle_timeout_s: float = 30.0
     scoring_config_file: str | None = None
+    # Timer evaluations per batch: when a midnight makes every account's daily tick due at once, the
+    # sweep goes in batches of this many, between live events (memory and latency stay bounded).
+    scoring_sweep_chunk: int = Field(default=500, ge=1)
+
+    # Retention (docs/retention.md): every service prunes its old rows this often, in short batches, and
+    # each table's age in days, as a JSON object (e.g. `{"scoring_history": 730}`; unnamed tables keep
+    # `RETENTION_DAYS`). Kept after the lateness, which the deduplication horizon must cover.
+    retention_interval_s: float = Field(default=600.0, gt=0)
+    retention_days: dict[str, float] = Field(default_factory=dict, validate_default=True)
 
     # Alerts
     alerts_group_id: str = "churnsignal-alerts"
@@ -80,6 +125,13 @@ class Settings(BaseSettings):
     alerts_delivery_deadline_s: float = 120.0     # retries of one notification stop after this long
     alerts_repeat_check_s: float = 5.0            # how often open, unacknowledged alerts are re-checked
     alerts_digest_check_s: float = 0.5            # how often waiting digest items are looked at
+    # The health feed out as Standard Webhooks: a JSON list of `{"url", "secret", "name", "types"}` (unset or
+    # empty: off), read and checked by the alerts service at start (services/alerts/feed/config.py). One secret
+    # string here, so that no settings error ever shows its URLs or secrets. Each subscriber reads the health
+    # topic in its own consumer group, `<feed_group_id>.<name>`.
+    feed_webhooks: SecretStr | None = None
+    feed_group_id: str = "churnsignal-feed"
+    feed_retry_deadline_s: float = Field(default=3 * 24 * 3600.0, gt=0)   # then a message is dead-lettered
 
     # The key signing links to the web pages and e-mail actions (shared/link_key.py: when unset, a random
     # key kept in the database, shared by every replica) and how long a link stays valid.
@@ -92,6 +144,32 @@ class Settings(BaseSettings):
     scoring_port: int = 8081
     alerts_port: int = 8082
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver(cls, v: str) -> str:
+        return normalize_database_url(v.strip())
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention(cls, v: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        unknown = sorted(set(v) - set(RETENTION_DAYS))
+        if unknown:
+            raise ValueError(f"unknown table {unknown[0]!r} (known: {', '.join(RETENTION_DAYS)})")
+        for table, days in v.items():
+            least = RETENTION_MIN_DAYS.get(table, 1)
+            if not least <= days <= 36500:   # (NaN and infinity included)
+                raise ValueError(f"{table}: should be from {least:g} to 36500 days ({days:g} given)")
+        lateness_s = info.data.get("scoring_allowed_lateness_s")
+        horizon = v.get("scoring_processed_events", RETENTION_DAYS["scoring_processed_events"])
+        if isinstance(lateness_s, int) and horizon * 86400 < lateness_s:
+            raise ValueError(f"scoring_processed_events: the deduplication horizon ({horizon:g} days) should be "
+                             f"at least CHURNSIGNAL_SCORING_ALLOWED_LATENESS_S ({lateness_s} s)")
+        return v
+
+    def retention_age(self, table: str) -> timedelta:
+        """How old a row of `table` gets before it is pruned (its deduplication horizon for the dedup records)."""
+        return timedelta(days=self.retention_days.get(table, RETENTION_DAYS[table]))
 
     @property
     def embedded(self) -> bool:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.alerts.adapters.claim_session import claim_session
 from services.alerts.adapters.rate_slots import PgSlotStore
 from services.alerts.adapters.repository import SqlUnitOfWork
+from services.alerts.adapters.retention import alerts_steps
 from services.alerts.domain.content import Notification
 from services.alerts.domain.daily import DigestSchedule
 from services.alerts.domain.routing import SLACK_WEBHOOK_REF, RoutingTree, fallback_receiver
@@ -29,6 +30,8 @@ from services.alerts.entrypoints.actions_api import ActionKeys, build_actions_ro
 from services.alerts.entrypoints.api import build_router
 from services.alerts.entrypoints.consumer import RiskConsumer
 from services.alerts.entrypoints.periodic import PeriodicTasks
+from services.alerts.feed.config import FeedEndpoint, feed_endpoints
+from services.alerts.feed.sender import FeedSender, SenderOptions
 from services.alerts.notify.channel import Channel
 from services.alerts.notify.console import ConsoleChannel
 from services.alerts.notify.delivery import Deliverer
@@ -50,9 +53,10 @@ from shared.db_errors import ENGINE_ERRORS
 from shared.errors import BusUnavailable
 from shared.http import KeyRing, install_common
 from shared.link_key import LinkKey
-from shared.metrics import AlertsMetrics, CommonMetrics, new_registry
+from shared.metrics import AlertsMetrics, CommonMetrics, FeedMetrics, new_registry
 from shared.migrate import upgrade_async
 from shared.process import tune_gc
+from shared.retention import FIRST_RUN_S, RetentionPruner
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -169,6 +173,7 @@ class _Service:
     pipeline: AlertPipeline
     consumer: RiskConsumer
     periodic: PeriodicTasks
+    retention: RetentionPruner
     keys: ActionKeys = field(default_factory=ActionKeys)
     responder: SlackResponder = field(default_factory=SlackResponder)
     link_key: LinkKey | None = None
@@ -176,6 +181,11 @@ class _Service:
     slots: PgSlotStore | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     consuming: asyncio.Task[None] | None = None
+    # The health feed's subscribers (none: the feed is off) and their senders, started with the consumer.
+    feed_endpoints: list[FeedEndpoint] = field(default_factory=list)
+    feed_metrics: FeedMetrics | None = None
+    feed_senders: list[FeedSender] = field(default_factory=list)
+    feed_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def prepare(self, migrate: bool) -> None:
         """The database, the keys, the HTTP pool and the shared rate slots (before anything runs)."""
@@ -223,17 +233,51 @@ class _Service:
             _spawn(periodic.run_digests(), "alerts-digests"),
             _spawn(periodic.run_daily_digests(), "alerts-daily-digests"),
             _spawn(periodic.run_repeats(), "alerts-repeats"),
-            _spawn(periodic.run_pruning(), "alerts-pruning"),
+            # Retention (docs/retention.md): processed ids, finished deliveries, consumed digest items...
+            _spawn(self.retention.run_forever(), "alerts-retention"),
         ]
         self.consuming = _spawn(self.consumer.run_forever(), "alerts-consumer")
+        await self._start_feed()
         if self.own_bus:  # its own process (`churnsignal serve alerts`)
             tune_gc()
         self.common.ready.set(1)
+
+    async def _start_feed(self) -> None:
+        """One sender per subscriber of the health feed, each in its own consumer group."""
+        if not self.feed_endpoints:
+            return
+        settings = self.settings
+        try:
+            await self.bus.ensure_topics([self.topics.health, self.topics.deadletter], settings.topic_partitions,
+                                         self.topics.configs)
+        except BusUnavailable as exc:
+            log.warning("cannot create the health topic yet (%s); the feed waits for it", exc)
+        assert self.feed_metrics is not None
+        options = SenderOptions(retry_deadline_s=settings.feed_retry_deadline_s)
+        for endpoint in self.feed_endpoints:
+            sender = FeedSender(self.bus, topic=self.topics.health, deadletter_topic=self.topics.deadletter,
+                                group_id=f"{settings.feed_group_id}.{endpoint.name}", endpoint=endpoint,
+                                session=self.client, metrics=self.feed_metrics, common=self.common,
+                                options=options)
+            self.feed_senders.append(sender)
+            self.feed_tasks.append(_spawn(sender.run_forever(), f"alerts-feed-{endpoint.name}"))
+
+    async def _stop_feed(self) -> None:
+        for sender in self.feed_senders:
+            sender.stop()
+        for task in self.feed_tasks:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), DRAIN_TIMEOUT_S)
+            except TimeoutError:
+                await _cancel(task)
+            except Exception as exc:  # its own failure, already logged by _spawn
+                log.debug("feed sender ended with %s", type(exc).__name__)
 
     async def stop(self) -> None:
         """Drain: the consumer first, then the background tasks, the deliveries in flight, the outcome writer."""
         self.common.ready.set(0)
         self.consumer.stop()
+        await self._stop_feed()
         if self.consuming is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self.consuming), DRAIN_TIMEOUT_S)
@@ -262,7 +306,10 @@ class _Service:
             db = True
         except ENGINE_ERRORS:  # the timeout's TimeoutError included: an OSError
             db = False
-        return {"database": db and self.runner.db_ok, "consumer": self.consumer.healthy}
+        ready = {"database": db and self.runner.db_ok, "consumer": self.consumer.healthy}
+        if self.feed_senders:
+            ready["feed"] = all(sender.healthy for sender in self.feed_senders)
+        return ready
 
 
 def _wire(settings: Settings, bus: Bus | None, registry: CollectorRegistry,
@@ -283,11 +330,16 @@ def _wire(settings: Settings, bus: Bus | None, registry: CollectorRegistry,
                              clock=utcnow, digest_schedule=digest_schedule)
     consumer = RiskConsumer(the_bus, topic=topics.risks, group_id=settings.alerts_group_id,
                             claims=claim_session(engine), pipeline=pipeline, runner=runner, metrics=metrics,
-                            common=common, clock=utcnow, batch_max=settings.alerts_batch_max_records)
+                            common=common, clock=utcnow, batch_max=settings.alerts_batch_max_records,
+                            dedup_horizon=settings.retention_age("alerts_processed"))
     periodic = PeriodicTasks(uow, pipeline, runner, clock=utcnow, digest_every_s=settings.alerts_digest_check_s,
                              repeat_every_s=settings.alerts_repeat_check_s)
+    retention = RetentionPruner(engine, alerts_steps(settings), metrics=metrics.retention,
+                                interval_s=settings.retention_interval_s,
+                                first_run_s=min(FIRST_RUN_S, settings.retention_interval_s))
     return _Service(settings, the_bus, bus is None, metrics, common, topics, tree, engine, runner, pipeline,
-                    consumer, periodic, link_key=LinkKey(settings))
+                    consumer, periodic, retention, link_key=LinkKey(settings),
+                    feed_endpoints=feed_endpoints(settings.feed_webhooks), feed_metrics=FeedMetrics(registry))
 
 
 def create_app(
@@ -330,10 +382,12 @@ def create_app(
     app.state.consumer = service.consumer
     app.state.runner = service.runner
     app.state.periodic = service.periodic
+    app.state.retention = service.retention
     app.state.pipeline = service.pipeline
     app.state.engine = engine
     app.state.action_keys = service.keys
     app.state.slack_responder = service.responder
+    app.state.feed_senders = service.feed_senders
     install_common(app, registry=registry, readiness=service.readiness)
     return app
 

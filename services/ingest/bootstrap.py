@@ -14,6 +14,7 @@ from services.ingest.api import PATH, EventsEndpoint, IngestApp
 from services.ingest.intake import Intake
 from services.ingest.openapi import install_openapi
 from services.ingest.provisioning import TopicProvisioner
+from services.ingest.sources.http import install_sources
 from shared.bus import Bus, build_bus
 from shared.http import KeyRing, install_common
 from shared.metrics import CommonMetrics, IngestMetrics, new_registry
@@ -32,7 +33,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
     topics = Topics(settings.topic_prefix)
     publisher = the_bus.publisher()
     provisioner = TopicProvisioner(the_bus, topics.all, settings.topic_partitions,
-                                   attempt_timeout_s=settings.ingest_publish_timeout_s)
+                                   attempt_timeout_s=settings.ingest_publish_timeout_s, configs=topics.configs)
     intake = Intake(publisher, topics, metrics, retry_after_s=settings.ingest_retry_after_s,
                     accepting=lambda: provisioner.ready)
 
@@ -78,6 +79,8 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
 
     install_common(app, registry=registry, readiness=readiness)
     install_openapi(app, path=PATH, max_events=settings.ingest_max_events)
+    # Vendor webhooks (Zendesk, Intercom, HubSpot, Typeform, Delighted): explicit routes, same intake.
+    install_sources(app, intake, settings, registry)
     return app
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from shared.backoff import Backoff
 from shared.bus.port import Bus
@@ -20,10 +20,11 @@ log = logging.getLogger(__name__)
 
 class TopicProvisioner:
     def __init__(self, bus: Bus, topics: Sequence[str], partitions: int, *, attempt_timeout_s: float = 10.0,
-                 max_backoff_s: float = 5.0) -> None:
+                 max_backoff_s: float = 5.0, configs: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self._bus = bus
         self._topics = tuple(topics)
         self._partitions = partitions
+        self._configs = configs  # topic configs by topic (e.g. the compacted ones), see Bus.ensure_topics
         self._attempt_timeout_s = attempt_timeout_s
         self._max_backoff_s = max_backoff_s
         self.ready = False
@@ -32,7 +33,7 @@ class TopicProvisioner:
         """One bounded try; True once the topics exist."""
         try:
             async with asyncio.timeout(self._attempt_timeout_s):
-                await self._bus.ensure_topics(self._topics, self._partitions)
+                await self._bus.ensure_topics(self._topics, self._partitions, self._configs)
         except (BusUnavailable, TimeoutError) as exc:
             log.warning("cannot create topics yet (%s)", exc or type(exc).__name__)
             return False

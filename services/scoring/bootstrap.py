@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.adapters.errors import StoreUnavailable
 from services.scoring.adapters.queries import ScoringQueries
+from services.scoring.adapters.retention import scoring_steps
 from services.scoring.adapters.store import ScoringStore, StoreDialect
 from services.scoring.adapters.store_postgres import PostgresStatements
 from services.scoring.adapters.store_sqlite import SqliteStatements
@@ -34,6 +36,7 @@ from shared.http import KeyRing, install_common
 from shared.metrics import CommonMetrics, ScoringMetrics, new_registry
 from shared.migrate import upgrade_async
 from shared.process import tune_gc
+from shared.retention import FIRST_RUN_S, RetentionPruner
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -52,7 +55,14 @@ def build_model(settings: Settings) -> ScoringModel:
     config = ScoringConfig.load(settings.scoring_config_file)
     return ScoringModel(engine=ScoringEngine(config), encode_state=encode_state, decode_state=decode_state,
                         new_clock=PartitionClock, config_version=config.version, revenue=account_revenue,
-                        portfolio=account_portfolio)
+                        portfolio=account_portfolio, previous_health=last_recorded_health)
+
+
+def last_recorded_health(state: Any) -> tuple[float | None, str]:
+    """A domain state's last recorded snapshot: its score (kept in tenths of a point, as scores are rounded)
+    and tier; (None, "unknown") before the first one."""
+    last = state.last_score
+    return (None if last is None else last / 10, state.last_tier)
 
 
 def build_store(engine: AsyncEngine) -> ScoringStore:
@@ -107,6 +117,8 @@ async def scoring_runtime(settings: Settings, *, bus: Bus | None = None,
                                   max_batch=settings.scoring_batch_max_records,
                                   allowed_lateness=timedelta(seconds=settings.scoring_allowed_lateness_s),
                                   idle_timeout_s=settings.scoring_idle_timeout_s,
+                                  sweep_chunk=settings.scoring_sweep_chunk,
+                                  dedup_horizon=settings.retention_age("scoring_processed_events"),
                                   publish_settle_s=(0.0 if isinstance(the_bus, MemoryBus)
                                                     else ConsumerOptions.publish_settle_s))
         consumer = ScoringConsumer(bus=the_bus, store=store, model=the_model,
@@ -138,6 +150,13 @@ async def run_consumer(consumer: ScoringConsumer, *, restart: bool) -> None:
             await asyncio.sleep(delay)
 
 
+def retention_pruner(settings: Settings, rt: ScoringRuntime) -> RetentionPruner:
+    """Scoring's retention (docs/retention.md): first run shortly after start, then every interval."""
+    return RetentionPruner(rt.engine, scoring_steps(settings), metrics=rt.metrics.retention,
+                           interval_s=settings.retention_interval_s,
+                           first_run_s=min(FIRST_RUN_S, settings.retention_interval_s))
+
+
 def create_app(settings: Settings, *, bus: Bus | None = None, registry: CollectorRegistry | None = None,
                model: ScoringModel | None = None, migrate: bool = True) -> FastAPI:
     """The scoring service: consumer in the background, read API on top. `model` replaces the domain
@@ -152,10 +171,14 @@ def create_app(settings: Settings, *, bus: Bus | None = None, registry: Collecto
         return found
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with scoring_runtime(settings, bus=bus, registry=registry, model=model, migrate=migrate) as rt:
             holder["runtime"] = rt
             task = asyncio.create_task(run_consumer(rt.consumer, restart=True), name="scoring-consumer")
+            # Retention, off the hot path: old processed ids, published outbox rows and history.
+            pruner = retention_pruner(settings, rt)
+            app.state.retention = pruner
+            pruning = asyncio.create_task(pruner.run_forever(), name="scoring-retention")
             if bus is None:  # its own process (`churnsignal serve scoring`)
                 tune_gc()
             rt.common.ready.set(1)
@@ -163,6 +186,8 @@ def create_app(settings: Settings, *, bus: Bus | None = None, registry: Collecto
                 yield
             finally:
                 rt.common.ready.set(0)
+                pruning.cancel()
+                await asyncio.gather(pruning, return_exceptions=True)
                 rt.consumer.stop()
                 try:
                     await asyncio.wait_for(task, timeout=30)

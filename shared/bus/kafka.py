@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -40,19 +41,25 @@ class KafkaBus:
         return KafkaSubscriber(self.bootstrap_servers, tuple(topics), group_id, listener,
                                client_id=self.client_id, max_poll_records=self.max_poll_records)
 
-    async def ensure_topics(self, topics: Sequence[str], partitions: int) -> None:
-        """Create the missing topics; raises BusUnavailable when the broker cannot be reached."""
+    async def ensure_topics(self, topics: Sequence[str], partitions: int,
+                            configs: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        """Create the missing topics; raises BusUnavailable when the broker cannot be reached. `configs`:
+        topic configs by topic name, given to the topics created here and set on those that exist with other
+        values (created earlier by a caller that gave none)."""
+        configs = configs or {}
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
-            missing = [NewTopic(t, num_partitions=partitions, replication_factor=1)
+            missing = [NewTopic(t, num_partitions=partitions, replication_factor=1,
+                                topic_configs=dict(configs.get(t, {})))
                        for t in topics if t not in existing]
             if missing:
                 try:
                     await admin.create_topics(missing)
                 except TopicAlreadyExistsError:
                     pass
+            await _align_configs(admin, {t: c for t, c in configs.items() if t in existing and t in topics})
         except (KafkaError, OSError) as exc:
             raise BusUnavailable(f"cannot create topics: {type(exc).__name__}") from exc
         finally:
@@ -74,6 +81,34 @@ class KafkaBus:
 
     async def close(self) -> None:
         return None
+
+
+# DescribeConfigs' source of a value set on the topic itself (the others are broker values and defaults).
+_DYNAMIC_TOPIC_CONFIG = 1
+
+
+async def _align_configs(admin: AIOKafkaAdminClient, wanted: Mapping[str, Mapping[str, str]]) -> None:
+    """Set the wanted configs on existing topics whose values differ. AlterConfigs replaces a topic's whole
+    set of topic-level values, so the ones already set on it are sent again beside the wanted ones."""
+    if not wanted:
+        return
+    answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in wanted])
+    changes: list[ConfigResource] = []
+    for answer in answers:
+        for error_code, _, _, name, entries in (r[:5] for r in answer.resources):
+            if error_code or name not in wanted:
+                continue
+            current = {e[0]: e[1] for e in entries}
+            if all(current.get(key) == value for key, value in wanted[name].items()):
+                continue
+            kept = {e[0]: e[1] for e in entries if e[3] == _DYNAMIC_TOPIC_CONFIG and e[1] is not None}
+            changes.append(ConfigResource(ConfigResourceType.TOPIC, name, {**kept, **wanted[name]}))
+            log.info("topic %s: setting %s", name, ", ".join(f"{k}={v}" for k, v in wanted[name].items()))
+    if changes:
+        for answer in await admin.alter_configs(changes):
+            for error_code, error_message, _, name in (r[:4] for r in answer.resources):
+                if error_code:
+                    log.warning("topic %s: configs not set (error %d: %s)", name, error_code, error_message)
 
 
 @dataclass(eq=False, slots=True)
@@ -138,6 +173,11 @@ class KafkaPublisher:
         self._flushing: list[_PendingPublish] = []
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        # A producer that stops acknowledging while the broker answers (seen after a broker restart: its
+        # sender waits on a connection that is gone) is replaced: when the last acknowledgement is older
+        # than `2 * publish_timeout_s` and a publish times out, or a flush cannot hand its batches over.
+        self._acked_at = time.monotonic()
+        self._recycling: asyncio.Task[None] | None = None
         # Keys (account ids) repeat: remember their partition instead of hashing each time.
         self._partition_of = functools.lru_cache(maxsize=65_536)(partition_for)
 
@@ -166,7 +206,32 @@ class KafkaPublisher:
                 await asyncio.sleep(delay)
                 continue
             self._producer = producer
+            self._acked_at = time.monotonic()
             return
+
+    def _stalled(self, *, force: bool = False) -> None:
+        """Replace the producer (in the background) when it has stopped acknowledging."""
+        if self._recycling is not None and not self._recycling.done():
+            return
+        if force or time.monotonic() - self._acked_at > 2 * self._timeout:
+            self._recycling = asyncio.create_task(self._recycle(), name="kafka-publisher-recycle")
+
+    async def _recycle(self) -> None:
+        old, self._producer = self._producer, None   # publishes answer BusUnavailable meanwhile
+        self._ready = False
+        log.warning("kafka producer acknowledged nothing for %.0fs while publishing; replacing it",
+                    time.monotonic() - self._acked_at)
+        if old is not None:
+            try:
+                await asyncio.wait_for(old.stop(), self._timeout)
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.warning("stalled kafka producer did not stop cleanly (%s)", type(exc).__name__)
+        await self._connect()
+        log.info("kafka producer replaced")
+
+    def _note_ack(self, ack: asyncio.Future[object]) -> None:
+        if not ack.cancelled() and ack.exception() is None:
+            self._acked_at = time.monotonic()
 
     async def start(self) -> None:
         if self._flusher is None:
@@ -182,7 +247,7 @@ class KafkaPublisher:
         await self._connect_task
 
     async def stop(self) -> None:
-        for task in (self._connect_task, self._probe, self._flusher):
+        for task in (self._connect_task, self._probe, self._flusher, self._recycling):
             if task is not None and not task.done():
                 task.cancel()
                 try:
@@ -216,6 +281,7 @@ class KafkaPublisher:
             await pending.done
         except TimeoutError as exc:
             self._ready = False
+            self._stalled()
             raise BusUnavailable("kafka did not acknowledge in time") from exc
         except KafkaError as exc:
             self._ready = False
@@ -237,7 +303,12 @@ class KafkaPublisher:
                 continue
             self._flushing = queue
             try:
-                await self._flush(producer, queue)
+                # (handing batches over waits for room in the producer's buffer: bounded, so a stalled
+                # producer cannot hold every later publish)
+                await asyncio.wait_for(self._flush(producer, queue), self._timeout)
+            except TimeoutError:
+                _fail(queue, BusUnavailable("kafka did not take the messages in time"))
+                self._stalled(force=True)
             except KafkaError as exc:
                 _fail(queue, exc)
             except Exception as exc:
@@ -281,13 +352,13 @@ class KafkaPublisher:
             await self._hand_over(producer, topic, partition, builder, members)
         _release(queue)
 
-    @staticmethod
-    async def _hand_over(producer: AIOKafkaProducer, topic: str, partition: int, builder: BatchBuilder,
+    async def _hand_over(self, producer: AIOKafkaProducer, topic: str, partition: int, builder: BatchBuilder,
                          members: list[_PendingPublish]) -> None:
         builder.close()
         ack = await producer.send_batch(builder, topic, partition=partition)
         for pending in members:
             pending.waiting += 1
+        ack.add_done_callback(self._note_ack)
         ack.add_done_callback(functools.partial(_settle, members))
 
     async def ready(self) -> bool:

@@ -39,6 +39,7 @@ class MemoryBus:
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
         self._changed = asyncio.Condition()
+        self.topic_configs: dict[str, dict[str, str]] = {}
         self.available = True  # tests flip this to simulate an outage
 
     # -- topics -----------------------------------------------------------------------------
@@ -48,10 +49,14 @@ class MemoryBus:
             topic = self._topics[name] = _Topic([[] for _ in range(self.default_partitions)])
         return topic
 
-    async def ensure_topics(self, topics: Sequence[str], partitions: int) -> None:
+    async def ensure_topics(self, topics: Sequence[str], partitions: int,
+                            configs: Mapping[str, Mapping[str, str]] | None = None) -> None:
         for name in topics:
             if name not in self._topics:
                 self._topics[name] = _Topic([[] for _ in range(partitions)])
+            if configs and name in configs:
+                # Kept for inspection only: the in-process log keeps every record (no compaction).
+                self.topic_configs[name] = {**self.topic_configs.get(name, {}), **configs[name]}
 
     def records(self, topic: str) -> list[Record]:
         """Every record of a topic (test helper), partition by partition."""

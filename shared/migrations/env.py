@@ -8,10 +8,16 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from shared.db import create_engine
+from shared.schema import target_metadata
+
+# The tables as the code declares them: `alembic check` (and tests/shared/test_migration_drift.py) compares
+# them with what the migrations built.
+TARGET = target_metadata()
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
+    context.configure(connection=connection, target_metadata=TARGET,
+                      render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()
 

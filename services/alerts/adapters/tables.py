@@ -34,7 +34,7 @@ alerts = sa.Table(
 states = sa.Table(
     "alerts_states",
     metadata,
-    sa.Column("alert_id", _ID, sa.ForeignKey("alerts_alerts.id"), primary_key=True),
+    sa.Column("alert_id", _ID, sa.ForeignKey("alerts_alerts.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("target_key", sa.String(300), primary_key=True),
     sa.Column("target", _JSON, nullable=False),
     sa.Column("repeat_interval_s", sa.Float(), nullable=False),
@@ -52,7 +52,7 @@ deliveries = sa.Table(
     metadata,
     sa.Column("id", _ID, primary_key=True, autoincrement=True),
     sa.Column("dedup_key", sa.String(600), nullable=False, unique=True),
-    sa.Column("alert_id", _ID, sa.ForeignKey("alerts_alerts.id")),
+    sa.Column("alert_id", _ID, sa.ForeignKey("alerts_alerts.id", ondelete="SET NULL")),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("channel", sa.String(32), nullable=False),
     sa.Column("target_key", sa.String(300), nullable=False),
@@ -72,7 +72,7 @@ attempts = sa.Table(
     "alerts_attempts",
     metadata,
     sa.Column("id", _ID, primary_key=True, autoincrement=True),
-    sa.Column("delivery_id", _ID, sa.ForeignKey("alerts_deliveries.id"), nullable=False),
+    sa.Column("delivery_id", _ID, sa.ForeignKey("alerts_deliveries.id", ondelete="CASCADE"), nullable=False),
     sa.Column("attempt_no", sa.Integer(), nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("error", sa.Text()),
@@ -116,14 +116,14 @@ digest_items = sa.Table(
     sa.Column("dedup_key", sa.String(600), nullable=False, unique=True),
     sa.Column("target_key", sa.String(300), nullable=False),
     sa.Column("target", _JSON, nullable=False),
-    sa.Column("alert_id", _ID, sa.ForeignKey("alerts_alerts.id")),
+    sa.Column("alert_id", _ID, sa.ForeignKey("alerts_alerts.id", ondelete="SET NULL")),
     sa.Column("risk", _JSON, nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("dedup_suffix", sa.String(64), nullable=False),
     sa.Column("queued_at", _TS, nullable=False),
     sa.Column("due_at", _TS, nullable=False),
     sa.Column("consumed_at", _TS),
-    sa.Column("delivery_id", _ID, sa.ForeignKey("alerts_deliveries.id")),
+    sa.Column("delivery_id", _ID, sa.ForeignKey("alerts_deliveries.id", ondelete="SET NULL")),
 )
 
 # Migration 0003. Written only through `services.alerts.adapters.rate_slots` (PostgreSQL).
@@ -141,3 +141,15 @@ slack_requests = sa.Table(
     sa.Column("signature", sa.String(128), primary_key=True),
     sa.Column("seen_at", _TS, nullable=False),
 )
+
+# The indexes the migrations create (declared here too, so the drift test compares them).
+sa.Index("ix_alerts_alerts_account", alerts.c.account_id, alerts.c.id)
+sa.Index("ix_alerts_alerts_status", alerts.c.status, alerts.c.id)
+sa.Index("ix_alerts_states_next_repeat", states.c.next_repeat_at)
+sa.Index("ix_alerts_deliveries_status", deliveries.c.status, deliveries.c.id)
+sa.Index("ix_alerts_deliveries_alert", deliveries.c.alert_id)
+sa.Index("ix_alerts_attempts_delivery", attempts.c.delivery_id, attempts.c.attempt_no)
+sa.Index("ix_alerts_silences_account", silences.c.account_id, silences.c.until)
+sa.Index("ix_alerts_processed_at", processed.c.processed_at)
+sa.Index("ix_alerts_digest_items_waiting", digest_items.c.consumed_at, digest_items.c.target_key)
+sa.Index("ix_alerts_slack_requests_seen_at", slack_requests.c.seen_at)

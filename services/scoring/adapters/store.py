@@ -105,6 +105,15 @@ class OutboxRow:
     payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class HealthFeedRow:
+    """One partition's messages of one committed batch for the health topic (one JSON per line, in order)."""
+
+    partition: int
+    seq: int            # per partition, in commit order
+    messages: bytes
+
+
 @dataclass(slots=True)
 class BatchWrite:
     """Everything one consumed batch changes, committed together."""
@@ -117,6 +126,9 @@ class BatchWrite:
     positions: dict[TopicPartition, int] = field(default_factory=dict)
     watermarks: dict[int, datetime | None] = field(default_factory=dict)
     published: list[str] = field(default_factory=list)  # outbox rows published since the last commit
+    health_feed: list[HealthFeedRow] = field(default_factory=list)
+    # (partition, seq) of the health feed rows published since the last commit: deleted by this one
+    health_published: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -127,6 +139,7 @@ class PartitionLoad:
     timers: list[tuple[str, datetime]]
     watermark: datetime | None
     positions: dict[str, int]  # topic -> next offset
+    health_seq: int = 0        # the highest seq of its health feed rows still stored (0: none)
 
 
 class StoreDialect(Protocol):
@@ -138,6 +151,8 @@ class StoreDialect(Protocol):
     async def write_batch(self, batch: BatchWrite, now: datetime) -> None: ...
 
     async def mark_published(self, event_ids: list[str], now: datetime) -> None: ...
+
+    async def delete_health_feed(self, keys: list[tuple[int, int]]) -> None: ...
 
 
 class ScoringStore:
@@ -207,6 +222,12 @@ class ScoringStore:
                     .where(t.positions.c.partition.in_(numbers), t.positions.c.topic.in_(list(topics))))
                 for topic, partition, next_offset in rows:
                     out[partition].positions[topic] = int(next_offset)
+                f = t.health_feed.c
+                last_seqs = await conn.execute(
+                    sa.select(f.partition, sa.func.max(f.seq)).where(f.partition.in_(numbers))
+                    .group_by(f.partition))
+                for partition, seq in last_seqs:
+                    out[partition].health_seq = int(seq)
         return out
 
     # -- dedup -------------------------------------------------------------------------------
@@ -241,6 +262,27 @@ class ScoringStore:
             return
         with classified():
             await self._dialect.mark_published(list(event_ids), now)
+
+    # -- health feed ---------------------------------------------------------------------------
+    async def unpublished_health(self, partitions: Iterable[int]) -> list[HealthFeedRow]:
+        """The health feed rows of these partitions still stored (not known published), in commit order."""
+        numbers = sorted(set(partitions))
+        if not numbers:
+            return []
+        f = t.health_feed.c
+        with classified():
+            async with self._engine.connect() as conn:
+                rows = await conn.execute(
+                    sa.select(f.partition, f.seq, f.messages).where(f.partition.in_(numbers))
+                    .order_by(f.partition, f.seq))
+                return [HealthFeedRow(r[0], int(r[1]), bytes(r[2])) for r in rows]
+
+    async def delete_health_published(self, keys: Sequence[tuple[int, int]]) -> None:
+        """Forget published health feed rows, by (partition, seq)."""
+        if not keys:
+            return
+        with classified():
+            await self._dialect.delete_health_feed(list(keys))
 
     async def open_risk_counts(self) -> dict[str, int]:
         r = t.risks.c

@@ -40,6 +40,11 @@ class PostgresStatements:
             await apg.execute("UPDATE scoring_outbox SET published_at = $2 "
                               "WHERE event_id = ANY($1::text[]) AND published_at IS NULL", event_ids, now)
 
+    async def delete_health_feed(self, keys: list[tuple[int, int]]) -> None:
+        async with self._engine.begin() as conn:
+            apg = await driver_connection(conn)
+            await apg.execute(_DELETE_HEALTH_FEED, [k[0] for k in keys], [k[1] for k in keys])
+
     def _connection(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """The asyncpg connection under a pooled one. The engine does not ping connections on checkout
         (a round trip per batch); a connection that failed here is invalidated, so the retried batch gets
@@ -58,11 +63,11 @@ FROM unnest($1::text[]) AS u(event_id),
 
 # The whole batch is ONE statement: data-modifying CTEs, each fed by `unnest` of array parameters, all
 # applied atomically by the statement's own transaction (one round trip, one commit). The CTEs touch
-# disjoint rows (new processed ids; distinct accounts, risks, positions, partitions; new outbox rows
-# versus earlier ones marked published), which is what PostgreSQL requires of them.
+# disjoint rows (new processed ids; distinct accounts, risks, positions, partitions; new outbox and health
+# feed rows versus earlier ones marked published or deleted), which is what PostgreSQL requires of them.
 _BATCH = """
 WITH processed AS (
-    INSERT INTO scoring_processed_events (event_id) SELECT unnest($1::text[])
+    INSERT INTO scoring_processed_events (event_id, processed_at) SELECT unnest($1::text[]), $41::timestamptz
 ), accounts_full AS (
     INSERT INTO scoring_accounts (account_id, partition, state, next_due, score, tier, as_of, config_version,
                                   updated_at, arr, lifecycle, lifecycle_at, risk_severity, first_seen_at,
@@ -130,8 +135,19 @@ WITH processed AS (
 ), published AS (
     UPDATE scoring_outbox SET published_at = $41
     WHERE event_id = ANY($42::text[]) AND published_at IS NULL
+), health_feed AS (
+    INSERT INTO scoring_health_feed (partition, seq, messages, created_at)
+    SELECT p, q, m, $41 FROM unnest($63::int[], $64::int8[], $65::bytea[]) AS u(p, q, m)
+), health_published AS (
+    DELETE FROM scoring_health_feed f USING unnest($66::int[], $67::int8[]) AS u(p, q)
+    WHERE f.partition = u.p AND f.seq = u.q
 )
 SELECT 1
+"""
+
+_DELETE_HEALTH_FEED = """
+DELETE FROM scoring_health_feed f USING unnest($1::int[], $2::int8[]) AS u(p, q)
+WHERE f.partition = u.p AND f.seq = u.q
 """
 
 
@@ -140,7 +156,7 @@ def _batch_args(b: BatchWrite, now: datetime) -> list[Any]:
     full = [a for a in b.accounts if a.health is not None]
     bare = [a for a in b.accounts if a.health is None]
     health = [a.health for a in full if a.health is not None]
-    h, r, o = b.history, b.risks, b.outbox
+    h, r, o, hf = b.history, b.risks, b.outbox, b.health_feed
     tps = sorted(b.positions)
     parts = sorted(b.watermarks)
     return [
@@ -164,6 +180,9 @@ def _batch_args(b: BatchWrite, now: datetime) -> list[Any]:
         *_revenue_args(full), *_revenue_args(bare),
         # $53-$62, their portfolio columns
         *_portfolio_args(full), *_portfolio_args(bare),
+        # $63-$67, the health feed: rows written, rows published since the last batch (deleted)
+        [x.partition for x in hf], [x.seq for x in hf], [x.messages for x in hf],
+        [k[0] for k in b.health_published], [k[1] for k in b.health_published],
     ]
 
 

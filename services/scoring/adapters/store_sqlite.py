@@ -43,6 +43,16 @@ class SqliteStatements:
         async with self._engine.begin() as conn:
             await _mark_published(conn, event_ids, now)
 
+    async def delete_health_feed(self, keys: list[tuple[int, int]]) -> None:
+        async with self._engine.begin() as conn:
+            await _delete_health_feed(conn, keys)
+
+
+async def _delete_health_feed(conn: AsyncConnection, keys: list[tuple[int, int]]) -> None:
+    f = t.health_feed.c
+    await conn.execute(sa.delete(t.health_feed).where(f.partition == sa.bindparam("p"), f.seq == sa.bindparam("q")),
+                       [{"p": p, "q": q} for p, q in keys])
+
 
 async def _mark_published(conn: AsyncConnection, event_ids: list[str], now: datetime) -> None:
     o = t.outbox.c
@@ -67,7 +77,8 @@ def _revenue_values(a: AccountRow) -> dict[str, Any]:
 async def _write(conn: AsyncConnection, b: BatchWrite, now: datetime) -> None:
     """The batch's statements, in the order the PostgreSQL statement's CTEs list them."""
     if b.processed_ids:
-        await conn.execute(sa.insert(t.processed_events), [{"event_id": i} for i in b.processed_ids])
+        await conn.execute(sa.insert(t.processed_events),
+                           [{"event_id": i, "processed_at": now} for i in b.processed_ids])
     await _write_accounts(conn, b.accounts, now)
     if b.history:
         await conn.execute(sa.insert(t.history), [
@@ -81,6 +92,13 @@ async def _write(conn: AsyncConnection, b: BatchWrite, now: datetime) -> None:
     await _write_positions(conn, b, now)
     if b.published:
         await _mark_published(conn, b.published, now)
+    # Published rows first: they are always of earlier batches, never the ones this batch writes.
+    if b.health_published:
+        await _delete_health_feed(conn, b.health_published)
+    if b.health_feed:
+        await conn.execute(sa.insert(t.health_feed), [
+            {"partition": x.partition, "seq": x.seq, "messages": x.messages, "created_at": now}
+            for x in b.health_feed])
 
 
 async def _write_accounts(conn: AsyncConnection, accounts: list[AccountRow], now: datetime) -> None:

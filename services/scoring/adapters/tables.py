@@ -63,6 +63,8 @@ accounts = sa.Table(
 processed_events = sa.Table(
     "scoring_processed_events", metadata,
     sa.Column("event_id", sa.String(128), primary_key=True),
+    # When the id was recorded (revision 0009): retention prunes by it (services/scoring/adapters/retention.py).
+    sa.Column("processed_at", UtcDateTime(), nullable=False, server_default=sa.func.current_timestamp()),
 )
 
 positions = sa.Table(
@@ -119,4 +121,30 @@ outbox = sa.Table(
     sa.Column("published_at", UtcDateTime(), nullable=True),
 )
 
-ALL_TABLES = (accounts, processed_events, positions, partitions, history, risks, outbox)
+# The health topic's outbox (revision 0008): per partition and committed batch, its messages, one JSON per
+# line, until they are published (then deleted).
+health_feed = sa.Table(
+    "scoring_health_feed", metadata,
+    sa.Column("partition", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("messages", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+)
+
+# The indexes the migrations create (declared here too, so the drift test compares them).
+sa.Index("ix_scoring_accounts_partition", accounts.c.partition)
+sa.Index("ix_scoring_accounts_tier", accounts.c.tier, accounts.c.account_id)
+sa.Index("ix_scoring_accounts_csm_email", accounts.c.csm_email)
+sa.Index("ix_scoring_accounts_csm_slack", accounts.c.csm_slack)
+sa.Index("ix_scoring_accounts_renewal_date", accounts.c.renewal_date)
+sa.Index("ix_scoring_history_account", history.c.account_id, history.c.id)
+sa.Index("ix_scoring_risks_account", risks.c.account_id, risks.c.id)
+sa.Index("ix_scoring_risks_status", risks.c.status, risks.c.type, risks.c.id)
+sa.Index("ix_scoring_outbox_unpublished", outbox.c.partition, outbox.c.id,
+         postgresql_where=outbox.c.published_at.is_(None), sqlite_where=outbox.c.published_at.is_(None))
+# Retention's lookups by age (revision 0009).
+sa.Index("ix_scoring_processed_events_processed_at", processed_events.c.processed_at)
+sa.Index("ix_scoring_outbox_published_at", outbox.c.published_at)
+sa.Index("ix_scoring_history_as_of", history.c.as_of)
+
+ALL_TABLES = (accounts, processed_events, positions, partitions, history, risks, outbox, health_feed)

@@ -316,8 +316,9 @@ def _build(kind: type, data: dict[str, Any], where: str) -> dict[str, Any]:
         name = f"{where}{key}"
         if key not in known:
             raise ValueError(f"unknown key '{name}' in scoring config (known: {', '.join(sorted(known))})")
-        default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING \
-            else known[key].default
+        spec = known[key]
+        default = (spec.default_factory() if spec.default_factory is not dataclasses.MISSING  # type: ignore[misc]
+                   else spec.default)
         if dataclasses.is_dataclass(default) and not isinstance(default, type):
             if not isinstance(value, dict):
                 raise ValueError(f"'{name}' in scoring config must be a mapping")

@@ -17,11 +17,18 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from services.scoring.adapters.store import AccountRow, BatchWrite, HealthColumns, RiskRow, ScoringStore
-from services.scoring.entrypoints import rows
+from services.scoring.adapters.store import (
+    AccountRow,
+    BatchWrite,
+    HealthColumns,
+    HealthFeedRow,
+    RiskRow,
+    ScoringStore,
+)
+from services.scoring.entrypoints import health_feed, rows
 from services.scoring.entrypoints.feed import Entry
 from services.scoring.entrypoints.partitions import SERVICE, OwnedPartition
 from services.scoring.entrypoints.ports import Outcome, ScoringModel
@@ -34,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # Timer rounds one event may fire before the rest waits for the next event (a runaway clock guard).
 _TIMER_ROUNDS = 1000
+# Events older than the deduplication horizon are logged at most this often (they are all counted).
+_EXPIRED_LOG_EVERY_S = 60.0
 
 
 @dataclass
@@ -50,6 +59,10 @@ class BatchWork:
     dead: list[OutMessage] = field(default_factory=list)
     dead_reasons: Counter[str] = field(default_factory=Counter)
     latencies: list[datetime] = field(default_factory=list)  # received_at of the processed events
+    # The health topic's messages, in the order they happened: all of them (published after the commit)
+    # and by partition (stored with the batch, one row per partition).
+    health_out: list[OutMessage] = field(default_factory=list)
+    health_by_partition: dict[int, list[bytes]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -107,19 +120,33 @@ class BatchBuilder:
 
     def __init__(self, *, store: ScoringStore, model: ScoringModel, owned: dict[int, OwnedPartition],
                  deadletter_topic: str, common: CommonMetrics, recent_ids: int, live_states: int,
-                 wall_clock: Callable[[], datetime]) -> None:
+                 wall_clock: Callable[[], datetime], health_topic: str,
+                 sweep_chunk: int | None = None, dedup_horizon: timedelta | None = None) -> None:
         self._store = store
         self._model = model
         self._engine = model.engine
+        self._previous = model.previous_health
+        self._health_topic = health_topic
         self._owned = owned
         self._deadletter = deadletter_topic
         self._common = common
         self._live_states = live_states
         self._now = wall_clock
+        # Timer evaluations one batch may make (None: all that are due). When the watermark passes a
+        # midnight, every account's daily tick is due at once: the sweep is spread over batches of at
+        # most this many evaluations, interleaved with live events (see `_catch_up`), so neither the
+        # batch's memory nor live events' latency grows with the number of accounts.
+        self._sweep_chunk = sweep_chunk
+        self._budget = -1
         self._recent = RecentIds(recent_ids)
         # Inputs the domain failed on; kept across reloads so the rebuilt batch leaves them out.
         self._poison: set[tuple[str, int, int]] = set()
         self._poison_timers: set[tuple[str, datetime]] = set()
+        # How far behind its partition's watermark an event may be and still be applied: processed ids are
+        # pruned past it (docs/retention.md), so an older copy could no longer be told from a new event.
+        # None: no bound (every id is kept).
+        self._horizon = dedup_horizon
+        self._expired_logged = -_EXPIRED_LOG_EVERY_S
 
     def forget(self) -> None:
         """The consumer dropped its in-memory states: the ids remembered since may not have committed."""
@@ -131,10 +158,15 @@ class BatchBuilder:
         now = self._now()
         batch = BatchWrite()
         work = BatchWork()
-        seen = await self._processed_before(entries)
+        self._budget = -1 if self._sweep_chunk is None else self._sweep_chunk
+        seen = await self._processed_before(entries) if entries else set()
         in_batch = self._apply(entries, seen, work, batch, now)
+        if self._budget != 0:
+            for owned in self._owned.values():   # a sweep left by earlier batches goes on
+                self._fire_timers(work, batch, owned, now)
         batch.processed_ids = list(in_batch)
         self._positions(entries, batch)
+        self._health_rows(work, batch)
         self._keep(work, batch)
         self._recent.remember(in_batch)
         return BuiltBatch(batch, work, started, now)
@@ -153,9 +185,12 @@ class BatchBuilder:
         seen_lately = self._recent.seen
         owned_by = self._owned
         apply = self._engine.apply
+        previous_of = self._previous
         poison = self._poison
         processed: Counter[Any] = Counter()
         duplicates: Counter[Any] = Counter()
+        expired: Counter[Any] = Counter()
+        horizon = self._horizon
         latencies = work.latencies
         for entry in entries:
             record = entry.record
@@ -167,9 +202,16 @@ class BatchBuilder:
             if event_id in seen or event_id in in_batch or seen_lately(event_id):
                 duplicates[event.type] += 1
                 continue
-            in_batch.add(event_id)
             owned = owned_by[record.partition]
+            watermark = owned.clock.watermark
+            if horizon is not None and watermark is not None and event.occurred_at < watermark - horizon:
+                expired[event.type] += 1   # its id may be pruned: it cannot be told from a duplicate
+                self._log_expired(entry, watermark)
+                continue
+            in_batch.add(event_id)
+            self._catch_up(work, batch, owned, event.account_id, now)
             state = self._state(owned, event.account_id, work)
+            previous = previous_of(state)
             try:
                 outcome = apply(state, event)
             except Exception as exc:  # a domain failure on one event: dead-letter it, redo the batch
@@ -178,7 +220,7 @@ class BatchBuilder:
                 poison.add((record.topic, record.partition, record.offset))
                 raise Poisoned() from exc
             owned.clock.observe(event.occurred_at)
-            self._record(work, batch, owned, event.account_id, state, outcome, event, now)
+            self._record(work, batch, owned, event.account_id, state, outcome, event, now, previous)
             self._fire_timers(work, batch, owned, now)
             processed[event.type] += 1
             if event.received_at is not None:
@@ -187,7 +229,22 @@ class BatchBuilder:
             work.events[(event_type.value, "processed")] += n
         for event_type, n in duplicates.items():
             work.events[(event_type.value, "duplicate")] += n
+        for event_type, n in expired.items():
+            work.events[(event_type.value, "expired")] += n
         return in_batch
+
+    def _log_expired(self, entry: Entry, watermark: datetime) -> None:
+        """One line at most every _EXPIRED_LOG_EVERY_S (the metric counts every one)."""
+        now = time.monotonic()
+        if now - self._expired_logged < _EXPIRED_LOG_EVERY_S:
+            return
+        self._expired_logged = now
+        record, event = entry.record, entry.event
+        assert event is not None
+        log.warning("event %s (%s at offset %d) occurred at %s, more than the deduplication horizon (%s) before "
+                    "partition %d's clock (%s): not applied, counted as expired (further ones are only counted "
+                    "for %.0fs)", event.id, record.topic, record.offset, event.occurred_at.isoformat(),
+                    self._horizon, record.partition, watermark.isoformat(), _EXPIRED_LOG_EVERY_S)
 
     def _dead_letter(self, work: BatchWork, entry: Entry) -> None:
         record, event = entry.record, entry.event
@@ -197,41 +254,89 @@ class BatchBuilder:
         work.events[("unknown" if event is None else event.type.value, "dead_letter")] += 1
         work.dead_reasons[dead_letter_reason(reason)] += 1
 
+    @property
+    def sweep_pending(self) -> bool:
+        """Whether timers are due that the last batch left for later (a bounded sweep goes on)."""
+        return any(owned.clock.has_due() for owned in self._owned.values())
+
     def _fire_timers(self, work: BatchWork, batch: BatchWrite, owned: OwnedPartition, now: datetime) -> None:
         for _ in range(_TIMER_ROUNDS):
-            due = owned.clock.pop_due()
+            if self._budget == 0:
+                return   # the rest of the sweep goes to the next batches
+            due = owned.clock.pop_due(None if self._budget < 0 else self._budget)
             if not due:
                 return
+            if self._budget > 0:
+                self._budget -= len(due)
             for at, account_id in due:
-                if (account_id, at) in self._poison_timers:
-                    continue
-                state = self._state(owned, account_id, work)
-                try:
-                    outcome = self._engine.evaluate(state, at)
-                except Exception as exc:  # a domain failure on a timer: skip that timer, redo the batch
-                    log.exception("scoring failed evaluating account %s at %s", account_id, at.isoformat())
-                    self._poison_timers.add((account_id, at))
-                    self._common.dead_letters.labels(SERVICE, "scoring_error").inc()
-                    raise Poisoned() from exc
-                self._record(work, batch, owned, account_id, state, outcome, None, now)
+                self._timer(work, batch, owned, account_id, at, now)
         log.error("partition %d: timers kept firing; left for the next event", owned.number)
 
+    def _catch_up(self, work: BatchWork, batch: BatchWrite, owned: OwnedPartition, account_id: str,
+                  now: datetime) -> None:
+        """Before an account's event: its timers a bounded sweep has not reached yet, in order."""
+        clock = owned.clock
+        for _ in range(_TIMER_ROUNDS):
+            at = clock.pop_overdue(account_id)
+            if at is None:
+                return
+            self._timer(work, batch, owned, account_id, at, now)
+
+    def _timer(self, work: BatchWork, batch: BatchWrite, owned: OwnedPartition, account_id: str, at: datetime,
+               now: datetime) -> None:
+        if (account_id, at) in self._poison_timers:
+            return
+        state = self._state(owned, account_id, work)
+        previous = self._previous(state)
+        try:
+            outcome = self._engine.evaluate(state, at)
+        except Exception as exc:  # a domain failure on a timer: skip that timer, redo the batch
+            log.exception("scoring failed evaluating account %s at %s", account_id, at.isoformat())
+            self._poison_timers.add((account_id, at))
+            self._common.dead_letters.labels(SERVICE, "scoring_error").inc()
+            raise Poisoned() from exc
+        self._record(work, batch, owned, account_id, state, outcome, None, now, previous)
+
     def _record(self, work: BatchWork, batch: BatchWrite, owned: OwnedPartition, account_id: str,
-                state: Any, outcome: Outcome, event: Event | None, now: datetime) -> None:
-        """One outcome: reschedule the account's timer, then its snapshot and transitions as rows."""
+                state: Any, outcome: Outcome, event: Event | None, now: datetime,
+                previous: tuple[float | None, str] | None = None) -> None:
+        """One outcome: reschedule the account's timer, then its snapshot and transitions as rows and as
+        messages of the health topic (`previous`: the account's recorded health before the outcome)."""
         owned.clock.schedule(account_id, outcome.next_due)
         work.due[account_id] = outcome.next_due
         snap = outcome.health
+        if snap is None and not outcome.transitions:
+            return
+        messages = work.health_by_partition.get(owned.number)
+        if messages is None:
+            messages = work.health_by_partition[owned.number] = []
+        key = account_id.encode()
         if snap is not None:
-            batch.history.append(rows.history_row(account_id, snap))
+            as_dict = snap.to_dict()
+            batch.history.append(rows.history_row(account_id, snap, as_dict))
             work.health[account_id] = rows.health_columns(snap)
+            value = health_feed.health_changed(account_id, snap, as_dict, previous)
+            messages.append(value)
+            work.health_out.append(OutMessage(self._health_topic, key, value))
         if not outcome.transitions:
             return
         brief = self._engine.account_brief(state)
         for tr in outcome.transitions:
-            batch.outbox.append(rows.outbox_row(tr, owned.number, account_id, brief, event, now))
+            row = rows.outbox_row(tr, owned.number, account_id, brief, event, now)
+            batch.outbox.append(row)
             work.risks[tr.risk_id] = rows.risk_row(tr, account_id, work.risks.get(tr.risk_id))
             work.risk_counts[(tr.type, tr.transition)] += 1
+            value = health_feed.risk_changed(account_id, tr, row)
+            messages.append(value)
+            work.health_out.append(OutMessage(self._health_topic, key, value))
+
+    def _health_rows(self, work: BatchWork, batch: BatchWrite) -> None:
+        """The batch's health feed rows: per partition, its messages under the partition's next seq."""
+        for number, messages in work.health_by_partition.items():
+            owned = self._owned[number]
+            owned.health_seq += 1
+            batch.health_feed.append(HealthFeedRow(number, owned.health_seq,
+                                                   health_feed.SEPARATOR.join(messages)))
 
     def _state(self, owned: OwnedPartition, account_id: str, work: BatchWork) -> Any:
         """The account's state for this batch: already in it, decoded lately, decoded now, or new."""

@@ -7,7 +7,8 @@ Per consumed batch (`getmany`), under one lock that rebalance callbacks also tak
      accounts' states and the partition clocks fire the timers of silent accounts (batches.py; what the
      outcomes become in rows.py);
   3. ONE database transaction commits the states, processed ids, history, risks, outbox rows, the
-     positions and the watermarks; then the outbox is published to the risks topic (outbox.py); then the
+     health feed rows, the positions and the watermarks; then the outbox is published to the risks topic
+     (outbox.py) and the health feed to the health topic (health_feed.py); then the
      Kafka offsets are committed (offsets.py; advisory only: on assignment the consumer seeks to the
      positions stored in the database, which never lag behind the state).
 Any retryable failure before the commit drops the in-memory state and reloads it from the database
@@ -29,6 +30,7 @@ from services.scoring.adapters.errors import StoreUnavailable
 from services.scoring.adapters.store import ScoringStore
 from services.scoring.entrypoints.batches import BatchBuilder, BuiltBatch, Poisoned
 from services.scoring.entrypoints.feed import PartitionFeed
+from services.scoring.entrypoints.health_feed import HealthFeed
 from services.scoring.entrypoints.intake import Intake
 from services.scoring.entrypoints.observe import observe_batch, refresh_gauges
 from services.scoring.entrypoints.offsets import KafkaOffsets
@@ -70,9 +72,12 @@ class ScoringConsumer:
         self._builder = BatchBuilder(store=store, model=model, owned=self._owned,
                                      deadletter_topic=topics.deadletter, common=common,
                                      recent_ids=options.recent_ids, live_states=options.live_states,
-                                     wall_clock=wall_clock)
+                                     wall_clock=wall_clock, sweep_chunk=options.sweep_chunk,
+                                     dedup_horizon=options.dedup_horizon,
+                                     health_topic=topics.health)
         self._offsets = KafkaOffsets(options.offsets_every_s)
         self._outbox = RiskOutbox(store=store, topic=topics.risks, wall_clock=wall_clock)
+        self._health = HealthFeed(store=store, topic=topics.health)
         self._pending_load: set[int] = set()
         self._inflight: asyncio.Task[None] | None = None  # the commit of the last batch built
         self._risk_gauge_at = 0.0
@@ -102,15 +107,21 @@ class ScoringConsumer:
     async def wait_started(self) -> None:
         await self._started.wait()
 
+    @property
+    def sweeping(self) -> bool:
+        """Whether due timers are left for later batches (a bounded sweep) or its last batch is in flight."""
+        return self._builder.sweep_pending or (self._inflight is not None and not self._inflight.done())
+
     def stop(self) -> None:
         self._stopping.set()
 
     async def run(self) -> None:
         """Consume until `stop()`. Retryable failures are retried with bounded backoff; others raise."""
-        await self._bus.ensure_topics(self._topics.all, self._opt.partitions)
+        await self._bus.ensure_topics(self._topics.all, self._opt.partitions, self._topics.configs)
         publisher = self._bus.publisher()
         self._publisher = publisher
         self._outbox.attach(publisher)
+        self._health.attach(publisher)
         await publisher.start()
         subscriber = self._bus.subscriber(self._inputs, self._opt.group_id, listener=self)
         self._subscriber = subscriber
@@ -133,6 +144,7 @@ class ScoringConsumer:
             self._active = False
             await self._settle_quietly()
             await self._outbox.flush_published()
+            await self._health.flush_published()
             try:
                 await self._offsets.drain(subscriber)
                 await subscriber.stop()
@@ -149,7 +161,9 @@ class ScoringConsumer:
     async def _step(self, subscriber: Subscriber) -> None:
         async with self._lock:
             await self._prepare(subscriber)
-        records = await subscriber.getmany(timeout_ms=self._opt.poll_timeout_ms,
+        # (no waiting for records while a bounded sweep has more to do: it goes on between fetches)
+        sweeping = self._builder.sweep_pending
+        records = await subscriber.getmany(timeout_ms=0 if sweeping else self._opt.poll_timeout_ms,
                                            max_records=self._opt.max_batch)
         async with self._lock:
             await self._prepare(subscriber)
@@ -164,6 +178,12 @@ class ScoringConsumer:
             if done is None:
                 break
             processed += done
+        if not processed and self._builder.sweep_pending and not self._stopping.is_set():
+            # No event is ready: one batch of the sweep, then back to fetching.
+            async with self._lock:
+                await self._prepare(subscriber)
+                if await self._next_batch(subscriber, sweep=True) is not None:
+                    return
         if not processed:
             # Idle: let the last batch's commit land (its failure surfaces here), mark what it published,
             # and bring the group's Kafka offsets to the committed positions.
@@ -171,6 +191,8 @@ class ScoringConsumer:
                 await self._settle()
             if self._outbox.has_published:
                 await self._outbox.flush_published()
+            if self._health.has_published:
+                await self._health.flush_published()
             await self._offsets.flush(subscriber)
 
     # -- rebalance listener --------------------------------------------------------------------
@@ -184,6 +206,7 @@ class ScoringConsumer:
             self._intake.release(numbers)
             self._pending_load -= numbers
             self._outbox.dropped(numbers)
+            self._health.dropped(numbers)
             if numbers:
                 log.info("scoring partitions revoked: %s", sorted(numbers))
             self._metrics.tracked_accounts.set(tracked(self._owned))
@@ -217,6 +240,8 @@ class ScoringConsumer:
             await self._load_pending(subscriber)
         if self._outbox.owes_republish:
             await self._outbox.republish(set(self._owned))
+        if self._health.owes_republish:
+            await self._health.republish(set(self._owned))
         now = time.monotonic()
         await self._intake.refresh_ends(subscriber, now)
         if now >= self._risk_gauge_at:
@@ -234,29 +259,31 @@ class ScoringConsumer:
                 clock.schedule(account_id, due)
             feed = PartitionFeed(n, self._inputs, positions, idle_timeout_s=self._opt.idle_timeout_s,
                                  settle_s=self._opt.publish_settle_s, now=time.monotonic())
-            self._owned[n] = OwnedPartition(n, load.states, clock, feed)
+            self._owned[n] = OwnedPartition(n, load.states, clock, feed, health_seq=load.health_seq)
             for topic, offset in positions.items():
                 tp = TopicPartition(topic, n)
                 if tp in assigned:
                     subscriber.seek(tp, offset)
         self._pending_load -= numbers
         self._outbox.loaded(numbers)
+        self._health.loaded(numbers)
         self._intake.ask_ends_soon()
         self._metrics.tracked_accounts.set(tracked(self._owned))
 
-    async def _next_batch(self, subscriber: Subscriber) -> int | None:
+    async def _next_batch(self, subscriber: Subscriber, *, sweep: bool = False) -> int | None:
         """Build the next batch and start its commit; its size, or None when nothing is ready.
 
         Batches are pipelined: batch N+1 is built (decoded, applied to the in-memory states) while batch
         N's transaction and outbox publish are in flight; N+1's commit starts only once N's has landed, so
         commits, outbox publishes and offsets keep their order. Memory runs ahead of the database by at
-        most the batch in flight; any failure forgets all of it and reloads from the database."""
+        most the batch in flight; any failure forgets all of it and reloads from the database.
+        With `sweep`, a batch of due timers alone when no entry is ready (a bounded sweep goes on)."""
         await self._intake.ask_wanted(subscriber)
         entries = self._intake.select()
         if not entries and await self._intake.ask_wanted(subscriber):
             entries = self._intake.select()
         self._intake.apply_backpressure(subscriber)
-        if not entries:
+        if not entries and not (sweep and self._builder.sweep_pending):
             return None
         try:
             built = await self._builder.build(entries)
@@ -268,8 +295,10 @@ class ScoringConsumer:
         except BaseException:
             await self._forget_all()
             raise
-        # Risk events published since the last batch are marked so in this one's transaction.
+        # Risk events published since the last batch are marked so in this one's transaction, and the
+        # health feed rows published are deleted by it.
         built.batch.published = self._outbox.take_published()
+        built.batch.health_published = self._health.take_published()
         await self._settle()
         self._inflight = asyncio.create_task(self._commit(built, subscriber), name="scoring-commit")
         return len(entries)
@@ -315,7 +344,15 @@ class ScoringConsumer:
         self.batches += 1
         self.committed_at = time.monotonic()
         observe_batch(self._metrics, self._common, work, built.started, self._owned)
-        if batch.outbox:
-            await self._outbox.publish_committed(batch.outbox)
+        if batch.outbox or batch.health_feed:
+            # Both in one round trip (the publisher sends concurrent calls together); each owes its own
+            # republish if the bus fails.
+            sends = [self._outbox.publish_committed(batch.outbox)] if batch.outbox else []
+            if batch.health_feed:
+                sends.append(self._health.publish_committed(work.health_out, batch.health_feed))
+            results = await asyncio.gather(*sends, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         # Kafka offsets: advisory, committed in the background (offsets.py).
         self._offsets.committed(subscriber, batch.positions)

@@ -38,6 +38,12 @@ class ConsumerOptions:
     # Decoded states of the accounts touched most recently, kept beside their encoded form so a busy
     # account is not decoded again for every batch (bounded: the encoded states are what scales).
     live_states: int = 5_000
+    # Timer evaluations per batch (None: no bound). A daily tick makes every account due at once; the
+    # sweep then goes in batches of this many, between live events (batches.py, `BatchBuilder`).
+    sweep_chunk: int | None = 500
+    # The deduplication horizon (docs/retention.md): an event this far behind its partition's watermark is
+    # counted as expired, not applied, since its id may have been pruned (None: every event is applied).
+    dedup_horizon: timedelta | None = None
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
     # The open-risk and revenue gauges are read from the database this often.

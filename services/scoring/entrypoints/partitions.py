@@ -30,6 +30,8 @@ class OwnedPartition:
     blocked_reported: float = 0.0
     # The decoded form of some of `states` (the most recently used), identical in content.
     live: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+    # The seq of its last health feed row (stored or deleted since): the next batch writes the one after.
+    health_seq: int = 0
 
 
 def tracked(owned: Mapping[int, OwnedPartition]) -> int:

@@ -86,6 +86,11 @@ def no_portfolio(state: Any) -> PortfolioColumns | None:
     return None
 
 
+def no_previous_health(state: Any) -> tuple[float | None, str] | None:
+    """The reader of a state's last recorded health, for a model that does not tell it."""
+    return None
+
+
 @dataclass(frozen=True)
 class ScoringModel:
     """The domain pieces the service uses, bundled: engine, state codec, clock factory, and the reader of
@@ -98,3 +103,6 @@ class ScoringModel:
     config_version: str
     revenue: Callable[[Any], RevenueColumns | None] = no_revenue
     portfolio: Callable[[Any], PortfolioColumns | None] = no_portfolio
+    # (score, tier) of the state's last recorded health snapshot, read before an event or a timer is applied:
+    # what a health change on the health topic was before it (`previous`).
+    previous_health: Callable[[Any], tuple[float | None, str] | None] = no_previous_health

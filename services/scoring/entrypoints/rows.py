@@ -8,6 +8,7 @@ one place, and so the loop only decides *when* a row is written, not *what* it h
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from services.scoring.adapters.store import HealthColumns, HistoryRow, OutboxRow, RiskRow
 from services.scoring.entrypoints.ports import Snapshot, Transition
@@ -16,10 +17,11 @@ from shared.events import Event
 from shared.risks import AccountBrief, HealthBrief, RiskEvent, Trigger
 
 
-def history_row(account_id: str, snap: Snapshot) -> HistoryRow:
-    """One health snapshot, appended to the account's history with the snapshot itself as JSON."""
+def history_row(account_id: str, snap: Snapshot, as_dict: dict[str, Any] | None = None) -> HistoryRow:
+    """One health snapshot, appended to the account's history with the snapshot itself as JSON (`as_dict`:
+    its `to_dict()` when the caller made it already)."""
     return HistoryRow(account_id, snap.as_of, snap.cause, snap.score, snap.tier,
-                      dumps(snap.to_dict()).decode())
+                      dumps(snap.to_dict() if as_dict is None else as_dict).decode())
 
 
 def health_columns(snap: Snapshot) -> HealthColumns:

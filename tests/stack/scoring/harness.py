@@ -165,7 +165,7 @@ async def wait_caught_up(stack: Stack, rt: ScoringRuntime | None, timeout_s: flo
     while True:
         done = await positions(stack.settings.database_url)
         behind = {tp: end for tp, end in ends.items() if end > done.get(tp, 0)}
-        if not behind:
+        if not behind and not (rt is not None and rt.consumer.sweeping):
             outbox = await count(stack.settings.database_url, t.outbox)
             if len(await read_topic(stack.bus, stack.topics.risks)) >= outbox:
                 return

@@ -25,6 +25,7 @@ async def test_replay_into_a_fresh_database_gives_identical_results(stack: Stack
 
     async with running(stack) as rt:
         await wait_caught_up(stack, rt, timeout_s=180)
+        first_batches = rt.consumer.batches
     first = await database_contents(stack.settings.database_url)
     assert first["outbox"], "the simulated stories raise risks"
     assert len(first["processed"]) == len(events)
@@ -45,3 +46,15 @@ async def test_replay_into_a_fresh_database_gives_identical_results(stack: Stack
     published = [comparable_risk_event(loads(v)) for v in await read_topic(stack.bus, stack.topics.risks)]
     expected = [e for per_account in first["outbox"].values() for e in per_account]
     assert sorted(map(repr, published)) == sorted(map(repr, expected * 2))
+
+    # Once more with the daily sweeps bounded to one timer evaluation per batch: the sweeps are spread
+    # over many batches, between live events, and every account still sees the same timers and events
+    # in the same order, so everything committed is the same.
+    bounded = stack.with_database(await fresh_database()).with_group(stack.settings.scoring_group_id + "-s")
+    bounded.settings = bounded.settings.model_copy(update={"scoring_sweep_chunk": 1})
+    async with running(bounded) as rt:
+        await wait_caught_up(bounded, rt, timeout_s=300)
+        batches = rt.consumer.batches
+    third = await database_contents(bounded.settings.database_url)
+    assert batches > first_batches, "the sweeps were spread over more batches"
+    assert third == first
