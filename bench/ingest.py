@@ -9,14 +9,19 @@ Measured in one run, each on a fresh topic prefix of the real broker:
 - ingest over HTTP, as `churnsignal serve ingest` runs it (one uvicorn process) and with two worker
   processes (`uvicorn --factory services.ingest.bootstrap:app_from_environment --workers 2`), fed by
   `bench/loadgen.py` in its own process: JSON arrays of 500 events (8 in flight), then one event per
-  request (64 connections).
-Only acknowledged events count (HTTP 202, producer ack), and afterwards the topics must hold at least
-every event that was acknowledged.
+  request (64 connections);
+- Segment's `/v1/batch` on the one-process server: the usage events of the mix as the `track` calls that map
+  to them (Segment's Python library's message shape, 500 per request, Basic auth), beside `/v1/events` with
+  the very same usage events as envelopes, the two alternated twice and the better run of each counted (the
+  ratio of the two is the cost of the Segment mapping).
+Only acknowledged events count (HTTP 202, or 200 for Segment; producer ack), and afterwards the topics must
+hold at least every event that was acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -103,6 +108,26 @@ def _event(run_id: str, i: int, now: datetime) -> dict[str, Any]:
 def _events(run_id: str, count: int) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     return [_event(run_id, i, now) for i in range(count)]
+
+
+def _segment_track(usage: dict[str, Any]) -> dict[str, Any]:
+    """The Segment `track` call that maps to a usage event, as Segment's Python library sends it."""
+    return {"type": "track", "messageId": usage["id"], "userId": usage["data"]["user_id"],
+            "event": usage["data"]["feature"], "properties": {"count": usage["data"]["count"]},
+            "timestamp": usage["occurred_at"], "integrations": {},
+            "context": {"library": {"name": "analytics-python", "version": "2.4.0"},
+                        "groupId": usage["account_id"]}}
+
+
+def _segment_bodies(usage: list[dict[str, Any]]) -> tuple[list[bytes], list[bytes]]:
+    """The same usage events, BATCH_EVENTS per request: as `/v1/events` envelopes (each with the id the
+    Segment mapping gives its twin), and as Segment `/v1/batch` bodies of `track` calls."""
+    envelopes = [{**e, "id": f"segment:{e['id']}"} for e in usage]
+    chunks = range(0, len(usage) - len(usage) % BATCH_EVENTS, BATCH_EVENTS)
+    native = [orjson.dumps(envelopes[i:i + BATCH_EVENTS]) for i in chunks]
+    segment = [orjson.dumps({"batch": [_segment_track(e) for e in usage[i:i + BATCH_EVENTS]],
+                             "sentAt": datetime.now(UTC).isoformat()}) for i in chunks]
+    return native, segment
 
 
 # ------------------------------------------------------------------------------------ raw producer
@@ -236,18 +261,20 @@ class _Run:
     cpu: dict[str, float]  # share of one core over the window, by process
     server_cpu_seconds: float
 
-    def ok(self) -> int:
-        return int(self.report["statuses"].get("202", 0))
+    def ok(self, status: str = "202") -> int:
+        return int(self.report["statuses"].get(status, 0))
 
 
 async def _drive(ctx: Context, port: int, server: psutil.Process, bodies: list[bytes], connections: int,
-                 warmup: float, window: float, workdir: Path) -> _Run:
+                 warmup: float, window: float, workdir: Path, path: str = "/v1/events",
+                 authorization: str = f"Bearer {BENCH_KEY}") -> _Run:
     """Run the load generator against the server; its report and who used how much CPU meanwhile."""
-    body_file = workdir / f"bodies-{port}-{connections}"
+    body_file = workdir / f"bodies-{port}-{connections}-{path.strip('/').replace('/', '-')}"
     write_bodies(body_file, bodies)
     cmd = [ctx.python, "-m", "bench.loadgen", "--port", str(port), "--bodies", str(body_file),
            "--concurrency", str(connections), "--warmup", str(warmup), "--duration", str(window),
-           "--header", f"Authorization: Bearer {BENCH_KEY}", "--header", "Content-Type: application/json"]
+           "--path", path, "--header", f"Authorization: {authorization}",
+           "--header", "Content-Type: application/json"]
     proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
     loadgen, broker = psutil.Process(proc.pid), broker_process()
     await asyncio.sleep(0.2 + warmup)
@@ -273,11 +300,11 @@ async def _records_on(bootstrap: str, topics: tuple[str, ...]) -> int:
         await consumer.stop()
 
 
-def _notes(run: _Run, per: str, units: int) -> str:
+def _notes(run: _Run, per: str, units: int, ok: str = "202") -> str:
     cpu = ", ".join(f"{name} {share:.0%}" for name, share in run.cpu.items())
     cost = run.server_cpu_seconds / units * 1e6 if units else 0.0
-    others = {k: v for k, v in run.report["statuses"].items() if k != "202"}
-    extra = f"; answers other than 202: {others}" if others else ""
+    others = {k: v for k, v in run.report["statuses"].items() if k != ok}
+    extra = f"; answers other than {ok}: {others}" if others else ""
     return (f"p50 {run.report['p50_ms']:.1f} ms, p99 {run.report['p99_ms']:.1f} ms per request; "
             f"CPU: {cpu}; ingest CPU {fmt_number(cost)} µs per {per}{extra}")
 
@@ -310,6 +337,9 @@ async def _measure(ctx: Context) -> list[Result]:
 
     batch_bodies = [orjson.dumps(events[i:i + BATCH_EVENTS]) for i in range(0, len(events), BATCH_EVENTS)]
     single_bodies = [orjson.dumps(e) for e in events[:2000]]
+    usage_bodies, segment_bodies = _segment_bodies([e for e in events if e["type"] == "usage"])
+    segment_auth = "Basic " + base64.b64encode(f"{BENCH_KEY}:".encode()).decode()
+    segment_runs: tuple[_Run, _Run] | None = None
     log = ROOT / "var" / "bench-ingest-server.log"
     log.parent.mkdir(exist_ok=True)
     log.write_bytes(b"")
@@ -322,13 +352,30 @@ async def _measure(ctx: Context) -> list[Result]:
             batch = await _drive(ctx, port, server, batch_bodies, BATCH_IN_FLIGHT, warmup, window, Path(tmp))
             single = await _drive(ctx, port, server, single_bodies, SINGLE_CONNECTIONS, warmup, window,
                                   Path(tmp))
+            if workers == 1:  # Segment's /v1/batch beside /v1/events, the same usage events, alternated twice
+                pairs = []
+                for _ in range(2):
+                    usage_run = await _drive(ctx, port, server, usage_bodies, BATCH_IN_FLIGHT, warmup, window,
+                                             Path(tmp))
+                    segment_run = await _drive(ctx, port, server, segment_bodies, BATCH_IN_FLIGHT, warmup, window,
+                                               Path(tmp), path="/v1/batch", authorization=segment_auth)
+                    pairs.append((usage_run, segment_run))
+                accepted_segment = sum(u.ok() + s.ok("200") for u, s in pairs) * BATCH_EVENTS
+                # the better run of each counts (the machine is shared: a slow moment flatters neither)
+                segment_runs = (max((u for u, _ in pairs), key=lambda r: r.ok()),
+                                max((s for _, s in pairs), key=lambda r: r.ok("200")))
         accepted = batch.ok() * BATCH_EVENTS + single.ok()
+        if workers == 1 and segment_runs is not None:
+            accepted += accepted_segment
         stored = await _records_on(bootstrap, Topics(prefix).inputs)
         if stored < accepted:
             raise RuntimeError(f"{stored} records on the topics for {accepted} acknowledged events")
         for r in (batch, single):
             if set(r.report["statuses"]) - {"202"}:
                 print(f"[bench] ingest answered other than 202: {r.report['statuses']}", file=sys.stderr)
+        if workers == 1 and segment_runs is not None and set(segment_runs[1].report["statuses"]) - {"200"}:
+            print(f"[bench] /v1/batch answered other than 200: {segment_runs[1].report['statuses']}",
+                  file=sys.stderr)
         runs.append((label, batch, single))
     raw_batch_runs.append(await _raw_batches(bootstrap, records, window))
     raw_single_runs.append(await _raw_single(bootstrap, records, window))
@@ -350,4 +397,15 @@ async def _measure(ctx: Context) -> list[Result]:
             "requests/s", baseline=raw_single, baseline_name="raw producer, one message per awaited send",
             target=Target(at_least=3_000), notes=_notes(single, "request", single.ok()) + "; "
             + both.format(" and ".join(fmt_number(r) for r in raw_single_runs))))
+    if segment_runs is not None:
+        usage_run, segment_run = segment_runs
+        usage_rate = usage_run.ok() * BATCH_EVENTS / window
+        results.append(Result(
+            f"Segment batch ingest, `/v1/batch` ({BATCH_EVENTS} track calls/request, {BATCH_IN_FLIGHT} in flight)",
+            segment_run.ok("200") * BATCH_EVENTS / window, "events/s", baseline=usage_rate,
+            baseline_name=f"`/v1/events`, the same {BATCH_EVENTS} usage events per request",
+            target=Target(min_ratio=0.70),
+            notes=_notes(segment_run, "event", segment_run.ok("200") * BATCH_EVENTS, ok="200")
+            + f"; `/v1/events` with the same events: {fmt_number(usage_rate)} events/s, "
+            + _notes(usage_run, "event", usage_run.ok() * BATCH_EVENTS)))
     return results

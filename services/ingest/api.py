@@ -11,11 +11,13 @@ OpenAPI schema by `services.ingest.openapi`.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.ingest import cloudevents
 from services.ingest.body import Encoding, body_format, content_encoding, gunzip, parse_events
@@ -144,17 +146,37 @@ class EventsEndpoint:
 
 
 class IngestApp(FastAPI):
-    """The ingest app: FastAPI for everything but `/v1/events`, which is answered before the framework's
-    middleware and routing (405 but for POST). Errors the endpoint does not map itself reach the ASGI
-    server, which logs them and answers 500."""
+    """The ingest app: FastAPI for everything but `/v1/events` and the other plain ASGI endpoints of
+    `posts` (path -> endpoint: Segment's paths), which are answered before the framework's middleware and
+    routing (405 but for POST). Errors the endpoints do not map themselves reach the ASGI server, which logs
+    them and answers 500."""
 
-    def __init__(self, *, endpoint: EventsEndpoint, **kwargs: Any) -> None:
+    def __init__(self, *, endpoint: EventsEndpoint, posts: Mapping[str, ASGIApp] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.events_endpoint = endpoint
+        self.posts: dict[str, ASGIApp] = dict(posts or {})
+        self._not_allowed = {path: orjson.dumps({"error": f"method not allowed on {path}: use POST"})
+                             for path in self.posts}
+        # Also in the route table (out of the OpenAPI document), so that what lists the app's routes sees them;
+        # requests never get that far (`__call__` answers them first).
+        for path, post in self.posts.items():
+            self.router.routes.append(Route(path, post, methods=["POST"], include_in_schema=False))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH:
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+        elif scope["path"] != PATH:
+            post = self.posts.get(scope["path"])
+            if post is None:
+                await super().__call__(scope, receive, send)
+            elif scope["method"] == "POST":
+                await post(scope, receive, send)
+            else:
+                body = self._not_allowed[scope["path"]]
+                await send({"type": "http.response.start", "status": 405,
+                            "headers": [*_JSON_HEADERS, (b"allow", b"POST"), (b"content-length", b"%d" % len(body))]})
+                await send({"type": "http.response.body", "body": body})
         elif scope["method"] == "POST":
             await self.events_endpoint(scope, receive, send)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -14,10 +15,13 @@ from services.ingest.api import PATH, EventsEndpoint, IngestApp
 from services.ingest.intake import Intake
 from services.ingest.openapi import install_openapi
 from services.ingest.provisioning import TopicProvisioner
+from services.ingest.segment.config import SegmentMapping
+from services.ingest.segment.directory import UserAccounts
+from services.ingest.segment.http import SegmentEndpoints
 from services.ingest.sources.http import install_sources
 from shared.bus import Bus, build_bus
 from shared.http import KeyRing, install_common
-from shared.metrics import CommonMetrics, IngestMetrics, new_registry
+from shared.metrics import CommonMetrics, IngestMetrics, SegmentMetrics, new_registry
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -36,6 +40,11 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
                                    attempt_timeout_s=settings.ingest_publish_timeout_s, configs=topics.configs)
     intake = Intake(publisher, topics, metrics, retry_after_s=settings.ingest_retry_after_s,
                     accepting=lambda: provisioner.ready)
+    # Segment's users and their accounts: every process reads the whole topic (a group of its own).
+    segment_metrics = SegmentMetrics(registry)
+    segment_users = UserAccounts(the_bus, publisher, topics.segment_users,
+                                 group_id=f"churnsignal-ingest-segment-users-{uuid.uuid4().hex[:12]}",
+                                 on_size=segment_metrics.users.set)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +54,13 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
         provisioning: asyncio.Task[None] | None = None
         if not await provisioner.attempt():
             provisioning = asyncio.create_task(provisioner.run(), name="ingest-topics")
+
+        async def follow_segment_users() -> None:
+            if provisioning is not None:
+                await provisioning  # the topic exists (compacted) before anything reads it
+            await segment_users.run()
+
+        following = asyncio.create_task(follow_segment_users(), name="ingest-segment-users")
         if own_bus:
             # Ingest runs as its own process (`churnsignal serve ingest`): move everything built at
             # start-up out of the collector's reach, so that full collections only walk request
@@ -54,6 +70,10 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
         try:
             yield
         finally:
+            segment_users.stop()
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
             if provisioning is not None:
                 provisioning.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -62,15 +82,22 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
             if own_bus:
                 await the_bus.close()
 
-    endpoint = EventsEndpoint(intake, KeyRing(settings.api_keys), metrics,
+    keyring = KeyRing(settings.api_keys)
+    endpoint = EventsEndpoint(intake, keyring, metrics,
                               max_body_bytes=settings.ingest_max_body_bytes,
                               max_events=settings.ingest_max_events,
                               cloudevents_type_prefix=settings.cloudevents_type_prefix)
     # Observability is Prometheus (/metrics); FastAPI's OpenTelemetry hooks stay off, as they cost a
     # provider lookup on every request.
-    app = IngestApp(endpoint=endpoint, title="churnsignal ingest", version="0.1.0", lifespan=lifespan,
+    segment = SegmentEndpoints(intake, keyring, segment_users, SegmentMapping.load(settings.segment_mapping_file),
+                               metrics, segment_metrics, max_body_bytes=settings.ingest_max_body_bytes,
+                               max_events=settings.ingest_max_events, retry_after_s=settings.ingest_retry_after_s,
+                               secret=settings.source_secrets.get("segment"))
+    app = IngestApp(endpoint=endpoint, posts=segment.routes(), title="churnsignal ingest", version="0.1.0",
+                    lifespan=lifespan,
                     description="HTTP → Kafka for usage, ticket, sentiment, account and contact events.",
                     telemetry={"tracing": False, "metrics": False, "logs": False})
+    app.state.segment_users = segment_users  # what tests and operators look at (`ready`, `account_of`)
 
     async def readiness() -> dict[str, bool]:
         checks = {"kafka": await publisher.ready(), "topics": provisioner.ready}

@@ -186,14 +186,17 @@ class ScoringStore:
         with classified():
             async with self._engine.connect() as conn:
                 names, account_columns = await conn.run_sync(inspect)
-        missing = sorted(table.name for table in t.ALL_TABLES if table.name not in names)
-        if missing:
-            raise SchemaMissing(f"scoring tables missing ({', '.join(missing)}): run `churnsignal migrate` "
-                                "against CHURNSIGNAL_DATABASE_URL first")
-        missing = [col.name for col in t.accounts.columns if col.name not in account_columns]
-        if missing:
-            raise SchemaMissing(f"scoring_accounts columns missing ({', '.join(missing)}): run `churnsignal "
-                                "migrate` against CHURNSIGNAL_DATABASE_URL first")
+        problems = []
+        tables = sorted(table.name for table in t.ALL_TABLES if table.name not in names)
+        if tables:
+            problems.append(f"scoring tables missing ({', '.join(tables)})")
+        if t.accounts.name in names:
+            columns = [col.name for col in t.accounts.columns if col.name not in account_columns]
+            if columns:
+                problems.append(f"scoring_accounts columns missing ({', '.join(columns)})")
+        if problems:
+            raise SchemaMissing(f"{', '.join(problems)}: run `churnsignal migrate` against "
+                                "CHURNSIGNAL_DATABASE_URL first")
 
     # -- assignment --------------------------------------------------------------------------
     async def load_partitions(self, numbers: Iterable[int],
