@@ -215,13 +215,15 @@ async def test_risk_events_wait_for_the_bus_and_are_published_after_a_restart(st
     url = stack.settings.database_url
     bus.available = False  # type: ignore[attr-defined]
     async with running(stack) as rt:
-        # The state commits; its risk events wait in the outbox while the bus refuses them, and nothing
-        # after them is processed (so an account's risk events never go out of order).
+        # The state commits; its risk events (or, earlier, its health feed messages) wait in their outbox
+        # while the bus refuses them, and nothing after them is processed (so an account's risk events
+        # never go out of order).
         await _until(lambda: _outbox_has(url), timeout_s=60)
         await asyncio.sleep(0.5)
         assert await risk_events(stack) == []
         assert rt.consumer.running
-    assert await count(url, t.outbox, t.outbox.c.published_at.is_(None)) > 0
+    assert (await count(url, t.outbox, t.outbox.c.published_at.is_(None))
+            + await count(url, t.health_feed)) > 0
     bus.available = True  # type: ignore[attr-defined]
     async with running(stack) as rt:
         await wait_caught_up(stack, rt, timeout_s=120)
@@ -235,7 +237,8 @@ async def test_risk_events_wait_for_the_bus_and_are_published_after_a_restart(st
 
 
 async def _outbox_has(url: str) -> bool:
-    return await count(url, t.outbox) > 0
+    """Something committed waits for the bus: a risk event, or a batch of health feed messages."""
+    return await count(url, t.outbox) > 0 or await count(url, t.health_feed) > 0
 
 
 async def test_a_database_without_the_schema_is_refused_with_a_clear_message(stack: Stack):
