@@ -23,12 +23,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from services.ingest.api import read_body
 from services.ingest.body import Encoding, content_encoding
 from services.ingest.intake import Intake
 from services.ingest.sources import SOURCES, Source
 from services.ingest.sources.delivery import Delivery
 from services.ingest.sources.options import SourceOptions, load_options
-from shared.errors import BadRequest, ChurnsignalError, PayloadTooLarge, UnsupportedMediaType
+from shared.errors import BadRequest, ChurnsignalError, UnsupportedMediaType
 from shared.metrics import SourceMetrics
 from shared.settings import ApiKey, Settings
 
@@ -76,7 +77,7 @@ class SourceEndpoint:
         if content_encoding(request.headers.get("content-encoding")) is not Encoding.IDENTITY:
             raise UnsupportedMediaType(f"{self._source.title} webhooks are read uncompressed (their signature "
                                        "is over the body as sent)")
-        body = await _read_body(request, self._max_body_bytes)
+        body = await read_body(request.receive, request.headers.get("content-length"), self._max_body_bytes)
         delivery = Delivery(method=request.method, uri=self._uri(request), headers=request.headers,
                             query=dict(request.query_params), body=body)
         self._source.verify(delivery, self._secret.get_secret_value(), self._clock())
@@ -96,20 +97,6 @@ class SourceEndpoint:
             return str(request.url)
         query = request.url.query
         return self._public_url + request.url.path + (f"?{query}" if query else "")
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body is over the limit of {limit} bytes", limit_bytes=limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over the limit of {limit} bytes", limit_bytes=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _json(body: bytes) -> Any:
