@@ -91,7 +91,7 @@ class LapseRule:
     max_regularity: int = 6         # gamma shape of the gaps at most (1: as irregular as a Poisson process)
     min_regularity_gaps: int = 3    # gaps needed before the regularity is estimated (exponential before)
     break_share: float = 0.10
-    max_break_days: int = 21
+    max_break_days: int = 28
     skip_share: float = 0.0         # share of gaps that are two gaps in one (a visit skipped)
     open_below: float = 0.5
     min_silent_days: int = 10
