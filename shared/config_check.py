@@ -9,13 +9,13 @@ import asyncio
 import contextlib
 import socket
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from typing import TYPE_CHECKING, Any
 
 from shared.settings import normalize_database_url
 from shared.startup_errors import ConfigError, DependencyUnavailable, StartupError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 DATABASE_VARIABLE = "CHURNSIGNAL_DATABASE_URL"
 KAFKA_VARIABLE = "CHURNSIGNAL_KAFKA_BOOTSTRAP_SERVERS"
@@ -47,6 +47,10 @@ class DatabaseTarget:
 
 def database_target(raw: str) -> DatabaseTarget:
     """The parsed URL (`postgres://` and `postgresql://` read as `postgresql+asyncpg://`), or ConfigError."""
+    # (imported here: commands that start no service, such as the backtest, need no SQLAlchemy)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(normalize_database_url(raw.strip()))
     except ArgumentError:
