@@ -94,13 +94,7 @@ def parse_events(body: bytes, fmt: BodyFormat, max_events: int) -> list[Any]:
     """
     if fmt is BodyFormat.NDJSON:
         return _parse_ndjson(body, max_events)
-    if not body.strip():
-        raise BadRequest("request body is empty: send one event or a JSON array of events")
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-                         line=exc.lineno, column=exc.colno) from exc
+    value = json_document(body, "request body is empty: send one event or a JSON array of events")
     if not isinstance(value, list):
         return [value]
     if not value:
@@ -109,6 +103,17 @@ def parse_events(body: bytes, fmt: BodyFormat, max_events: int) -> list[Any]:
         raise PayloadTooLarge(f"{len(value)} events in one request; the limit is {max_events}",
                               limit_events=max_events)
     return value
+
+
+def json_document(body: bytes, empty_message: str) -> Any:
+    """One JSON document; 400 with `empty_message` for an empty body, or where the JSON broke."""
+    if not body.strip():
+        raise BadRequest(empty_message)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+                         line=exc.lineno, column=exc.colno) from exc
 
 
 def _parse_ndjson(body: bytes, max_events: int) -> list[Any]:

@@ -31,12 +31,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.ingest.api import read_body
-from services.ingest.body import Encoding, content_encoding, gunzip
+from services.ingest.body import Encoding, content_encoding, gunzip, json_document
 from services.ingest.intake import Intake, may_ingest
 from services.ingest.segment.config import SegmentMapping
 from services.ingest.segment.directory import UserAccounts
@@ -53,6 +52,8 @@ from shared.errors import (
 from shared.http import KeyRing, error_response
 from shared.metrics import IngestMetrics, SegmentMetrics
 from shared.settings import ApiKey
+
+_EMPTY = "request body is empty: send a Segment message (a JSON object)"
 
 SOURCE = "segment"
 WEBHOOK_PATH = "/v1/sources/segment"
@@ -244,7 +245,7 @@ class SegmentEndpoints:
             return asked[user]
 
         with _collector_paused():
-            decoded = _json(raw)
+            decoded = json_document(raw, _EMPTY)
             if key is None:
                 key = self._key_from_body(decoded)
             request = parse(decoded)
@@ -263,7 +264,7 @@ class SegmentEndpoints:
             try:
                 await self._intake.accept(key, mapped.events)  # empties the list
             except Unprocessable as exc:
-                again = parse(_json(raw))
+                again = parse(json_document(raw, _EMPTY))
                 located = map_messages(again.items, self._mapping, asked.get, now=now, batch=again.batch,
                                        context=again.context, sent_at=again.sent_at, kind=again.kind)
                 raise located.translate(exc) from exc
@@ -338,16 +339,6 @@ class _Messages:
     kind: str | None = None      # the single-call paths' type
     context: Any = None          # a batch's own context and sentAt
     sent_at: Any = None
-
-
-def _json(body: bytes) -> Any:
-    if not body.strip():
-        raise BadRequest("request body is empty: send a Segment message (a JSON object)")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-                         line=exc.lineno, column=exc.colno) from exc
 
 
 def _kind_of(value: Any) -> str:

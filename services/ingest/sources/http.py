@@ -17,21 +17,22 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from services.ingest.api import read_body
-from services.ingest.body import Encoding, content_encoding
+from services.ingest.body import Encoding, content_encoding, json_document
 from services.ingest.intake import Intake
 from services.ingest.sources import SOURCES, Source
 from services.ingest.sources.delivery import Delivery
 from services.ingest.sources.options import SourceOptions, load_options
-from shared.errors import BadRequest, ChurnsignalError, UnsupportedMediaType
+from shared.errors import ChurnsignalError, UnsupportedMediaType
 from shared.metrics import SourceMetrics
 from shared.settings import ApiKey, Settings
+
+_EMPTY = "request body is empty: a webhook posts a JSON payload"
 
 PREFIX = "/v1/sources/"
 
@@ -81,7 +82,7 @@ class SourceEndpoint:
         delivery = Delivery(method=request.method, uri=self._uri(request), headers=request.headers,
                             query=dict(request.query_params), body=body)
         self._source.verify(delivery, self._secret.get_secret_value(), self._clock())
-        mapped = self._source.parse(_json(body), delivery.query, self._options)
+        mapped = self._source.parse(json_document(body, _EMPTY), delivery.query, self._options)
         ignored = len(mapped.ignored)
         if ignored:
             self._metrics.events.labels(name, "ignored").inc(ignored)
@@ -97,16 +98,6 @@ class SourceEndpoint:
             return str(request.url)
         query = request.url.query
         return self._public_url + request.url.path + (f"?{query}" if query else "")
-
-
-def _json(body: bytes) -> Any:
-    if not body.strip():
-        raise BadRequest("request body is empty: a webhook posts a JSON payload")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-                         line=exc.lineno, column=exc.colno) from exc
 
 
 def install_sources(app: FastAPI, intake: Intake, settings: Settings, registry: CollectorRegistry, *,
