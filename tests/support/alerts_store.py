@@ -96,11 +96,6 @@ class InMemoryAlertsStore:
             self.t.processed[e] = now
         return new
 
-    async def prune_processed(self, before: datetime) -> int:
-        old = [e for e, at in self.t.processed.items() if at < before]
-        for e in old:
-            del self.t.processed[e]
-        return len(old)
 
     # -- ClaimStore ----------------------------------------------------------------------------
     async def claim_reads(self, risks: Sequence[RiskEvent], now: datetime) -> ClaimReads:

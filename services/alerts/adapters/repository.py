@@ -111,10 +111,6 @@ class AlertsRepository:
     async def claim_writes(self, writes: ClaimWrites) -> list[DeliveryRow]:
         return await SqlClaimStore(self).claim_writes(writes)
 
-    async def prune_processed(self, before: datetime) -> int:
-        res = await self.conn.execute(sa.delete(t.processed).where(t.processed.c.processed_at < before))
-        return res.rowcount or 0
-
     # -- alerts and per-target state -----------------------------------------------------------
     async def alerts_by_risk(self, risk_ids: Iterable[str]) -> dict[str, AlertRow]:
         ids = set(risk_ids)

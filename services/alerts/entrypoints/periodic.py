@@ -17,7 +17,7 @@ import heapq
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from services.alerts.service.dispatch import DeliveryRunner
 from services.alerts.service.pipeline import AlertPipeline, DigestRace
@@ -37,8 +37,6 @@ class PeriodicTasks:
         clock: Callable[[], datetime],
         digest_every_s: float = 0.5,
         repeat_every_s: float = 5.0,
-        prune_every_s: float = 3600.0,
-        processed_retention: timedelta = timedelta(days=30),
         daily_every_s: float = 300.0,
     ) -> None:
         self.uow = uow
@@ -47,8 +45,6 @@ class PeriodicTasks:
         self.clock = clock
         self.digest_every_s = digest_every_s
         self.repeat_every_s = repeat_every_s
-        self.prune_every_s = prune_every_s
-        self.processed_retention = processed_retention
         self.daily_every_s = daily_every_s
         self.daily_sent: Counter[str] = Counter()  # daily digests claimed by this instance, per target key
         self._group_due: list[datetime] = []  # a heap of due times of queued groups
@@ -90,10 +86,6 @@ class PeriodicTasks:
         self.runner.submit(result.deliveries)
         return len(result.deliveries)
 
-    async def prune_once(self) -> int:
-        async with self.uow.begin() as store:
-            return await store.prune_processed(self.clock() - self.processed_retention)
-
     async def run_digests(self) -> None:
         while True:
             now = self.clock()
@@ -126,9 +118,6 @@ class PeriodicTasks:
 
     async def run_repeats(self) -> None:
         await self._every(self.repeat_every_s, self.repeat_once, "repeat check")
-
-    async def run_pruning(self) -> None:
-        await self._every(self.prune_every_s, self.prune_once, "pruning")
 
     @staticmethod
     async def _every(interval_s: float, tick: Callable[[], Awaitable[int]], what: str) -> None:

@@ -125,9 +125,7 @@ class DeliveryStore(Protocol):
 
 
 class AlertsStore(ClaimStore, RepeatStore, DigestStore, DeliveryStore, Protocol):
-    """Everything the service layer does inside one transaction, plus housekeeping."""
-
-    async def prune_processed(self, before: datetime) -> int: ...
+    """Everything the service layer does inside one transaction (retention prunes in shared/retention.py)."""
 
 
 class UnitOfWork(Protocol):
