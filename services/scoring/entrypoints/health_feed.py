@@ -18,11 +18,10 @@ from typing import Any
 
 import orjson
 
-from services.scoring.adapters.errors import StoreUnavailable
 from services.scoring.adapters.store import HealthFeedRow, OutboxRow, ScoringStore
+from services.scoring.entrypoints.owed import Owed
 from services.scoring.entrypoints.ports import Snapshot, Transition
-from shared.bus.port import OutMessage, Publisher
-from shared.errors import BusUnavailable
+from shared.bus.port import OutMessage
 from shared.health_feed import HEALTH_CHANGED, risk_message_type
 
 log = logging.getLogger(__name__)
@@ -73,42 +72,18 @@ def row_messages(topic: str, row: HealthFeedRow) -> list[OutMessage]:
 
 
 # -- publishing ---------------------------------------------------------------------------------------
-class HealthFeed:
-    """Publishes the health feed rows and keeps what is owed: partitions to publish again, rows to delete."""
+class HealthFeed(Owed[tuple[int, int]]):
+    """Publishes the health feed rows and keeps what is owed: partitions to publish again, rows to delete.
+    A (re)load forgets the rows it remembered as published: one may have been deleted since, and its
+    (partition, seq) reused."""
+
+    what = "health feed rows"
+    forget_on_load = True
 
     def __init__(self, *, store: ScoringStore, topic: str) -> None:
+        super().__init__()
         self._store = store
         self.topic = topic
-        self._publisher: Publisher | None = None
-        self._republish: set[int] = set()              # partitions whose stored rows are sent before going on
-        self._published: list[tuple[int, int]] = []    # (partition, seq) published, not yet deleted
-
-    def attach(self, publisher: Publisher) -> None:
-        self._publisher = publisher
-
-    @property
-    def owes_republish(self) -> bool:
-        return bool(self._republish)
-
-    @property
-    def has_published(self) -> bool:
-        return bool(self._published)
-
-    def loaded(self, numbers: set[int]) -> None:
-        """Partitions (re)loaded: their stored rows are published again first, and deleted after that (a row
-        remembered from before the load may have been deleted since, and its (partition, seq) reused)."""
-        self._republish |= numbers
-        self._published = [key for key in self._published if key[0] not in numbers]
-
-    def dropped(self, numbers: set[int]) -> None:
-        """Partitions revoked: their next owner publishes and deletes what is stored."""
-        self._republish -= numbers
-        self._published = [key for key in self._published if key[0] not in numbers]
-
-    def take_published(self) -> list[tuple[int, int]]:
-        """The rows published since the last call, for the next batch's transaction to delete."""
-        keys, self._published = self._published, []
-        return keys
 
     async def republish(self, owned: set[int]) -> None:
         """Publish the stored rows of the owned partitions that are owed, in commit order."""
@@ -122,26 +97,14 @@ class HealthFeed:
     async def publish_committed(self, messages: Sequence[OutMessage], rows: Sequence[HealthFeedRow]) -> None:
         """Publish a committed batch's messages (`rows`: what stores them); if the bus is down they are owed
         (and the failure raised)."""
-        try:
-            await self._send(messages, rows)
-        except BusUnavailable:
-            # Committed but not sent: sent before anything else once the bus is back.
-            self._republish |= {row.partition for row in rows}
-            raise
+        await self._committed(self._send(messages, rows), {row.partition for row in rows})
 
     async def _send(self, messages: Sequence[OutMessage], rows: Sequence[HealthFeedRow]) -> None:
-        assert self._publisher is not None
-        await self._publisher.publish(messages)
+        await self.publisher.publish(messages)
         self._published.extend((row.partition, row.seq) for row in rows)
 
-    async def flush_published(self) -> None:
-        """Delete the published rows now (idle or stopping: no next batch will)."""
-        if not self._published:
-            return
-        keys, self._published = self._published, []
-        try:
-            await self._store.delete_health_published(keys)
-        except StoreUnavailable as exc:
-            # Harmless: they are published again at the next load, and readers deduplicate by id.
-            log.warning("could not delete %d published health feed rows (%s)", len(keys), exc.message)
-            self._published = keys + self._published
+    def _forget(self, numbers: set[int]) -> None:
+        self._published = [key for key in self._published if key[0] not in numbers]
+
+    async def _settle(self, keys: list[tuple[int, int]]) -> None:
+        await self._store.delete_health_published(keys)
