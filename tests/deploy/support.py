@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shutil
 from dataclasses import dataclass
@@ -180,3 +181,27 @@ def selectors(expr: str) -> list[Selector]:
         body = match.group(2) or ""
         found.append(Selector(match.group(1), frozenset(m.group(1) for m in _MATCHER.finditer(body))))
     return found
+
+
+def context_patterns() -> list[str]:
+    """The patterns of deploy/Dockerfile.dockerignore, in order."""
+    lines = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    return [p.strip() for p in lines if p.strip() and not p.strip().startswith("#")]
+
+
+def in_build_context(path: str, patterns: list[str]) -> bool:
+    """Whether `path` (relative to the repository) is in the image's build context. Docker's rules: the last
+    matching pattern wins, a directory's pattern covers what it holds, `**/` matches at any depth."""
+    parts = path.split("/")
+    keep = True
+    for pattern in patterns:
+        body = pattern.lstrip("!").rstrip("/")
+        if body.startswith("**/"):
+            # any run of path components, anywhere (a directory matched covers what it holds)
+            hit = any(fnmatch.fnmatch("/".join(parts[i:j]), body[3:])
+                      for i in range(len(parts)) for j in range(i + 1, len(parts) + 1))
+        else:
+            hit = fnmatch.fnmatch(path, body) or path.startswith(body + "/")
+        if hit:
+            keep = pattern.startswith("!")
+    return keep

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import subprocess
 import sys
@@ -18,7 +17,9 @@ from tests.deploy.support import (
     DEPLOY,
     DOCKERFILE,
     ROOT,
+    context_patterns,
     default_port,
+    in_build_context,
     parse_cli,
     settings_env_names,
 )
@@ -106,22 +107,17 @@ def test_healthcheck_runs_the_shipped_script():
 
 
 def test_build_context_keeps_what_the_build_copies():
-    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
-    patterns = [p.strip() for p in ignore if p.strip() and not p.startswith("#")]
+    patterns = context_patterns()
 
     def included(path: str) -> bool:
-        keep = True
-        for pattern in patterns:
-            negate = pattern.startswith("!")
-            body = pattern.lstrip("!").rstrip("/")
-            if fnmatch.fnmatch(path, body) or path.startswith(body + "/"):
-                keep = negate
-        return keep
+        return in_build_context(path, patterns)
 
     for needed in ("pyproject.toml", "shared/settings.py", "services/cli.py", "deploy/healthcheck.py"):
         assert included(needed), needed
         assert (ROOT / needed).exists()
-    for excluded in (".venv/bin/python", "var/services.env", "tests/conftest.py", ".git/HEAD"):
+    for excluded in (".venv/bin/python", "var/services.env", "tests/conftest.py", ".git/HEAD",
+                     "services/__pycache__/cli.cpython-311.pyc", "services/scoring/domain/native.json",
+                     "services/scoring/domain/engine.cpython-311-x86_64-linux-gnu.so"):
         assert not included(excluded), excluded
 
 
