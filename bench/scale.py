@@ -8,11 +8,17 @@ Measured in one run, each size on a fresh topic prefix (12 partitions) and a fre
   counts from the first committed batch to the commit that reaches the end of every input partition
   (read from `scoring_positions`), and its CPU time gives events per CPU-second;
 - memory: the worker's RSS once idle after the catch-up, and its peak (`VmHWM`) before and after the
-  sweep (/proc/<pid>/status);
-- the sweep: one event per partition a day later (past the next midnight plus the allowed lateness),
-  so every partition's watermark passes that midnight and every account's daily tick is due at once;
-  the sweep is over when no row of `scoring_accounts` has `next_due` at or before that midnight;
-- live latency: while the sweep runs, a trickle of live usage events (LIVE_RATE/s) on accounts of every
+  sweeps (/proc/<pid>/status);
+- the daily sweep: one event per partition a day later (past the next midnight plus the allowed
+  lateness), so every partition's watermark passes that midnight, when every account's daily tick falls;
+  the sweep is over when every partition's watermark has passed the midnight and no row of
+  `scoring_accounts` has `next_due` at or before it. Those ticks are quiet (an account seen once has no
+  score to move for three weeks), so the worker skips them (`ScoringEngine.skip_to`): the figure is what
+  a midnight costs when nothing can change;
+- the sweep of first scores: the same at the first midnight a tick can change something (day 21, when
+  three weeks of history let usage trend and breadth be judged): every account is evaluated and gets
+  its first snapshot, the sweep of real evaluations;
+- live latency: while each sweep runs, a trickle of live usage events (LIVE_RATE/s) on accounts of every
   partition; each one's latency is from its publish to the first poll of `scoring_processed_events`
   that sees it committed;
 - rebalance cost: the time a consumer takes to load the partitions' states from the database (what a
@@ -64,19 +70,24 @@ SCALE_OUT_WORKERS = (1, 2, 4)
 SCALE_OUT_ACCOUNTS = 100_000
 LIVE_RATE = 200                       # live events per second during the sweep
 LIVE_ACCOUNTS = 1_000                 # (at most) the accounts they go to, spread over every partition
-SMALL_CHUNK = 500                     # the sweep again at SMALL_CHUNK_ACCOUNTS with this chunk (live latency)
+SMALL_CHUNK = 2000                    # the sweeps again at SMALL_CHUNK_ACCOUNTS with this chunk (live latency)
 SMALL_CHUNK_ACCOUNTS = 100_000
 DAY = datetime(2026, 11, 2, tzinfo=UTC)           # the event-time day of the accounts' events
-MIDNIGHT = DAY + timedelta(days=1)                # the midnight the sweep is for
+MIDNIGHT = DAY + timedelta(days=1)                # the midnight the daily sweep is for
 LATENESS = timedelta(hours=1)                     # the worker's CHURNSIGNAL_SCORING_ALLOWED_LATENESS_S
 TICK_AT = MIDNIGHT + LATENESS + timedelta(minutes=30)
+# The first midnight a tick of these accounts can change something (three weeks of usage history: usage
+# trend and breadth can be judged), when every account is scored for the first time: the sweep of real
+# evaluations (ScoringEngine.skip_to sets their timers there).
+SCORED = DAY + timedelta(days=21)
+SCORED_TICK_AT = SCORED + LATENESS + timedelta(minutes=30)
 PRODUCE_SLICE = 100_000                           # events generated and published at a time
 MIB = 1024 * 1024
 
 NOTES = f"""Method: N accounts with one usage event each (`occurred_at` spread over one event-time day, keyed
 by account) are produced to fresh input topics of {PARTITIONS} partitions before the run, then ONE scoring
 worker process (`python -m services.scoring.entrypoints.worker`, `CHURNSIGNAL_TOPIC_PARTITIONS={PARTITIONS}`,
-default settings: batches of up to 5,000 records, sweep chunks of `CHURNSIGNAL_SCORING_SWEEP_CHUNK` = 2,000
+default settings: batches of up to 5,000 records, sweep chunks of `CHURNSIGNAL_SCORING_SWEEP_CHUNK` = 500
 timer evaluations) scores them into a fresh PostgreSQL database. The catch-up rate counts from the first
 committed batch to the commit that reaches the end of every input partition (read from
 `scoring_positions`), next to a raw aiokafka consumer reading the same records in the same run; "events per
@@ -87,19 +98,24 @@ the 100,000-account rate (95,000 events) is the steadier reference. RSS is the w
 after the catch-up ("steady") and `VmHWM` (peak) before and after the sweep (/proc/<pid>/status); memory
 per account is the growth of the steady RSS between the smallest and the largest size.
 
-The sweep: one event per partition a day later (event time {TICK_AT:%H:%M} of the next day, past midnight
-plus the allowed lateness of 1 h), so every partition's watermark passes midnight and all N daily ticks
-are due at once. Its time runs from publishing those events to the first poll of the database that finds
-no `scoring_accounts.next_due` at or before that midnight (a count over the table, repeated seldom while
-much is left and every 0.1 s near the end; the note also gives when the last sweep batch was built, from
-the accounts' `updated_at`); its CPU is the worker's over that time, per account. Meanwhile {LIVE_RATE} live
-usage events a second go to up to {LIVE_ACCOUNTS:,} accounts of every partition; an event's latency runs from
-publishing it to the first poll of `scoring_processed_events` (every 50 ms) that sees its id committed, for
-the events published before the sweep was seen done (so it includes the producer's ack, up to 50 ms of
-polling, and the wait behind sweep batches: every batch, a live event's included, evaluates up to a chunk
-of due timers, and batches are pipelined, so a live event waits for about two chunks' evaluation and
-commit). The sweep is then run again at {SMALL_CHUNK_ACCOUNTS:,} accounts with chunks of {SMALL_CHUNK}: the trade
-between live latency and the sweep's length.
+The daily sweep: one event per partition a day later (event time {TICK_AT:%H:%M} of the next day, past midnight
+plus the allowed lateness of 1 h), so every partition's watermark passes midnight, when all N daily ticks
+fall. None of them can change anything (no account has a score yet, nor can it have one before three weeks
+of usage history), so the worker has set each account's timer at day 21 instead (`ScoringEngine.skip_to`)
+and the midnight evaluates, encodes and writes none of them ("due" and "rows written" in the notes). Its
+time runs from publishing those events to the first poll of the database that finds every partition's
+watermark past midnight and no `scoring_accounts.next_due` at or before it (a count over the table,
+repeated seldom while much is left and every 0.1 s near the end); its CPU is the worker's over that time,
+per account. The sweep of first scores is the same at day 21 (event time {SCORED_TICK_AT:%H:%M}): every
+account is due and evaluated, and its score, known for the first time, makes a snapshot, a history row and
+a health-topic message each (the note also gives when the last sweep batch was built, from the accounts'
+`updated_at`). Meanwhile {LIVE_RATE} live usage events a second go to up to {LIVE_ACCOUNTS:,} accounts of every
+partition; an event's latency runs from publishing it to the first poll of `scoring_processed_events` (every
+50 ms) that sees its id committed, for the events published before the sweep was seen done (so it includes
+the producer's ack, up to 50 ms of polling, and the wait behind sweep batches: every batch, a live event's
+included, evaluates up to a chunk of due timers, and batches are pipelined, so a live event waits for about
+two chunks' evaluation and commit). Both sweeps are then run again at {SMALL_CHUNK_ACCOUNTS:,} accounts with chunks
+of {SMALL_CHUNK:,} (the default is 500): the trade between live latency and the sweep's length.
 
 The rebalance cost is the time a consumer takes to load its partitions' states, clocks and positions from
 the database when they are assigned (`ScoringConsumer` on an in-process bus, in the harness process, over
@@ -117,9 +133,14 @@ process's (86-109% over the runs made while writing this section), so the work p
 with the process count. The aggregate rate varies from run to run (2 processes 60-80% of the single
 process's rate, 4 processes 80-134%): in most 2-process runs the workers together used less CPU than the
 single one did, with PostgreSQL and the broker far from a core each, so they wait more than they compute
-(not profiled further here). Live latency varies with the machine's load too: at 100,000 accounts its p99
-with the default chunk ranged from 0.9 to 2.0 s over those runs; chunks of 500 brought it to 0.35-0.85 s
-and made the sweep 2 to 2.5 times longer.
+(not profiled further here). Live latency varies with the machine's load too. Before quiet ticks were
+skipped, the daily sweep of these accounts evaluated every one of them (70-95 µs of CPU each: 133 s for 1M,
+live p99 0.8-2.3 s with chunks of 2,000). Over the runs made while skipping them, the sweep of first scores
+cost 86-107 µs of worker CPU per account (half of it the first snapshot: its reasons, history row and
+health-topic message), and live p99 during it was 0.29-0.39 s at 100,000 accounts and 0.73-1.07 s at
+1,000,000 (where a batch's commit takes longer and the collector pauses longer), at load averages of 2.5-3.3.
+Chunks of 2,000 made that sweep no shorter (sweep batches no longer wait for end offsets to be asked while
+live records settle) and live p99 about four times longer.
 Sizing from these figures: deploy/RUNBOOK.md, "Sizing scoring"."""
 
 
@@ -288,16 +309,21 @@ class Sweep:
     latencies: list[float]       # of the live events published during the sweep
     live_sent: int
     polls: int
+    due: int                     # accounts whose timer was at or before the midnight when the sweep began
+    written: int                 # accounts (live ones aside) whose row the sweep wrote (evaluated)
 
 
 class LiveTrickle:
     """LIVE_RATE usage events a second on the live accounts, each id's publish time kept; a poller notes
     when each id is seen committed in `scoring_processed_events`."""
 
-    def __init__(self, publisher: KafkaPublisher, topics: Topics, accounts: list[str]) -> None:
+    def __init__(self, publisher: KafkaPublisher, topics: Topics, accounts: list[str], start: datetime,
+                 prefix: str) -> None:
         self._publisher = publisher
         self._topic = topics.usage
         self._accounts = accounts
+        self._start = start        # event time of the first live event
+        self._prefix = prefix      # of their ids
         self.sent: dict[str, float] = {}
         self.seen: dict[str, float] = {}
         self._stop = asyncio.Event()
@@ -312,8 +338,8 @@ class LiveTrickle:
             messages = []
             for _ in range(per_tick):
                 account = self._accounts[n % len(self._accounts)]
-                event_id = f"live-{n}"
-                at = TICK_AT + timedelta(seconds=n % 3600)
+                event_id = f"{self._prefix}{n}"
+                at = self._start + timedelta(seconds=n % 3600)
                 messages.append(OutMessage(self._topic, account.encode(),
                                            encode_input(_usage(event_id, account, at), datetime.now(UTC))))
                 self.sent[event_id] = now
@@ -346,26 +372,29 @@ class LiveTrickle:
         self._stop.set()
 
 
-async def _sweep(url: str, bus: KafkaBus, topics: Topics, worker: psutil.Process,
-                 accounts: int, live_accounts: list[str], workers: Workers) -> Sweep:
-    """Publish the ticks and the live trickle; time the sweep and the live events' latency."""
+async def _sweep(url: str, bus: KafkaBus, topics: Topics, worker: psutil.Process, accounts: int,
+                 live_accounts: list[str], workers: Workers, midnight: datetime, tick_at: datetime,
+                 name: str) -> Sweep:
+    """Publish one event per partition at `tick_at` (past `midnight` plus the lateness) and the live
+    trickle; time the sweep for that midnight and the live events' latency. The sweep is over once every
+    partition's watermark has passed the midnight and no account's timer is at or before it."""
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     poll_conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     publisher = bus.publisher()
     await publisher.start()
     tasks: list[asyncio.Task[None]] = []
     try:
-        due = await conn.fetchval("SELECT count(*) FROM scoring_accounts WHERE next_due = $1", MIDNIGHT)
-        if due != accounts:
-            raise RuntimeError(f"{due} of {accounts} accounts have their daily tick due at {MIDNIGHT}")
-        ticks = [OutMessage(topics.usage, a.encode(), encode_input(_usage(f"tick-{p}", a, TICK_AT),
+        due = await conn.fetchval("SELECT count(*) FROM scoring_accounts WHERE next_due <= $1", midnight)
+        processed_before = await conn.fetchval("SELECT count(*) FROM scoring_processed_events")
+        ticks = [OutMessage(topics.usage, a.encode(), encode_input(_usage(f"{name}-tick-{p}", a, tick_at),
                                                                    datetime.now(UTC)))
                  for p, a in enumerate(_tick_accounts())]
         hwm_before = _proc_status(worker.pid)["VmHWM"]
-        live = LiveTrickle(publisher, topics, live_accounts)
+        live = LiveTrickle(publisher, topics, live_accounts, tick_at, f"{name}-live-")
         postgres = postgres_process()
         cpu0, postgres0 = cpu_seconds(worker), cpu_seconds(postgres)
         t0 = time.time()
+        started = datetime.now(UTC)
         await publisher.publish(ticks)
         tasks.append(asyncio.create_task(live.produce()))
         done = asyncio.Event()
@@ -376,13 +405,14 @@ async def _sweep(url: str, bus: KafkaBus, topics: Topics, worker: psutil.Process
             workers.check(deadline, "the sweep did not finish")
             rss_max = max(rss_max, _proc_status(worker.pid)["VmRSS"])
             asked = time.time()
-            left = await conn.fetchval("SELECT count(*) FROM scoring_accounts WHERE next_due <= $1", MIDNIGHT)
+            passed = await conn.fetchval("SELECT count(*) FROM scoring_partitions WHERE watermark >= $1", midnight)
+            left = await conn.fetchval("SELECT count(*) FROM scoring_accounts WHERE next_due <= $1", midnight)
             polls += 1
-            if left == 0:
+            if passed == PARTITIONS and left == 0:
                 end = asked
                 break
             # The count is a scan of the table: poll seldom while much is left, often near the end.
-            done_per_s = (accounts - left) / (asked - t0)
+            done_per_s = (due - left) / (asked - t0)
             await asyncio.sleep(max(0.1, min(5.0, 0.5 * left / done_per_s if done_per_s > 0 else 1.0)))
         cpu = cpu_seconds(worker) - cpu0
         postgres_cpu = cpu_seconds(postgres) - postgres0
@@ -391,21 +421,23 @@ async def _sweep(url: str, bus: KafkaBus, topics: Topics, worker: psutil.Process
         done.set()
         await asyncio.wait_for(tasks[1], timeout=120)
         hwm_after = _proc_status(worker.pid)["VmHWM"]
-        last_build = await conn.fetchval(
-            "SELECT max(updated_at) FROM scoring_accounts WHERE account_id LIKE 'acct-%' "
-            "AND NOT (account_id = ANY($1::text[]))", live_accounts)
-        ticked = await conn.fetchval("SELECT count(*) FROM scoring_accounts WHERE next_due > $1", MIDNIGHT)
+        swept = ("account_id LIKE 'acct-%' AND NOT (account_id = ANY($1::text[])) AND updated_at >= $2")
+        last_build = await conn.fetchval(f"SELECT max(updated_at) FROM scoring_accounts WHERE {swept}",
+                                         live_accounts, started)
+        written = await conn.fetchval(f"SELECT count(*) FROM scoring_accounts WHERE {swept}", live_accounts, started)
+        ticked = await conn.fetchval("SELECT count(*) FROM scoring_accounts WHERE next_due > $1", midnight)
         if ticked < accounts:
-            raise RuntimeError(f"only {ticked} of {accounts} accounts were evaluated by the sweep")
+            raise RuntimeError(f"only {ticked} of {accounts} accounts have their timer past {midnight}")
         processed = await conn.fetchval("SELECT count(*) FROM scoring_processed_events")
-        expected = accounts + PARTITIONS + len(live.sent)
+        expected = processed_before + PARTITIONS + len(live.sent)
         if processed != expected:
             raise RuntimeError(f"{processed} events processed, {expected} produced")
         during = [live.seen[i] - sent for i, sent in live.sent.items() if sent <= end]
-        return Sweep(seconds=end - t0, last_batch_s=last_build.timestamp() - t0, cpu_per_account=cpu / accounts,
-                     cpu=cpu / (end - t0), postgres=postgres_cpu / (end - t0), load=os.getloadavg()[0],
-                     hwm_before=hwm_before, hwm_after=hwm_after, rss_max=rss_max,
-                     latencies=during, live_sent=len(live.sent), polls=polls)
+        return Sweep(seconds=end - t0,
+                     last_batch_s=last_build.timestamp() - t0 if last_build is not None else 0.0,
+                     cpu_per_account=cpu / accounts, cpu=cpu / (end - t0), postgres=postgres_cpu / (end - t0),
+                     load=os.getloadavg()[0], hwm_before=hwm_before, hwm_after=hwm_after, rss_max=rss_max,
+                     latencies=during, live_sent=len(live.sent), polls=polls, due=due, written=written)
     finally:
         for task in tasks:
             if not task.done():
@@ -450,7 +482,8 @@ class SizeRun:
     catch_up: CatchUp
     steady_rss: int
     hwm_catch_up: int
-    sweep: Sweep
+    sweep: Sweep                    # the midnight after the accounts' day: their ticks are quiet
+    scored: Sweep                   # three weeks later: every account scored for the first time
     load: tuple[float, float] | None = None
     chunk: int | None = None        # CHURNSIGNAL_SCORING_SWEEP_CHUNK, when not the default
 
@@ -496,13 +529,18 @@ async def _run_size(ctx: Context, accounts: int, *, load: bool, log: Path, chunk
         stored = await conn.fetchval("SELECT count(*) FROM scoring_accounts")
         if stored != accounts:
             raise RuntimeError(f"{stored} accounts stored after the catch-up, {accounts} expected")
+        live = _live_accounts(accounts)
         print(f"[scale] {accounts:,} accounts: sweep ...", flush=True)
-        swept = await _sweep(url, bus, topics, worker, accounts, _live_accounts(accounts), workers)
+        swept = await _sweep(url, bus, topics, worker, accounts, live, workers, MIDNIGHT, TICK_AT, "daily")
+        print(f"[scale] {accounts:,} accounts: sweep {swept.seconds:.1f}s ({swept.due:,} due); the sweep of "
+              "first scores ...", flush=True)
+        scored = await _sweep(url, bus, topics, worker, accounts, live, workers, SCORED, SCORED_TICK_AT, "scored")
         await workers.stop()
         loaded = await _load_rate(url, prefix, accounts + PARTITIONS) if load else None
-        run = SizeRun(accounts, raw, produce_s, caught, status["VmRSS"], status["VmHWM"], swept, loaded, chunk)
-        print(f"[scale] {accounts:,} accounts: {caught.rate:,.0f} events/s, sweep {swept.seconds:.1f}s, "
-              f"peak RSS {swept.hwm_after / MIB:,.0f} MiB", flush=True)
+        run = SizeRun(accounts, raw, produce_s, caught, status["VmRSS"], status["VmHWM"], swept, scored, loaded,
+                      chunk)
+        print(f"[scale] {accounts:,} accounts: {caught.rate:,.0f} events/s, sweep {swept.seconds:.1f}s, sweep of "
+              f"first scores {scored.seconds:.1f}s, peak RSS {scored.hwm_after / MIB:,.0f} MiB", flush=True)
         if scale_out:
             scale_out[1] = caught
         return run, scale_out
@@ -547,7 +585,7 @@ def _domain() -> str:
 
 
 def _size_results(run: SizeRun) -> list[Result]:
-    n, c, s = run.accounts, run.catch_up, run.sweep
+    n, c, s, f = run.accounts, run.catch_up, run.sweep, run.scored
     label = f"{n:,} accounts"
     at_1m = n >= 1_000_000
     return [
@@ -557,23 +595,32 @@ def _size_results(run: SizeRun) -> list[Result]:
                      f"events per CPU-second of the worker; CPU over the window: worker {c.cpu:.0%}, PostgreSQL "
                      f"{c.postgres:.0%}, broker {c.broker:.0%} of one core; {n:,} events produced in "
                      f"{run.produce_s:.0f}s; load average {c.load:.1f}"),
-        Result(f"worker peak RSS (VmHWM over the run), {label}", s.hwm_after / MIB, "MiB",
+        Result(f"worker peak RSS (VmHWM over the run), {label}", f.hwm_after / MIB, "MiB",
                target=Target(at_most=2048) if at_1m else None,
                notes=f"steady RSS after the catch-up {run.steady_rss / MIB:,.0f} MiB; VmHWM "
-                     f"{run.hwm_catch_up / MIB:,.0f} MiB before the sweep, {s.hwm_after / MIB:,.0f} MiB after it "
-                     f"(highest VmRSS sampled during the sweep {s.rss_max / MIB:,.0f} MiB)"),
-        Result(f"daily sweep: every account's tick evaluated, {label}", s.seconds, "s",
+                     f"{run.hwm_catch_up / MIB:,.0f} MiB before the sweeps, {s.hwm_after / MIB:,.0f} MiB after the "
+                     f"daily one, {f.hwm_after / MIB:,.0f} MiB after the first scores (highest VmRSS sampled "
+                     f"during them {max(s.rss_max, f.rss_max) / MIB:,.0f} MiB)"),
+        Result(f"daily sweep: the midnight after every account's day, {label}", s.seconds, "s",
                target=Target(at_most=10) if at_1m else None,
-               notes=f"{n / s.seconds:,.0f} accounts/s; {s.cpu_per_account * 1e6:,.0f} µs of worker CPU per "
-                     f"account; CPU over the sweep: worker {s.cpu:.0%}, PostgreSQL {s.postgres:.0%} of one core; "
-                     f"the last sweep batch was built {s.last_batch_s:.1f}s after the ticks were published "
-                     f"(its `updated_at`); {s.polls} polls; load average {s.load:.1f}"),
-        _latency(run, f"live event latency p99 during the sweep, {label}"),
+               notes=f"{s.due:,} of {n:,} accounts had their timer at that midnight ({n - s.due:,} skipped it: "
+                     f"their ticks are quiet until day 21), {s.written:,} rows written; "
+                     f"{s.cpu_per_account * 1e6:,.1f} µs of worker CPU per account; CPU over the sweep: worker "
+                     f"{s.cpu:.0%}, PostgreSQL {s.postgres:.0%} of one core; {s.polls} polls; load average "
+                     f"{s.load:.1f}"),
+        _latency(s, f"live event latency p99 during the daily sweep, {label}"),
+        Result(f"sweep of first scores: every account's tick evaluated (day 21), {label}", f.seconds, "s",
+               notes=f"{f.due:,} accounts due, {f.written:,} rows written (each with a first snapshot); "
+                     f"{n / f.seconds:,.0f} accounts/s; {f.cpu_per_account * 1e6:,.0f} µs of worker CPU per "
+                     f"account; CPU over the sweep: worker {f.cpu:.0%}, PostgreSQL {f.postgres:.0%} of one core; "
+                     f"the last sweep batch was built {f.last_batch_s:.1f}s after the ticks were published "
+                     f"(its `updated_at`); {f.polls} polls; load average {f.load:.1f}"),
+        _latency(f, f"live event latency p99 during the sweep of first scores, {label}"),
     ]
 
 
-def _latency(run: SizeRun, name: str) -> Result:
-    lat = run.sweep.latencies
+def _latency(sweep: Sweep, name: str) -> Result:
+    lat = sweep.latencies
     return Result(name, _percentile(lat, 0.99) * 1000, "ms", target=Target(at_most=1000),
                   notes=f"{len(lat):,} live events published during the sweep ({LIVE_RATE}/s); p50 "
                         f"{_percentile(lat, 0.5) * 1000:,.0f} ms, max {max(lat, default=float('nan')) * 1000:,.0f} ms")
@@ -608,10 +655,11 @@ async def run(ctx: Context) -> list[Result]:
     results[0].notes += f"; scoring domain: {domain}"
     if variant is not None:
         default = next(r for r in runs if r.accounts == variant.accounts)
-        result = _latency(variant, f"live event latency p99 during the sweep, {variant.accounts:,} accounts, "
-                                   f"`CHURNSIGNAL_SCORING_SWEEP_CHUNK={SMALL_CHUNK}`")
-        result.notes += (f"; the sweep took {variant.sweep.seconds:.1f}s ({variant.sweep.cpu_per_account * 1e6:,.0f}"
-                         f" µs of CPU per account), {default.sweep.seconds:.1f}s with the default 2,000")
+        scored = variant.scored
+        result = _latency(scored, f"live event latency p99 during the sweep of first scores, {variant.accounts:,} "
+                                  f"accounts, `CHURNSIGNAL_SCORING_SWEEP_CHUNK={SMALL_CHUNK}`")
+        result.notes += (f"; that sweep took {scored.seconds:.1f}s ({scored.cpu_per_account * 1e6:,.0f} µs of CPU per "
+                         f"account), {default.scored.seconds:.1f}s with the default 500")
         results.append(result)
     first, last = runs[0], runs[-1]
     results.append(Result(f"catch-up throughput at {last.accounts:,} accounts vs {first.accounts:,}",

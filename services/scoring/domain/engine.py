@@ -14,6 +14,14 @@
 - An account whose newest lifecycle (account events' `lifecycle`, newest `lifecycle_at` wins) is `churned`
   raises no risk: its open risks are resolved once (evidence `{"reason": "account churned"}`), detectors
   run no more and the daily tick stops, until a newer lifecycle says otherwise. Its health is still scored.
+- Quiet ticks may be skipped. `Outcome.next_due` is the next daily tick, as always; `skip_to(state)` tells a
+  driver that the ticks from then on cannot change anything anyone sees until a later moment (an account
+  with no score yet: too young for a usage baseline, no tickets, answers, contacts or risks; see
+  `_quiet_until`), so its timer may be set there instead. The state then keeps the first skipped tick as
+  its `next_due`, and before anything else is applied to the account the driver evaluates it once at the
+  latest skipped tick the watermark has passed (`owed(state, watermark)`). Evaluating at that one moment
+  leaves the state exactly as evaluating at every skipped tick would have (tests/domain/scoring/
+  test_quiet_ticks.py runs streams both ways and compares every outcome and the final encoded states).
 """
 
 from __future__ import annotations
@@ -80,6 +88,7 @@ from .state import (
     RH_FIRST,
     RH_LAST,
     RH_N,
+    RH_UPTO,
     ROLES,
     SCORE_DAYS,
     SEVERITIES,
@@ -91,6 +100,7 @@ from .state import (
     AccountState,
     stable_hash,
 )
+from .usage import folded_rhythm
 
 RISK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://churnsignal.dev/risk")
 # An account with no event for this long (and nothing time-bound pending) stops being ticked daily.
@@ -124,6 +134,16 @@ class ScoringEngine:
         self._times: dict[int, datetime] = {}
         self._key_features = config.key_features.names
         self._key_keep = config.key_features.window_days + 7   # days of key-feature uses kept
+        # Quiet ticks (`_quiet_until`): whether the configuration weighs no component an account without a
+        # score has from its first tick, the days of usage before a usage component or rule can judge,
+        # the active days that make a usual gap, and whether the activity component is weighed.
+        w = config.weights
+        rule = config.usage_drop
+        self._quiet = (w.tenure <= 0 and not (w.intensity > 0 and config.intensity.typical > 0)
+                       and not (w.key_features > 0 and config.key_features.features))
+        self._young_days = min(21, 3 * rule.recent_days, max(2 * rule.recent_days, rule.min_history_days))
+        self._quiet_active_days = max(2, rule.min_active_days)
+        self._weighs_activity = w.activity > 0
 
     def _user(self, user_id: str) -> tuple[int, int]:
         if len(self._users) >= 100_000:
@@ -408,12 +428,99 @@ class ScoringEngine:
     def _live_days(self, st: AccountState) -> int:
         """How long after its last event an account is still ticked daily: LIVE_DAYS, or longer for a
         sparse account whose rhythm is still being judged (several of its usual gaps)."""
-        rh = st.rhythm
+        return self._live_days_of(st.rhythm)
+
+    def _live_days_of(self, rh: list[int]) -> int:
         if rh[RH_N] < 2:
             return LIVE_DAYS
         lapse = self.config.lapse
         gaps = lapse.live_gaps * (rh[RH_LAST] - rh[RH_FIRST]) / (rh[RH_N] - 1)
         return LIVE_DAYS if gaps <= LIVE_DAYS else min(int(gaps), lapse.max_live_days)
+
+    # -- quiet ticks -------------------------------------------------------------------------------------
+
+    def skip_to(self, state: AccountState) -> datetime | None:
+        """When to evaluate the account next, skipping quiet ticks: a moment later than its next tick
+        (`state.next_due`) when every daily tick from that one until then would change nothing anyone sees
+        (no snapshot, no transition, the same score: none) and evaluating once at any of them, or at the
+        returned moment, leaves the state as evaluating at each of them in turn would. None when its next
+        tick is not known to be quiet (the outcome's `next_due` stands).
+
+        A driver that sets the account's timer here must call `owed` before applying anything else to it."""
+        until = self._quiet_until(state)
+        return None if until is None else self._time(until)
+
+    def owed(self, state: AccountState, watermark: datetime | None) -> datetime | None:
+        """The tick to evaluate before anything else is applied to the account, when its timer was set by
+        `skip_to`: the latest midnight at or before the watermark, if its next tick (`state.next_due`, the
+        first one skipped) is at or before the watermark too; None otherwise. Called after the timers
+        that are due (an account whose next tick was not skipped has none owed once they fired)."""
+        due = state.next_due
+        if due is None or watermark is None:
+            return None
+        w = _ts(watermark)
+        if due > w:
+            return None
+        return self._time(w - w % DAY)
+
+    def _quiet_until(self, st: AccountState) -> int | None:
+        """The first moment after the next tick at which a tick may change what is seen, when the ticks
+        before it cannot (None otherwise). Quiet: the account has no score and none can appear yet.
+
+        The account must have nothing but usage and facts: no published score (nor a component known at
+        its last evaluation), no risk, ticket, answer, contact or key user, no usual gap (fewer active days
+        than it needs, so none appears without usage), no usage the next tick would not fold into its
+        rhythm yet, not churned; the configuration must weigh no component that such an account has from
+        its first tick (tenure, a calibrated intensity, configured key features). Then, with no event:
+        - usage trend, breadth and the usage-drop rule need weeks of usage before judging (`_young_days`
+          after the first usage day); before, usage trend is unknown unless the account is sparse (a
+          usual gap of a week or more, judged by its chance to be active: not quiet), activity is unknown
+          or not weighed, and support, sentiment, key contacts are unknown, so renewal is too;
+        - a lapse (usage_drop's "lapsed") needs `lapse.min_silent_days` complete days of silence after
+          the last active day;
+        - the daily ticks stop (or follow the renewal) once the account is no longer live.
+        The state's changes in between are the daily arrays moving (the same in one step or many), the
+        rhythm folding days without usage (nothing), usual gaps staying unknown, and the evaluation's own
+        day and time: evaluating once at the end leaves the same state."""
+        due = st.next_due
+        if due is None or not self._quiet:
+            return None
+        if (st.last_score is not None or st.known_mask or st.risks or st.contacts or st.key_users
+                or st.sentiments or st.first_ticket_day != NONE or st.open_tickets or st.usual_gap
+                or st.last_tier != "unknown" or st.churned):
+            return None
+        cfg = self.config
+        day = due // DAY
+        first, last = st.first_usage_day, st.last_usage_day
+        if last != NONE and last >= day:
+            return None   # usage the next tick does not fold in yet
+        if USAGE_DAYS - st.usage.count(0) >= self._quiet_active_days:
+            return None   # enough active days for a usual gap
+        rh = st.rhythm
+        if last != NONE and (rh[RH_UPTO] == NONE or last >= rh[RH_UPTO]):
+            rh = folded_rhythm(st, day)   # as the next tick leaves it
+        visits = rh[RH_N]
+        until = self._daily_until(st, day, self._live_days_of(rh))
+        if first != NONE:
+            until = min(until, first + self._young_days)
+        if visits >= 2:
+            if self._weighs_activity:
+                return None
+            span = rh[RH_LAST] - rh[RH_FIRST]
+            if span / (visits - 1) >= health_model.SPARSE_GAP_DAYS:
+                return None   # judged by its chance to be active, which falls day by day
+            until = min(until, rh[RH_LAST] + 1 + cfg.lapse.min_silent_days)
+        return until * DAY if until > day else None
+
+    def _daily_until(self, st: AccountState, day: int, live_days: int) -> int:
+        """The first tick from `day` on that does not schedule the next day's (`_due_after_tick` without an
+        event or a risk): the one that finds the account no longer live, or past its renewal when it
+        came within the renewal's proximity by then."""
+        after = max(day, st.clock // DAY + live_days + 1)
+        renewal = st.renewal_day
+        if renewal is not None and renewal - self.config.renewal.proximity_start_days <= after <= renewal:
+            return renewal + 1
+        return after
 
     # -- evaluation --------------------------------------------------------------------------------------
 

@@ -57,12 +57,18 @@ def fold_rhythm(st: AccountState) -> None:
     """Fold the complete days before the last clock tick into the account's lifelong rhythm (its active
     days and the gaps between them). Done at the tick, on complete days only, so that the order in which
     the events of a day arrived never matters; days older than the daily array reaches are already in."""
-    d = st.eval_day
+    st.rhythm = folded_rhythm(st, st.eval_day)
+
+
+def folded_rhythm(st: AccountState, d: int) -> list[int]:
+    """The rhythm once the complete days before day `d` are folded in, as a clock tick on day `d` folds
+    them (after moving the daily arrays to `d`), without changing the state: the state's own list when
+    there is nothing to fold, else a new one."""
     rh = st.rhythm
     upto = rh[RH_UPTO]
     if d == NONE or st.first_usage_day == NONE or (upto != NONE and upto >= d):
-        return
-    start = max(st.first_usage_day, st.end_day - USAGE_DAYS + 1)
+        return rh
+    start = max(st.first_usage_day, max(st.end_day, d) - USAGE_DAYS + 1)
     if upto != NONE and upto > start:
         start = upto
     values = _days(st, st.usage, start, d - 1)
@@ -93,11 +99,7 @@ def fold_rhythm(st: AccountState) -> None:
         sq += prev * prev
         n += 1
         last = day
-    rh[RH_N], rh[RH_FIRST], rh[RH_LAST], rh[RH_SQ], rh[RH_UPTO] = n, first, last, sq, d
-    if len(rh) > RH_PREV:
-        rh[RH_PREV] = prev
-    else:
-        rh.append(prev)
+    return [n, first, last, sq, d, prev]
 
 
 @dataclass(slots=True)

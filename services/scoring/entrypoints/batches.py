@@ -138,6 +138,13 @@ class BatchBuilder:
         # batch's memory nor live events' latency grows with the number of accounts.
         self._sweep_chunk = sweep_chunk
         self._budget = -1
+        # Quiet ticks, when the engine tells them (`ScoringEngine.skip_to` / `owed`): an account's timer is
+        # set past the daily ticks that cannot change anything anyone sees (e.g. an account seen once,
+        # weeks before a usage baseline can form), so the sweep at midnight does not evaluate, encode or
+        # write it; the one tick it owes is evaluated before its next event (`_catch_up`).
+        skip_to, owed = getattr(self._engine, "skip_to", None), getattr(self._engine, "owed", None)
+        self._skip_to: Callable[[Any], datetime | None] | None = skip_to if owed is not None else None
+        self._owed: Callable[[Any, datetime | None], datetime | None] | None = owed if skip_to is not None else None
         self._recent = RecentIds(recent_ids)
         # Inputs the domain failed on; kept across reloads so the rebuilt batch leaves them out.
         self._poison: set[tuple[str, int, int]] = set()
@@ -274,13 +281,19 @@ class BatchBuilder:
 
     def _catch_up(self, work: BatchWork, batch: BatchWrite, owned: OwnedPartition, account_id: str,
                   now: datetime) -> None:
-        """Before an account's event: its timers a bounded sweep has not reached yet, in order."""
+        """Before an account's event: its timers a bounded sweep has not reached yet, in order; then the
+        tick it owes when its timer skipped quiet ticks the watermark has passed (evaluated once, at the
+        latest of them: the same state as evaluating each)."""
         clock = owned.clock
         for _ in range(_TIMER_ROUNDS):
             at = clock.pop_overdue(account_id)
             if at is None:
-                return
+                break
             self._timer(work, batch, owned, account_id, at, now)
+        if self._owed is not None:
+            at = self._owed(self._state(owned, account_id, work), clock.watermark)
+            if at is not None:
+                self._timer(work, batch, owned, account_id, at, now)
 
     def _timer(self, work: BatchWork, batch: BatchWrite, owned: OwnedPartition, account_id: str, at: datetime,
                now: datetime) -> None:
@@ -300,10 +313,16 @@ class BatchBuilder:
     def _record(self, work: BatchWork, batch: BatchWrite, owned: OwnedPartition, account_id: str,
                 state: Any, outcome: Outcome, event: Event | None, now: datetime,
                 previous: tuple[float | None, str] | None = None) -> None:
-        """One outcome: reschedule the account's timer, then its snapshot and transitions as rows and as
-        messages of the health topic (`previous`: the account's recorded health before the outcome)."""
-        owned.clock.schedule(account_id, outcome.next_due)
-        work.due[account_id] = outcome.next_due
+        """One outcome: reschedule the account's timer (past its quiet ticks when it has some), then its
+        snapshot and transitions as rows and as messages of the health topic (`previous`: the account's
+        recorded health before the outcome)."""
+        due = outcome.next_due
+        if due is not None and self._skip_to is not None:
+            later = self._skip_to(state)
+            if later is not None:
+                due = later
+        owned.clock.schedule(account_id, due)
+        work.due[account_id] = due
         snap = outcome.health
         if snap is None and not outcome.transitions:
             return

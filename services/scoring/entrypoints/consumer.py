@@ -49,6 +49,10 @@ __all__ = ["ConsumerOptions", "ScoringConsumer"]
 
 log = logging.getLogger(__name__)
 
+# While a sweep goes on, the ends the merge wants are asked once every record waiting for them has settled
+# (no wait), or once the one waiting longest settled this long ago (the ask then waits for the others).
+_SWEEP_ASK_LATE_S = 0.1
+
 
 class ScoringConsumer:
     """Consumer-group member over the input topics; also the rebalance listener of its subscriber."""
@@ -103,6 +107,12 @@ class ScoringConsumer:
     def running(self) -> bool:
         """True while consuming (joined the group and not stopping)."""
         return self._active and not self._stopping.is_set()
+
+    @property
+    def progressing(self) -> bool:
+        """False while its Kafka subscriber makes no progress (shared/bus/kafka.py, `healthy`: no fetch
+        answer, no partition it should have, for a while): /readyz answers 503 meanwhile."""
+        return bool(getattr(self._subscriber, "healthy", True))
 
     async def wait_started(self) -> None:
         await self._started.wait()
@@ -277,10 +287,14 @@ class ScoringConsumer:
         N's transaction and outbox publish are in flight; N+1's commit starts only once N's has landed, so
         commits, outbox publishes and offsets keep their order. Memory runs ahead of the database by at
         most the batch in flight; any failure forgets all of it and reloads from the database.
-        With `sweep`, a batch of due timers alone when no entry is ready (a bounded sweep goes on)."""
-        await self._intake.ask_wanted(subscriber)
+        With `sweep`, a batch of due timers (and the entries ready without asking the broker anything: the
+        call before it asked, or chose not to wait) when no entry was ready (a bounded sweep goes on).
+        While a sweep goes on, the ends the merge wants are asked only once the records waiting for them
+        have settled (`_may_ask`): a chunk of the sweep is built meanwhile, instead of sleeping."""
+        if self._may_ask(sweep):
+            await self._intake.ask_wanted(subscriber)
         entries = self._intake.select()
-        if not entries and await self._intake.ask_wanted(subscriber):
+        if not entries and self._may_ask(sweep) and await self._intake.ask_wanted(subscriber):
             entries = self._intake.select()
         self._intake.apply_backpressure(subscriber)
         if not entries and not (sweep and self._builder.sweep_pending):
@@ -302,6 +316,21 @@ class ScoringConsumer:
         await self._settle()
         self._inflight = asyncio.create_task(self._commit(built, subscriber), name="scoring-commit")
         return len(entries)
+
+    def _may_ask(self, sweep: bool) -> bool:
+        """Whether to ask the ends the feeds want (intake.py `ask_wanted`, which first waits for the
+        records waiting for them to settle: `PartitionFeed.ask_after`). Not for a sweep batch (the batch
+        before it asked); while a sweep goes on, when they have all settled (no wait), or when the one
+        waiting longest settled `_SWEEP_ASK_LATE_S` ago (live records wait a bounded time)."""
+        if sweep:
+            return False
+        if not self._builder.sweep_pending:
+            return True
+        after = [owned.feed.ask_after for owned in self._owned.values() if owned.feed.wanted]
+        if not after:
+            return False
+        now = time.time()
+        return max(after) <= now or min(after) <= now - _SWEEP_ASK_LATE_S
 
     async def _settle(self) -> None:
         """Wait for the batch in flight to commit; if it failed, forget the in-memory work and raise."""
