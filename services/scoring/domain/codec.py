@@ -41,8 +41,11 @@ from .state import (
     AccountState,
 )
 
-_FORMAT = 1
-_HEADER = struct.Struct("<B" "qqqq" "iiiiii" "HBI" "HB" "BBBBBBBBBB")
+# Format 2 holds the mask of known components (10 of them) in 16 bits; format 1 (8 bits, from before the
+# newer components could be weighed) is still read.
+_FORMAT = 2
+_HEADER = struct.Struct("<B" "qqqq" "iiiiii" "HHI" "HB" "BBBBBBBBBB")
+_HEADER_V1 = struct.Struct("<B" "qqqq" "iiiiii" "HBI" "HB" "BBBBBBBBBB")
 # last published component: score*10 (0xFFFF: unknown), contribution*10
 _COMPONENT = struct.Struct("<Hh")
 # key user: user hash, last day, day mask, usual gap
@@ -127,17 +130,18 @@ def encode_state(state: AccountState) -> bytes:
 
 
 def decode_state(raw: bytes) -> AccountState:
-    if not raw or raw[0] != _FORMAT:
+    if not raw or raw[0] not in (1, _FORMAT):
         raise ValueError(f"unknown account state format {raw[:1]!r}")
+    header = _HEADER if raw[0] == _FORMAT else _HEADER_V1
     st = AccountState("")   # (every field is set below; the id comes with the tail)
     (_, st.clock, st.eval_ts, next_due, st.facts_ts, st.end_day, st.eval_day, st.first_day,
      st.first_usage_day, st.last_usage_day, st.first_ticket_day, st.usual_gap, st.known_mask, st.risk_counter,
      last_score, tier, n_usage, wide, n_users, n_features, n_tickets, n_key, n_open, n_sent,
-     n_comp, n_contacts) = _HEADER.unpack_from(raw, 0)
+     n_comp, n_contacts) = header.unpack_from(raw, 0)
     st.next_due = None if next_due == NONE else next_due
     st.last_score = None if last_score == _NO_VALUE else last_score
     st.last_tier = _TIERS[tier]
-    pos = _HEADER.size
+    pos = header.size
     usage, pos = _read(raw, pos, "I" if wide else "H", n_usage)
     st.usage = [0] * (USAGE_DAYS - n_usage) + usage
     users, pos = _read(raw, pos, "I", n_users)

@@ -22,7 +22,7 @@ from services.scoring.domain.state import (
 from shared.events import Event
 
 from .conftest import LATENESS
-from .stories import Driver, Story, StoryRun, at_day, event
+from .stories import _FEATURES, Driver, Story, StoryRun, at_day, event, run_story_pure
 
 
 def _fields(state: AccountState) -> dict[str, object]:
@@ -36,6 +36,40 @@ def test_round_trip_keeps_every_field(stories: list[Story], story_run: StoryRun)
         back = decode_state(raw)
         assert _fields(back) == _fields(state), story.name
         assert encode_state(back) == raw
+
+
+def test_states_scored_by_every_component_round_trip(stories: list[Story], stream: list[Event]) -> None:
+    """A configuration weighing the newer components (as `churnsignal calibrate` writes them) makes more
+    than eight components known: the state keeps the whole mask."""
+    config = ScoringConfig.from_dict({
+        "weights": {"intensity": 0.2, "key_features": 0.5, "tenure": 0.1, "usage_trend": 0.2},
+        "intensity": {"typical": 3.0},
+        "key_features": {"features": {f: {"weight": 0.5, "typical": 4.0} for f in _FEATURES[:3]}},
+    })
+    run = run_story_pure(ScoringEngine(config), stories, LATENESS, events=stream)
+    masks = {run.states[s.account_id].known_mask for s in stories}
+    assert max(masks) > 0xFF, "the configuration should make more than eight components known"
+    for story in stories:
+        state = run.states[story.account_id]
+        raw = encode_state(state)
+        assert raw[0] == 2
+        back = decode_state(raw)
+        assert _fields(back) == _fields(state), story.name
+
+
+def test_a_state_of_the_previous_format_is_read(story_run: StoryRun) -> None:
+    """Format 1 (an 8-bit component mask) is what states stored before format 2 hold."""
+    import struct
+
+    v2 = struct.Struct("<B" "qqqq" "iiiiii" "HHI" "HB" "BBBBBBBBBB")
+    v1 = struct.Struct("<B" "qqqq" "iiiiii" "HBI" "HB" "BBBBBBBBBB")
+    for state in story_run.states.values():
+        raw = encode_state(state)
+        fields = list(v2.unpack_from(raw, 0))
+        assert fields[12] <= 0xFF   # (the default configuration knows at most eight components)
+        fields[0] = 1
+        old = v1.pack(*fields) + raw[v2.size:]
+        assert _fields(decode_state(old)) == _fields(state)
 
 
 def test_a_fresh_state_round_trips() -> None:
