@@ -203,7 +203,8 @@ def create_app(settings: Settings, *, bus: Bus | None = None, registry: Collecto
             database = await rt.store.ping()
         except StoreUnavailable:
             database = False
-        return {"database": database, "consumer": rt.consumer.running}
+        # (a consumer stuck without progress is not ready: its Kafka subscriber is being replaced)
+        return {"database": database, "consumer": rt.consumer.running and rt.consumer.progressing}
 
     app = FastAPI(title="churnsignal scoring", version="0.1.0", lifespan=lifespan,
                   description="Live, explainable account health and churn risks.")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -14,7 +15,14 @@ from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    UnknownProducerId,
+)
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.protocol.metadata import MetadataRequest
 
@@ -143,6 +151,12 @@ def _expire(done: asyncio.Future[None]) -> None:
         done.set_exception(TimeoutError())
 
 
+# Errors after which an idempotent producer's sequence state no longer matches the broker's (seen after a
+# broker restart under load: every batch then fails with OutOfOrderSequenceNumber): only a new producer (a new
+# producer id) publishes again.
+_PRODUCER_STATE_LOST = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+
+
 def _fail(queue: Sequence[_PendingPublish], error: BaseException) -> None:
     for pending in queue:
         if not pending.done.done():
@@ -174,9 +188,12 @@ class KafkaPublisher:
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         # A producer that stops acknowledging while the broker answers (seen after a broker restart: its
-        # sender waits on a connection that is gone) is replaced: when the last acknowledgement is older
-        # than `2 * publish_timeout_s` and a publish times out, or a flush cannot hand its batches over.
+        # sender waits on a connection that is gone, or every batch fails with OutOfOrderSequenceNumber) is
+        # replaced: when the last acknowledgement is older than `2 * publish_timeout_s` and a publish times out
+        # or fails, or the readiness probe fails; at once when a flush cannot hand its batches over or the
+        # broker says the producer's sequence state is lost (_PRODUCER_STATE_LOST).
         self._acked_at = time.monotonic()
+        self._unready_since: float | None = None    # the readiness probe fails since
         self._recycling: asyncio.Task[None] | None = None
         # Keys (account ids) repeat: remember their partition instead of hashing each time.
         self._partition_of = functools.lru_cache(maxsize=65_536)(partition_for)
@@ -219,8 +236,8 @@ class KafkaPublisher:
     async def _recycle(self) -> None:
         old, self._producer = self._producer, None   # publishes answer BusUnavailable meanwhile
         self._ready = False
-        log.warning("kafka producer acknowledged nothing for %.0fs while publishing; replacing it",
-                    time.monotonic() - self._acked_at)
+        log.warning("kafka producer acknowledged nothing for %.0fs while publishing (or lost its sequence "
+                    "state); replacing it", time.monotonic() - self._acked_at)
         if old is not None:
             try:
                 await asyncio.wait_for(old.stop(), self._timeout)
@@ -285,6 +302,7 @@ class KafkaPublisher:
             raise BusUnavailable("kafka did not acknowledge in time") from exc
         except KafkaError as exc:
             self._ready = False
+            self._stalled(force=isinstance(exc, _PRODUCER_STATE_LOST))
             raise BusUnavailable(f"kafka refused the messages: {type(exc).__name__}") from exc
         finally:
             expiry.cancel()
@@ -381,7 +399,15 @@ class KafkaPublisher:
                     (await producer.client.send(node, MetadataRequest([]))).brokers)
         except (KafkaError, TimeoutError, OSError):
             self._ready = False
-        self._ready_at = time.monotonic()
+        self._ready_at = now = time.monotonic()
+        if self._ready:
+            self._unready_since = None
+        else:
+            # (the probe goes over the producer's own connections: one stuck after a broker restart fails it
+            # for ever while the broker answers others, and no publish gets through to time out)
+            self._unready_since = self._unready_since or now
+            if now - self._unready_since > 2 * self._timeout:
+                self._stalled()
         return self._ready
 
 
@@ -391,26 +417,82 @@ class _ListenerBridge(ConsumerRebalanceListener):  # type: ignore[misc]
         self._subscriber = subscriber
 
     async def on_partitions_revoked(self, revoked: list[KafkaTP]) -> None:
-        await self._listener.on_revoked({TopicPartition(tp.topic, tp.partition) for tp in revoked})
+        with self._subscriber.in_callback():
+            await self._listener.on_revoked({TopicPartition(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: list[KafkaTP]) -> None:
-        await self._listener.on_assigned({TopicPartition(tp.topic, tp.partition) for tp in assigned},
-                                         self._subscriber)
+        with self._subscriber.in_callback():
+            await self._listener.on_assigned({TopicPartition(tp.topic, tp.partition) for tp in assigned},
+                                             self._subscriber)
+
+
+# The consumer's progress watch (KafkaSubscriber): no progress for STALL_S while the broker answers and the
+# consumer is replaced; checks at most every WATCH_EVERY_S; a missing topic's metadata asked at most every
+# METADATA_EVERY_S; offset commits and committed-offset reads give up after REQUEST_BOUND_S.
+STALL_S = 60.0
+WATCH_EVERY_S = 5.0
+METADATA_EVERY_S = 1.0
+REQUEST_BOUND_S = 30.0
+STOP_TIMEOUT_S = 30.0
 
 
 class KafkaSubscriber:
+    """A group member (aiokafka) that keeps making progress.
+
+    Two ways an aiokafka 0.14 member was seen to sit still while its process stayed up:
+    - it joined its group before its topics were in its metadata (just created, on a busy broker): the
+      assignor gave it no partition, and nothing asks for the topics again before the periodic metadata
+      refresh (`metadata_max_age_ms`, 5 minutes). So, while a subscribed topic is missing from the
+      consumer's metadata, a refresh is asked (at most every METADATA_EVERY_S); aiokafka rejoins the group as
+      soon as the refresh shows the partitions;
+    - more generally: whatever leaves it stuck (a coordinator lost across a broker restart...), a member that
+      makes no progress for `stall_s` while the broker answers is closed and replaced by a new one, once.
+      Progress is records, a fetch answer on any assigned partition that is not paused (an idle partition
+      is answered every `fetch_max_wait_ms`), a successful offset commit, or a rebalance callback running;
+      all partitions paused by the caller, or no partition because the group has more members than the
+      topics have partitions, is idleness by design. The listener sees the old member's partitions revoked,
+      then the new member's assigned, as in a rebalance; `replaced` counts the replacements.
+    `healthy` is False while no progress was made for `stall_s` (a broker outage included) and after a
+    replacement, True again at the next progress. Retriable client errors out of `getmany` are logged and
+    polling goes on; commits and committed-offset reads are bounded (REQUEST_BOUND_S) and raise
+    BusUnavailable past it.
+    """
+
     def __init__(self, bootstrap_servers: str, topics: tuple[str, ...], group_id: str,
-                 listener: RebalanceListener | None, *, client_id: str, max_poll_records: int) -> None:
+                 listener: RebalanceListener | None, *, client_id: str, max_poll_records: int,
+                 stall_s: float = STALL_S) -> None:
         self.topics = topics
         self.group_id = group_id
         self._listener = listener
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            client_id=client_id,
-            group_id=group_id,
+        self._bootstrap = bootstrap_servers
+        self._client_id = client_id
+        self._max_poll_records = max_poll_records
+        self._bridge = _ListenerBridge(listener, self) if listener is not None else None
+        self._stall_s = stall_s
+        self._consumer = self._new_consumer()
+        # End offsets are asked on a connection of their own: on the consumer's, a ListOffsets request
+        # would wait behind the fetcher's long poll (up to fetch_max_wait_ms, 500 ms) every time.
+        self._lister = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, client_id=f"{client_id}-offsets",
+                                        enable_auto_commit=False)
+        self._admin: AIOKafkaAdminClient | None = None
+        self._progress_at = time.monotonic()
+        self._answering_since: float | None = self._progress_at   # the broker answers since (None: it did not)
+        self._polled: dict[KafkaTP, int] = {}
+        self._watch_at = 0.0
+        self._metadata_at = 0.0
+        self._metadata: asyncio.Future[bool] | None = None
+        self._callbacks = 0
+        self.replaced = 0
+        self.healthy = True
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=max_poll_records,
+            max_poll_records=self._max_poll_records,
             fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=10_000,
@@ -419,37 +501,181 @@ class KafkaSubscriber:
             # which keeps co-partitioned topics (all of an account's inputs) on one member.
             partition_assignment_strategy=(RangePartitionAssignor,),
         )
-        # End offsets are asked on a connection of their own: on the consumer's, a ListOffsets request
-        # would wait behind the fetcher's long poll (up to fetch_max_wait_ms, 500 ms) every time.
-        self._lister = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, client_id=f"{client_id}-offsets",
-                                        enable_auto_commit=False)
 
     async def start(self) -> None:
         await self._lister.start()
+        await self._start_consumer()
+
+    async def _start_consumer(self) -> None:
         await self._consumer.start()
-        bridge = _ListenerBridge(self._listener, self) if self._listener is not None else None
-        if bridge is not None:
-            self._consumer.subscribe(list(self.topics), listener=bridge)
+        if self._bridge is not None:
+            self._consumer.subscribe(list(self.topics), listener=self._bridge)
         else:
             self._consumer.subscribe(list(self.topics))
+        self._polled = {}
+        self._progress_at = time.monotonic()   # (healthy again at its first progress)
 
     async def stop(self) -> None:
         try:
             await self._consumer.stop()
         finally:
-            await self._lister.stop()
+            try:
+                await self._lister.stop()
+            finally:
+                if self._admin is not None:
+                    await self._admin.close()
+                    self._admin = None
+
+    @contextlib.contextmanager
+    def in_callback(self) -> Iterator[None]:
+        """A rebalance callback runs (loading partitions can take a while): that is progress."""
+        self._callbacks += 1
+        try:
+            yield
+        finally:
+            self._callbacks -= 1
+            self._progressed()
 
     async def getmany(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[Record]:
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        try:
+            batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            # (e.g. the group coordinator lost across a broker restart: aiokafka finds it again; the
+            # progress watch covers a member that never does)
+            log.warning("kafka consumer of group %s: %s; polling on", self.group_id, type(exc).__name__)
+            batches = {}
         out: list[Record] = []
         for tp, msgs in batches.items():
             for m in msgs:
                 out.append(Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp))
+        if out or self._callbacks:
+            self._progressed()
+        else:
+            await self._watch()
         return out
 
+    # -- progress watch --------------------------------------------------------------------------------
+    def _progressed(self, now: float | None = None) -> None:
+        self._progress_at = time.monotonic() if now is None else now
+        self.healthy = True
+
+    async def _watch(self) -> None:
+        now = time.monotonic()
+        consumer = self._consumer
+        self._ask_missing_topics(now)
+        if self._fetched(consumer):
+            self._progressed(now)
+            return
+        if now - self._progress_at < self._stall_s:
+            return
+        self.healthy = False
+        if now < self._watch_at:
+            return
+        self._watch_at = now + WATCH_EVERY_S
+        if not await self._broker_answers():
+            self._answering_since = None
+            return
+        if self._answering_since is None:
+            self._answering_since = now
+        if now - max(self._progress_at, self._answering_since) < self._stall_s:
+            return
+        if not consumer.assignment() and await self._idle_by_design():
+            self._progressed(now)
+            return
+        await self._replace(now - self._progress_at)
+
+    def _ask_missing_topics(self, now: float) -> None:
+        """Ask a metadata refresh while a subscribed topic is missing from the consumer's metadata."""
+        if now - self._metadata_at < METADATA_EVERY_S:
+            return
+        if all(self._consumer.partitions_for_topic(t) for t in self.topics):
+            return
+        self._metadata_at = now
+        # (no public call asks it; the refresh runs in the client's background task)
+        self._metadata = self._consumer._client.force_metadata_update()
+
+    def _fetched(self, consumer: AIOKafkaConsumer) -> bool:
+        """Whether a fetch answered on an assigned, unpaused partition since the last look (True as well when
+        every assigned partition is paused: nothing is to be fetched)."""
+        assigned = consumer.assignment()
+        paused = consumer.paused()
+        live = [tp for tp in assigned if tp not in paused]
+        if assigned and not live:
+            return True
+        moved = False
+        for tp in live:
+            polled = consumer.last_poll_timestamp(tp)
+            if polled is not None and polled != self._polled.get(tp):
+                self._polled[tp] = polled
+                moved = True
+        return moved
+
+    async def _broker_answers(self) -> bool:
+        """A metadata request for no topic (the broker answers with itself), on the end-offsets client."""
+        client = self._lister._client
+        try:
+            async with asyncio.timeout(5.0):
+                node = client.get_random_node()
+                return node is not None and bool((await client.send(node, MetadataRequest([]))).brokers)
+        except (KafkaError, TimeoutError, OSError):
+            return False
+
+    async def _idle_by_design(self) -> bool:
+        """No partition is right when the group has more members than a subscribed topic has partitions
+        (range assignment leaves the extra members without any), or when a topic does not exist yet
+        (nothing to consume; its metadata is being asked). A topic the broker lists and the consumer's
+        metadata still does not is not idleness."""
+        counts = [len(self._consumer.partitions_for_topic(t) or ()) for t in self.topics]
+        try:
+            if self._admin is None:
+                self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap,
+                                                  client_id=f"{self._client_id}-watch")
+                await self._admin.start()
+            async with asyncio.timeout(10.0):
+                if not all(counts):
+                    existing = set(await self._admin.list_topics())
+                    return not any(t in existing for t, n in zip(self.topics, counts, strict=True) if not n)
+                answers = await self._admin.describe_consumer_groups([self.group_id])
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.warning("kafka consumer of group %s has no partition and its group cannot be described (%s)",
+                        self.group_id, type(exc).__name__)
+            return False
+        for answer in answers:
+            for group in answer.to_object()["groups"]:
+                if group["group"] == self.group_id:
+                    return group["state"] == "Stable" and len(group["members"]) > min(counts)
+        return False
+
+    async def _replace(self, stalled_s: float) -> None:
+        old = self._consumer
+        revoked = self.assignment()
+        log.warning("kafka consumer of group %s made no progress for %.0fs while the broker answers (%d "
+                    "partition(s) assigned); replacing it", self.group_id, stalled_s, len(revoked))
+        if self._listener is not None and revoked:
+            await self._listener.on_revoked(revoked)
+        try:
+            await asyncio.wait_for(old.stop(), STOP_TIMEOUT_S)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.warning("stalled kafka consumer did not stop cleanly (%s)", type(exc).__name__)
+        self._consumer = self._new_consumer()
+        self.replaced += 1
+        self.healthy = False
+        await self._start_consumer()
+        log.info("kafka consumer of group %s replaced", self.group_id)
+
+    # -- the rest of the port ------------------------------------------------------------------------
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        if offsets:
-            await self._consumer.commit({KafkaTP(tp.topic, tp.partition): off for tp, off in offsets.items()})
+        if not offsets:
+            return
+        try:
+            await asyncio.wait_for(
+                self._consumer.commit({KafkaTP(tp.topic, tp.partition): off for tp, off in offsets.items()}),
+                REQUEST_BOUND_S)
+        except TimeoutError as exc:
+            raise BusUnavailable(f"kafka offset commit did not complete in {REQUEST_BOUND_S:.0f}s") from exc
+        self._progressed()
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._consumer.seek(KafkaTP(tp.topic, tp.partition), offset)
@@ -469,7 +695,11 @@ class KafkaSubscriber:
         return [k for k in (KafkaTP(tp.topic, tp.partition) for tp in partitions) if k in assigned]
 
     async def committed(self, tp: TopicPartition) -> int | None:
-        return await self._consumer.committed(KafkaTP(tp.topic, tp.partition))
+        try:
+            return await asyncio.wait_for(self._consumer.committed(KafkaTP(tp.topic, tp.partition)),
+                                          REQUEST_BOUND_S)
+        except TimeoutError as exc:
+            raise BusUnavailable(f"kafka committed offsets not read in {REQUEST_BOUND_S:.0f}s") from exc
 
     def highwater(self, tp: TopicPartition) -> int | None:
         kafka_tp = KafkaTP(tp.topic, tp.partition)

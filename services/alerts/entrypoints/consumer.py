@@ -140,12 +140,22 @@ class RiskConsumer:
         self._expired_logged = -EXPIRED_LOG_EVERY_S
         self.subscriber: Subscriber | None = None
         self._dead_publisher: Publisher | None = None
-        self.healthy = False
+        self._healthy = False
         self._positions: dict[TopicPartition, int] = {}  # next offset to apply, as stored in the database
         self._stopping = asyncio.Event()
         self._to_commit: dict[TopicPartition, int] = {}
         self._commit_wake = asyncio.Event()
         self._lag_at = 0.0
+
+    @property
+    def healthy(self) -> bool:
+        """Consuming, its last claim went through, and its Kafka subscriber makes progress (a subscriber stuck
+        without any for a while is replaced: shared/bus/kafka.py, `healthy`); /readyz reports it."""
+        return self._healthy and bool(getattr(self.subscriber, "healthy", True))
+
+    @healthy.setter
+    def healthy(self, value: bool) -> None:
+        self._healthy = value
 
     # -- rebalance listener --------------------------------------------------------------------
     async def on_assigned(self, partitions: set[TopicPartition], consumer: Subscriber) -> None:

@@ -68,8 +68,19 @@ class FeedSender:
         self._done: dict[TopicPartition, int] = {}     # next offset to deliver, as committed by this sender
         self._publisher: Publisher | None = None
         self._lag_at = 0.0
-        self.healthy = False
+        self._subscriber: Subscriber | None = None
+        self._healthy = False
         self.delivered = 0      # messages the subscriber answered 2xx (observability for tests)
+
+    @property
+    def healthy(self) -> bool:
+        """Consuming, and its Kafka subscriber makes progress (one stuck without any for a while is replaced:
+        shared/bus/kafka.py, `healthy`); /readyz reports it."""
+        return self._healthy and bool(getattr(self._subscriber, "healthy", True))
+
+    @healthy.setter
+    def healthy(self, value: bool) -> None:
+        self._healthy = value
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -95,6 +106,7 @@ class FeedSender:
         self._publisher = publisher
         await publisher.start()
         sub = self._bus.subscriber([self._topic], self.group_id, listener=self)
+        self._subscriber = sub
         try:
             await sub.start()
             self.healthy = True
