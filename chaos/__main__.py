@@ -1,8 +1,10 @@
 """`python -m chaos`: run the chaos cases against the real services and write docs/reliability.md.
 
 `make chaos` runs every case with the documented 30-minute soak; `make chaos CHAOS_ARGS="--soak-minutes 3"`
-is a quick one. Each case is bounded in time, restores the broker or the database it stopped (also on
-Ctrl-C), stops the service processes it started and removes its topics and database.
+is a quick one. It starts a Kafka broker and a PostgreSQL server of its own on free ports under var/chaos/
+(chaos/services.py: never the shared ones of `make services`, which other tests use) and deletes them at the
+end, also on Ctrl-C. Each case is bounded in time, restores the broker or the database it stopped, stops the
+service processes it started and removes its topics and database.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 from bench.framework import ROOT, Context, machine_info
 from chaos import report
 from chaos.cases import CASES, OUTAGES
-from chaos.harness import log, require_up
+from chaos.harness import CHAOS_DIR, log
+from chaos.services import PrivateServices
 
 REPORT = ROOT / "docs" / "reliability.md"
 DOCUMENTED_SOAK_MINUTES = 30.0
@@ -77,18 +80,25 @@ async def run_cases(ctx: Context, args: argparse.Namespace) -> list[report.CaseR
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    ctx = Context.from_environment()
-    if not ctx.test_database_url:
-        raise SystemExit("CHURNSIGNAL_TEST_DATABASE_URL is not set: run `make services` and "
-                         "`source var/services.env` (or use `make chaos`)")
-    require_up(ctx.kafka_bootstrap_servers, ctx.test_database_url)
     # SIGTERM unwinds like Ctrl-C, so every `finally` restores what it stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    services = PrivateServices.on_free_ports(CHAOS_DIR / "services")
+    args.services = services
     try:
-        results = asyncio.run(run_cases(ctx, args))
+        log(f"starting a private broker on {services.bootstrap_servers} and PostgreSQL on 127.0.0.1:"
+            f"{services.pg_port} in {services.var_dir.relative_to(ROOT)}")
+        services.start()
+        ctx = Context(kafka_bootstrap_servers=services.bootstrap_servers,
+                      database_url=services.database_url("churnsignal"),
+                      test_database_url=services.database_url("churnsignal_test"))
+        try:
+            results = asyncio.run(run_cases(ctx, args))
+        finally:
+            for outage in OUTAGES:
+                outage.restore()
     finally:
-        for outage in OUTAGES:
-            outage.restore()
+        log("stopping the private broker and PostgreSQL and deleting their data (their logs stay)")
+        services.wipe(keep_logs=True)
     if not args.no_report:
         command = "make chaos" + (f' CHAOS_ARGS="{" ".join(argv)}"' if argv else "")
         text = report.render(results, machine=machine_info(), when=datetime.now(UTC), command=command,

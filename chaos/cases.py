@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,9 @@ from chaos.harness import (
     usage,
     wait_for_database,
 )
-from chaos.report import CaseResult, Sample
-from shared import settings as settings_module
-from shared.settings import Settings
+from chaos.report import CaseResult, Sample, trend
+from shared.retention import dedup_grace, format_age
+from shared.settings import RETENTION_DAYS, Settings
 from shared.topics import Topics
 
 # Every outage any case started, restored by the command's last `finally` too.
@@ -72,14 +73,16 @@ async def _count(url: str, table: str) -> int:
 
 
 # ---------------------------------------------------------------------------------- scored events
-async def _await_scoring(stack: Stack, tally: DriverTally, timeout_s: float) -> set[str]:
-    """Wait until scoring has recorded every accepted event (or stopped progressing); the ids it recorded."""
+async def _await_scoring(stack: Stack, tally: DriverTally, timeout_s: float,
+                         ids: ProcessedIds | None = None) -> set[str]:
+    """Wait until scoring has recorded every accepted event (or stopped progressing); the ids it recorded
+    (with `ids`: as read while they were recorded, the ones retention pruned since included)."""
     url = stack.config.database_url
     expected = len(tally.accepted_ids)
     last = {"n": -1, "at": time.monotonic()}
 
     async def caught_up() -> bool:
-        n = await _count(url, "scoring_processed_events")
+        n = len(await ids.read()) if ids is not None else await _count(url, "scoring_processed_events")
         if n != last["n"]:
             last.update(n=n, at=time.monotonic())
         return n >= expected or time.monotonic() - last["at"] > 60
@@ -88,6 +91,8 @@ async def _await_scoring(stack: Stack, tally: DriverTally, timeout_s: float) -> 
         return f"{last['n']:,} of {expected:,} accepted events recorded"
 
     await _wait("scoring to catch up", caught_up, timeout_s, progress=progress)
+    if ids is not None:
+        return set(await ids.read())
     rows = await fetch(url, "SELECT event_id FROM scoring_processed_events")
     return {r["event_id"] for r in rows}
 
@@ -97,6 +102,7 @@ async def _event_counts(result: CaseResult, stack: Stack, tally: DriverTally, sc
     accepted = tally.accepted_ids
     applied = int(await stack.metric("scoring", "churnsignal_scoring_events_total", outcome="processed"))
     skipped = int(await stack.metric("scoring", "churnsignal_scoring_events_total", outcome="duplicate"))
+    expired = int(await stack.metric("scoring", "churnsignal_scoring_events_total", outcome="expired"))
     on_topics = await topic_records(stack.config.kafka, Topics(stack.config.prefix).inputs)
     ours = scored & tally.all_ids
     missing = len(accepted - scored)
@@ -119,6 +125,7 @@ async def _event_counts(result: CaseResult, stack: Stack, tally: DriverTally, sc
         "events scored though never answered 202": len(ours - accepted),
         "events applied by scoring (metric, outcome=processed)": applied,
         "redelivered copies skipped by scoring's dedupe (metric, outcome=duplicate)": skipped,
+        "events older than the deduplication horizon, not applied (metric, outcome=expired)": expired,
         "events applied more than once": twice,
     })
     result.summary.update(events_in=len(tally.all_ids), events_scored=len(ours), events_missing=missing,
@@ -140,7 +147,7 @@ def _alive(result: CaseResult, stack: Stack, *names: str) -> None:
     for name in names:
         if not stack.alive(name):
             result.findings.append(f"{name} exited (code {stack.procs[name].returncode}) and did not recover; "
-                                   f"see var/chaos-{stack.config.case}-{name}.log")
+                                   f"see var/chaos/{stack.config.case}-{name}.log")
 
 
 async def _notification_counts(result: CaseResult, stack: Stack, slack: SlackStandIn, channels: set[str],
@@ -185,17 +192,18 @@ BROKER_DOWN_S = 13.0
 PROBE_S = 60.0    # from the stop command to the start command; the broker also takes a while to start
 
 
-async def broker_restart(ctx: Context, _: Any) -> CaseResult:
+async def broker_restart(ctx: Context, options: Any) -> CaseResult:
     result = CaseResult(
         "broker", "1. Broker stopped and restarted during ingest",
         f"`churnsignal serve ingest` and `serve scoring` on a topic prefix and database of their own. A client "
         f"posts {BROKER_RATE:,} events/s (batches of {INGEST_BATCH}, unique ids) for {BROKER_LOAD_S:.0f} s, "
         f"retrying a 503 after its Retry-After (a transport error or a 30 s timeout after 1 s). At "
-        f"{BROKER_STOP_AT_S:.0f} s the broker is stopped (`scripts/services.sh kafka-stop`) and "
+        f"{BROKER_STOP_AT_S:.0f} s the broker is stopped (`scripts/services.sh kafka-stop`, on the private "
+        f"instance) and "
         f"{BROKER_DOWN_S:.0f} s after the stop command started again (`kafka-start`). Then scoring catches up "
         "and `scoring_processed_events` (scoring's dedupe record) must hold every event answered 202, each "
         "applied once.")
-    outage = Outage("kafka", ctx.kafka_bootstrap_servers)
+    outage = Outage("kafka", options.services)
     OUTAGES.append(outage)
     try:
         with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
@@ -235,7 +243,7 @@ async def broker_restart(ctx: Context, _: Any) -> CaseResult:
                     result.findings.append(
                         f"ingest still answered no request with 202 {probe_at:.0f} s after the broker answered "
                         f"again (fresh requests for {PROBE_S:.0f} s: {dict(probe_answers)}); see "
-                        f"var/chaos-broker-ingest.log")
+                        f"var/chaos/broker-ingest.log")
                     log("ingest accepts no events: " + str(dict(probe_answers)))
                 scored = await _await_scoring(stack, tally, timeout_s=240)
                 await _event_counts(result, stack, tally, scored)
@@ -250,6 +258,8 @@ async def broker_restart(ctx: Context, _: Any) -> CaseResult:
                         f"{k} × {v}" for k, v in sorted(probe_answers.items())),
                     "ingest producer errors (metric)":
                         int(await stack.metric("ingest", "churnsignal_ingest_producer_errors_total")),
+                    "scoring's Kafka consumer replaced after making no progress (log lines)":
+                        stack.count_lines("scoring", "made no progress"),
                 })
                 result.notes.append(
                     "Records on the input topics beyond the unique events are events whose request was answered "
@@ -274,17 +284,18 @@ PG_DOWN_S = 10.0
 PG_RISKS_PER_S = 4.0
 
 
-async def postgres_restart(ctx: Context, _: Any) -> CaseResult:
+async def postgres_restart(ctx: Context, options: Any) -> CaseResult:
     risks_total = int(PG_LOAD_S * PG_RISKS_PER_S)
     result = CaseResult(
         "postgres", "2. PostgreSQL restarted under load",
         f"Ingest, scoring and alerts as `churnsignal serve` processes; alerts sends to the local Slack. For "
         f"{PG_LOAD_S:.0f} s a client posts {PG_RATE:,} events/s to ingest while {risks_total} critical risk events "
         f"({PG_RISKS_PER_S:g}/s, each for its own CSM's Slack DM) are published straight to the risks topic. At "
-        f"{PG_STOP_AT_S:.0f} s PostgreSQL is stopped (`scripts/services.sh pg-stop`, fast shutdown: every "
+        f"{PG_STOP_AT_S:.0f} s PostgreSQL is stopped (`scripts/services.sh pg-stop` on the private instance, "
+        f"fast shutdown: every "
         f"connection is cut) and {PG_DOWN_S:.0f} s after the stop command started again (`pg-start`). Scoring and "
         "alerts must resume by themselves: every accepted event scored once, every risk notified once.")
-    outage = Outage("pg", ctx.test_database_url)
+    outage = Outage("pg", options.services)
     OUTAGES.append(outage)
     try:
         with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, slack_stand_in() as slack:
@@ -484,11 +495,68 @@ SOAK_RATE = 1000
 SOAK_DEPARTURES_PER_S = 2.0
 SOAK_SAMPLE_S = 30.0
 SOAK_RETENTION_INTERVAL_S = 60.0
-RETENTION_AGES: dict[str, float] = getattr(settings_module, "RETENTION_DAYS", {})
+# Ages of a few minutes (docs/retention.md), so that rows get old enough to be pruned within the soak and the
+# tables level off after the first retention cycles. The deduplication horizons are 5 minutes too, so the
+# allowed lateness is a minute (the horizon must cover it). alerts_deliveries keeps its least age, 8 days (the
+# daily digest looks back that far); alerts_slack_requests 10 minutes (twice Slack's replay window).
+SOAK_AGES: dict[str, str] = {
+    "scoring_processed_events": "5m", "scoring_outbox": "5m", "scoring_history": "5m", "alerts_processed": "5m",
+    "alerts_attempts": "5m", "alerts_digest_items": "5m", "alerts_slack_requests": "10m"}
+SOAK_LATENESS_S = 60
+# Why a sampled table cannot level off in the soak, whatever the ages.
+SOAK_GROWS_BY_DESIGN = {
+    "scoring_history": "each account keeps its latest snapshot, and every departure is another account's "
+                       "(one more kept row each)",
+    "alerts_deliveries": "its least age is 8 days, and the deliveries of open alerts stay (no alert is "
+                         "acknowledged here)",
+}
 
 
-def retention_settings() -> list[str]:
-    return sorted(name for name in Settings.model_fields if "retention" in name)
+def soak_settings() -> Settings:
+    """The soak's retention settings, checked as the services will check them."""
+    return Settings(retention_interval_s=SOAK_RETENTION_INTERVAL_S, scoring_allowed_lateness_s=SOAK_LATENESS_S,
+                    retention_days=dict(SOAK_AGES))
+
+
+def soak_env() -> dict[str, str]:
+    return {"CHURNSIGNAL_RETENTION_INTERVAL_S": f"{SOAK_RETENTION_INTERVAL_S:g}",
+            "CHURNSIGNAL_SCORING_ALLOWED_LATENESS_S": str(SOAK_LATENESS_S),
+            "CHURNSIGNAL_RETENTION_DAYS": json.dumps(SOAK_AGES)}
+
+
+def soak_ages_note(settings: Settings) -> str:
+    ages = ", ".join(f"{table} {format_age(settings.retention_age(table) / timedelta(days=1))}"
+                     for table in sorted(RETENTION_DAYS))
+    horizon = settings.retention_age("scoring_processed_events")
+    kept = horizon + dedup_grace(horizon) + timedelta(seconds=SOAK_LATENESS_S)
+    return (f"Retention: `CHURNSIGNAL_RETENTION_DAYS='{json.dumps(SOAK_AGES)}'`, "
+            f"`CHURNSIGNAL_RETENTION_INTERVAL_S={SOAK_RETENTION_INTERVAL_S:g}` and "
+            f"`CHURNSIGNAL_SCORING_ALLOWED_LATENESS_S={SOAK_LATENESS_S}` (a horizon of minutes needs a lateness as "
+            f"short). Ages in force: {ages}. Processed ids are kept the horizon plus a grace "
+            f"({format_age(dedup_grace(horizon) / timedelta(days=1))}) behind the partitions' clocks, which trail "
+            f"the newest event by the lateness: an id goes about {kept.total_seconds() / 60:.0f} minutes after it "
+            "was recorded. A series *levels off* when its last third of the samples grew at most half as much "
+            "as its first third.")
+
+
+class ProcessedIds:
+    """Scoring's dedupe record read as it grows (the ids since the last read, with a minute of overlap) and
+    kept here: the ids retention prunes during the soak still count as scored."""
+
+    OVERLAP = timedelta(minutes=1)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ids: set[str] = set()
+        self._since = datetime(1970, 1, 1, tzinfo=UTC)
+
+    async def read(self) -> set[str]:
+        rows = await fetch(self.url, "SELECT event_id, processed_at FROM scoring_processed_events "
+                                     "WHERE processed_at >= $1", self._since)
+        if rows:
+            self.ids.update(r["event_id"] for r in rows)
+            self._since = max(r["processed_at"] for r in rows) - self.OVERLAP
+        return self.ids
 
 
 async def _sample(stack: Stack, started: float) -> Sample:
@@ -505,40 +573,37 @@ async def _sample(stack: Stack, started: float) -> Sample:
                   sizes=sizes)
 
 
+async def _post_and_apply(stack: Stack, events: list[dict[str, Any]], applied_before: int) -> int:
+    """Post setup events and wait until scoring applied them; scoring's applied count after."""
+    await post_setup(stack.ports["ingest"], events)
+    target = applied_before + len(events)
+
+    async def applied() -> bool:
+        return await stack.metric("scoring", "churnsignal_scoring_events_total", outcome="processed") >= target
+
+    if not await _wait("scoring to apply the setup", applied, 300):
+        raise RuntimeError("scoring did not apply the setup events within 300 s")
+    return target
+
+
 async def soak(ctx: Context, options: Any) -> CaseResult:
     minutes = float(options.soak_minutes)
     seconds = minutes * 60
     departures = int(seconds * SOAK_DEPARTURES_PER_S)
     accounts = departures + 10
-    retention = retention_settings()
+    settings = soak_settings()
     result = CaseResult(
         "soak", f"5. Soak: {minutes:g} minutes at {SOAK_RATE:,} events/s",
-        f"Ingest, scoring and alerts as `churnsignal serve` processes. Setup: {accounts:,} accounts, each with a CSM "
-        f"(a Slack DM of its own) and a champion. Then for {minutes:g} minutes {SOAK_RATE:,} events/s go to ingest "
-        f"(batches of {INGEST_BATCH}: usage over those accounts, and {SOAK_DEPARTURES_PER_S:g} champion departures "
-        "a second, each one `champion_left` alert). Every "
-        f"{SOAK_SAMPLE_S:.0f} s: the RSS of each service process (psutil, with its children) and the rows and "
-        f"size (`pg_total_relation_size`) of {', '.join(SOAK_TABLES)}. A series *levels off* when its last third "
-        "of the samples grew at most half as much as its first third.")
-    env: dict[str, str] = {}
-    if "retention_interval_s" in retention:
-        env["CHURNSIGNAL_RETENTION_INTERVAL_S"] = str(SOAK_RETENTION_INTERVAL_S)
-        ages = ", ".join(f"{table} {days:g}" for table, days in sorted(RETENTION_AGES.items()))
-        result.notes.append(
-            f"Retention on: `CHURNSIGNAL_RETENTION_INTERVAL_S={SOAK_RETENTION_INTERVAL_S:g}` (every service prunes "
-            f"every {SOAK_RETENTION_INTERVAL_S:g} s instead of every 10 minutes, so the pruning runs during the soak) "
-            f"and the default ages in days ({ages}). The shortest age a table accepts is a day, longer than the "
-            "soak: no row gets old enough to be pruned here, so the tables are expected to keep growing; the "
-            "soak shows the pruning's cost, not the plateau it brings after the first days.")
-    elif retention:
-        result.notes.append(f"Retention settings present, run with their defaults: {', '.join(retention)}.")
-    else:
-        result.notes.append("No `CHURNSIGNAL_RETENTION_*` settings exist in shared/settings.py at this commit: "
-                            "the soak runs without table retention, so the scoring and alerts tables are expected "
-                            "to grow with the events and alerts (alerts prunes `alerts_processed` after 30 days "
-                            "only).")
+        f"Ingest, scoring and alerts as `churnsignal serve` processes, with retention ages of a few minutes. "
+        f"Setup: {accounts:,} accounts, each with a CSM (a Slack DM of its own) and a champion. Then for "
+        f"{minutes:g} minutes {SOAK_RATE:,} events/s go to ingest (batches of {INGEST_BATCH}: usage over those "
+        f"accounts, and {SOAK_DEPARTURES_PER_S:g} champion departures a second, each one `champion_left` alert). "
+        f"Every {SOAK_SAMPLE_S:.0f} s: the RSS of each service process (psutil, with its children) and the rows "
+        f"and size (`pg_total_relation_size`) of {', '.join(SOAK_TABLES)}; scoring's processed ids are read as "
+        "they are recorded, so the ones pruned meanwhile still count as scored.")
+    result.notes.append(soak_ages_note(settings))
     with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, slack_stand_in() as slack:
-        async with fresh_stack(ctx, "soak", slack.api_url, Path(tmp), env) as stack:
+        async with fresh_stack(ctx, "soak", slack.api_url, Path(tmp), soak_env()) as stack:
             for name in SOAK_SERVICES:
                 stack.start(name)
             await stack.wait_ready(*SOAK_SERVICES)
@@ -549,20 +614,19 @@ async def soak(ctx: Context, options: Any) -> CaseResult:
 
             slack.fake.add_channel(*(channel(i) for i in range(accounts)))
             setup = setup_accounts(run, accounts, channel)
-            await post_setup(stack.ports["ingest"], setup)
-            log(f"setup: {len(setup):,} events posted; waiting for scoring")
-
-            async def setup_scored() -> bool:
-                return await stack.metric("scoring", "churnsignal_scoring_events_total",
-                                          outcome="processed") >= len(setup)
-
-            if not await _wait("scoring to apply the setup", setup_scored, 300):
-                raise RuntimeError("scoring did not apply the setup events within 300 s")
+            # The accounts and champions (a month old) first, then each account's first use (now): with a
+            # horizon of minutes, an old event after a partition's clock reached now would be refused as expired.
+            old = [e for e in setup if e["type"] != "usage"]
+            applied = await _post_and_apply(stack, old, 0)
+            await _post_and_apply(stack, [e for e in setup if e["type"] == "usage"], applied)
+            log(f"setup: {len(setup):,} events applied")
             driver = Driver(stack.ports["ingest"])
             driver.tally.all_ids.update(e["id"] for e in setup)
             driver.tally.accepted_ids.update(e["id"] for e in setup)
             driver.tally.events = len(setup)
             every = int(SOAK_RATE / INGEST_BATCH / SOAK_DEPARTURES_PER_S)  # a departure in every n-th batch
+            ids = ProcessedIds(stack.config.database_url)
+            await ids.read()
 
             def soak_batch(seq: int) -> list[dict[str, Any]]:
                 now = datetime.now(UTC)
@@ -580,6 +644,7 @@ async def soak(ctx: Context, options: Any) -> CaseResult:
             async def sampler() -> None:
                 while not stop.is_set():
                     try:
+                        await ids.read()
                         s = await _sample(stack, started)
                         result.samples.append(s)
                         log(f"  sample at {s.at_s:.0f}s: RSS "
@@ -603,8 +668,9 @@ async def soak(ctx: Context, options: Any) -> CaseResult:
             marker = "Champion left"
             await _wait("every champion_left notification", _all_arrived(slack, expected, marker), 180,
                         progress=_arrived_progress(slack, expected, marker))
-            scored = await _await_scoring(stack, driver.tally, timeout_s=300)
+            scored = await _await_scoring(stack, driver.tally, timeout_s=300, ids=ids)
             await asyncio.sleep(3.0)
+            scored = await ids.read()
             result.samples.append(await _sample(stack, started))
             await _event_counts(result, stack, driver.tally, scored)
             received, duplicated = slack.tally(expected, marker)
@@ -613,6 +679,9 @@ async def soak(ctx: Context, options: Any) -> CaseResult:
                 "notifications expected (one champion_left DM per departure)": len(expected),
                 "notifications received": received,
                 "notifications duplicated (extra copies)": duplicated,
+                "rows deleted by retention, scoring / alerts (metric)":
+                    f"{int(await stack.metric('scoring', 'churnsignal_retention_deleted_total')):,} / "
+                    f"{int(await stack.metric('alerts', 'churnsignal_retention_deleted_total')):,}",
             })
             result.summary.update(notifications_expected=len(expected), notifications_received=received,
                                   notifications_duplicated=duplicated)
@@ -621,8 +690,56 @@ async def soak(ctx: Context, options: Any) -> CaseResult:
                                        "notifications never arrived")
             if duplicated:
                 result.findings.append(f"{duplicated} notification(s) duplicated with no failure injected")
+            _levels(result, settings, seconds)
             _alive(result, stack, *SOAK_SERVICES)
     return result
+
+
+def _pruned_after(settings: Settings, table: str) -> timedelta:
+    """How old a row of `table` gets in the soak before a retention run deletes it (at the latest)."""
+    age = settings.retention_age(table)
+    if table == "scoring_processed_events":    # kept behind the partitions' clocks, which trail by the lateness
+        age += dedup_grace(age) + timedelta(seconds=settings.scoring_allowed_lateness_s)
+    elif table == "alerts_processed":
+        age += dedup_grace(age)
+    return age + timedelta(seconds=settings.retention_interval_s)
+
+
+def _levels(result: CaseResult, settings: Settings, seconds: float) -> None:
+    """Which series levelled off, said in the report. A table whose rows are pruned early enough (in the first
+    two thirds of the soak, so that the last third can be flat) and still grows is a finding."""
+    samples = result.samples
+    if len(samples) < 6:
+        result.notes.append("Too few samples to tell whether the series level off (a soak of 3 minutes or more "
+                            "takes six).")
+        return
+    levelled, growing = [], []
+    series = [(f"{name} RSS", [float(s.rss.get(name, 0)) for s in samples]) for name in SOAK_SERVICES]
+    series += [(f"{table} rows", [float(s.rows.get(table, 0)) for s in samples]) for table in SOAK_TABLES]
+    series += [(f"{table} size", [float(s.sizes.get(table, 0)) for s in samples]) for table in SOAK_TABLES]
+    for name, values in series:
+        (levelled if trend(values).startswith("levels off") else growing).append(name)
+    result.notes.append("Levelled off: " + (", ".join(levelled) or "none") + ". Still growing at the end: "
+                        + (", ".join(growing) or "none") + ".")
+    for table, why in SOAK_GROWS_BY_DESIGN.items():
+        result.notes.append(f"{table} cannot level off here: {why}.")
+    expected, too_short = [], []
+    for table in SOAK_TABLES:
+        if table in SOAK_GROWS_BY_DESIGN:
+            continue
+        after = _pruned_after(settings, table).total_seconds()
+        (expected if after <= seconds * 2 / 3 else too_short).append(f"{table} ({after / 60:.0f} min)")
+    if too_short:
+        result.notes.append(f"Too short a soak for these tables to level off: their rows go only once this old "
+                            f"(age, grace and lateness, plus a retention interval), later than two thirds of "
+                            f"the soak: {', '.join(too_short)}.")
+    if expected:
+        result.notes.append(f"Expected to level off (rows pruned once this old): {', '.join(expected)}.")
+    unexpected = [name for name in growing if not name.endswith(" RSS")
+                  and any(item.startswith(name.rsplit(" ", 1)[0] + " ") for item in expected)]
+    if unexpected:
+        result.findings.append(f"still growing in the last third of the soak although their rows are pruned "
+                               f"earlier: {', '.join(unexpected)}")
 
 
 CASES: dict[str, Callable[[Context, Any], Awaitable[CaseResult]]] = {

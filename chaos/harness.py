@@ -1,5 +1,6 @@
-"""What the cases run on: service processes, broker and database outages, the Slack stand-in, the event
-driver and the risk publisher. Loopback only; everything started here is stopped in `finally`."""
+"""What the cases run on: service processes, broker and database outages (on the private servers of
+chaos/services.py), the Slack stand-in, the event driver and the risk publisher. Loopback only; everything
+started here is stopped in `finally`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from aiokafka import TopicPartition as KafkaTP
 
 from bench.framework import ROOT
 from bench.scoring import _create_database, _drop_database
+from chaos.services import PrivateServices
 from shared.bus.kafka import KafkaBus
 from shared.risks import AccountBrief, CsmRef, HealthBrief, RiskEvent, Trigger
 from shared.settings import hash_key
@@ -35,7 +37,8 @@ from shared.topics import Topics
 from tests.support.ports import free_port
 from tests.support.slack import FakeSlack
 
-SERVICES_SH = ROOT / "scripts" / "services.sh"
+# Where `make chaos` keeps its private servers (chaos/services.py) and the service processes' logs.
+CHAOS_DIR = ROOT / "var" / "chaos"
 API_KEY = "chaos-key"
 SLACK_TOKEN = "xoxb-chaos"
 PARTITIONS = 6
@@ -65,24 +68,22 @@ def _hostport(url: str) -> tuple[str, int]:
 
 
 class Outage:
-    """Stops and starts the broker or the database with scripts/services.sh; `restore()` (sync, for
-    `finally`) starts it again if this outage stopped it."""
+    """Stops and starts the private broker or database (`scripts/services.sh kafka-stop`... on the second
+    instance of chaos/services.py, never the shared servers); `restore()` (sync, for `finally`) starts it
+    again if this outage stopped it."""
 
-    def __init__(self, kind: str, address: str) -> None:
+    def __init__(self, kind: str, services: PrivateServices) -> None:
         if kind not in ("kafka", "pg"):
             raise ValueError(f"unknown outage {kind!r}")
         self.kind = kind
+        self.services = services
+        address = services.bootstrap_servers if kind == "kafka" else services.database_url()
         self.host, self.port = _hostport(address)
         self.stopped = False
         self.stop_issued_at = self.down_at = self.start_issued_at = self.up_at = 0.0
 
     def _run(self, command: str) -> str:
-        done = subprocess.run(["bash", str(SERVICES_SH), f"{self.kind}-{command}"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=300, check=False)
-        output = (done.stdout + done.stderr).strip()
-        if done.returncode != 0:
-            raise RuntimeError(f"scripts/services.sh {self.kind}-{command} failed: {output[-500:]}")
-        return output
+        return self.services.run(f"{self.kind}-{command}")
 
     async def stop(self) -> None:
         self.stop_issued_at = time.monotonic()
@@ -119,13 +120,6 @@ class Outage:
             log(f"restoring {self.kind}")
             self._run("start")
             self.stopped = False
-
-
-def require_up(kafka: str, database_url: str) -> None:
-    for what, address in (("Kafka", kafka), ("PostgreSQL", database_url)):
-        host, port = _hostport(address)
-        if not _port_open(host, port):
-            raise SystemExit(f"{what} does not answer on {host}:{port}: run `make services` first")
 
 
 # ---------------------------------------------------------------------------------------- the stack
@@ -171,11 +165,11 @@ class Stack:
         self.starts: Counter[str] = Counter()
 
     def log_file(self, name: str) -> Path:
-        return ROOT / "var" / f"chaos-{self.config.case}-{name}.log"
+        return CHAOS_DIR / f"{self.config.case}-{name}.log"
 
     def start(self, name: str) -> None:
         port = self.ports.setdefault(name, free_port())
-        self.log_file(name).parent.mkdir(exist_ok=True)
+        self.log_file(name).parent.mkdir(parents=True, exist_ok=True)
         mode = "ab" if self.starts[name] else "wb"
         with self.log_file(name).open(mode) as out:
             self.procs[name] = subprocess.Popen(
@@ -196,7 +190,7 @@ class Stack:
                             waiting.discard(name)
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"not ready within {timeout_s:.0f} s: {sorted(waiting)} "
-                                       f"(see var/chaos-{self.config.case}-*.log)")
+                                       f"(see var/chaos/{self.config.case}-*.log)")
                 await asyncio.sleep(0.3)
 
     def check_alive(self, name: str) -> None:
@@ -219,6 +213,13 @@ class Stack:
             return 0
         text = path.read_text(encoding="utf-8", errors="replace")
         return sum(1 for line in text.splitlines() if " WARNING " in line or " ERROR " in line)
+
+    def count_lines(self, name: str, text: str) -> int:
+        """Lines of the service's log that contain `text`."""
+        path = self.log_file(name)
+        if not path.exists():
+            return 0
+        return sum(1 for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if text in line)
 
     def rss(self, name: str) -> int:
         """Resident memory of the service process and its children (bytes); 0 once it is gone."""

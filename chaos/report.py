@@ -115,6 +115,8 @@ def render_samples(samples: Sequence[Sample]) -> list[str]:
         values = [float(s.rss.get(name, 0)) for s in samples]
         lines.append(f"| {name} RSS | {_mib(values[0])} MiB | {_mib(values[-1])} MiB | {trend(values)} |")
     for t in tables:
+        values = [float(s.rows.get(t, 0)) for s in samples]
+        lines.append(f"| {t} rows | {values[0]:,.0f} | {values[-1]:,.0f} | {trend(values)} |")
         values = [float(s.sizes.get(t, 0)) for s in samples]
         lines.append(f"| {t} size | {_mib(values[0])} MiB | {_mib(values[-1])} MiB | {trend(values)} |")
     return lines
@@ -124,12 +126,13 @@ def render_samples(samples: Sequence[Sample]) -> list[str]:
 HEADER = """# Reliability
 
 What happens to events and notifications when the broker, the database, the alerts process or Slack
-fail under load. Measured by `make chaos` (`python -m chaos`) against the real Kafka broker and
-PostgreSQL of `make services`, on loopback: the services run as `churnsignal serve` processes on topics
-and a database of their own; the broker and the database are stopped and started with
-`scripts/services.sh`; Slack is the local stand-in of `tests/support/slack.py`. Every case counts what
-went in and what came out; a *finding* is an expectation that did not hold, with its evidence. The whole
-file is rewritten by each run.
+fail under load. Measured by `make chaos` (`python -m chaos`) against a real Kafka broker and PostgreSQL
+of its own, on loopback: a second instance of `scripts/services.sh` on free ports under `var/chaos/`
+(`chaos/services.py`), started for the run and deleted after it, so the shared servers of `make services`
+are never stopped. The services run as `churnsignal serve` processes on topics and a database of their
+own; the broker and the database are stopped and started with `scripts/services.sh`; Slack is the local
+stand-in of `tests/support/slack.py`. Every case counts what went in and what came out; a *finding* is an
+expectation that did not hold, with its evidence. The whole file is rewritten by each run.
 """
 
 

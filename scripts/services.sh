@@ -16,6 +16,8 @@
 #   kafka-stop        stop the broker alone
 #   pg-start          start PostgreSQL alone
 #   pg-stop           stop PostgreSQL alone
+#   wipe              stop both and delete their data; only for a second instance
+#                     (SERVICES_VAR_DIR set), never the default one under var/
 #
 # Environment:
 #   CHURNSIGNAL_KAFKA_BOOTSTRAP_SERVERS and CHURNSIGNAL_DATABASE_URL: when both are
@@ -24,10 +26,23 @@
 #   CHURNSIGNAL_KAFKA_VERSION   Kafka version from Maven Central (default 4.1.1)
 #   CHURNSIGNAL_KAFKA_HEAP      JVM heap options (default "-Xms256m -Xmx1g")
 #   CHURNSIGNAL_START_TIMEOUT   seconds to wait for each server (default 120)
+#
+# A second, private instance (e.g. `make chaos`, which stops and restarts its
+# servers) runs beside the default one with its own directory and ports:
+#   SERVICES_VAR_DIR                directory for data, logs, pid files and its
+#                                   services.env (default var/)
+#   SERVICES_KAFKA_PORT             Kafka PLAINTEXT listener (default 9092)
+#   SERVICES_KAFKA_CONTROLLER_PORT  Kafka KRaft controller (default 9093)
+#   SERVICES_PG_PORT                PostgreSQL (default 55432)
+# e.g. SERVICES_VAR_DIR=var/chaos SERVICES_KAFKA_PORT=19092 \
+#      SERVICES_KAFKA_CONTROLLER_PORT=19093 SERVICES_PG_PORT=15432 scripts/services.sh
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VAR="$ROOT/var"
+DEFAULT_VAR="$ROOT/var"
+VAR="${SERVICES_VAR_DIR:-$DEFAULT_VAR}"
+[[ "$VAR" == /* ]] || VAR="$ROOT/$VAR"
+VAR="${VAR%/}"
 ENV_FILE="$VAR/services.env"
 START_TIMEOUT="${CHURNSIGNAL_START_TIMEOUT:-120}"
 
@@ -38,8 +53,8 @@ CACHE="${CHURNSIGNAL_CACHE:-${HOME:-/root}/.cache/churnsignal}"
 KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
 KAFKA_LIBS="$KAFKA_HOME/libs"
 KAFKA_HOST="127.0.0.1"
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
+KAFKA_PORT="${SERVICES_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${SERVICES_KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_DIR="$VAR/kafka"
 KAFKA_CONF="$KAFKA_DIR/config"
 KAFKA_DATA="$KAFKA_DIR/data"
@@ -48,7 +63,7 @@ KAFKA_PID_FILE="$KAFKA_DIR/kafka.pid"
 KAFKA_HEAP="${CHURNSIGNAL_KAFKA_HEAP:--Xms256m -Xmx1g}"
 
 PG_HOST="127.0.0.1"
-PG_PORT=55432
+PG_PORT="${SERVICES_PG_PORT:-55432}"
 PG_DB="churnsignal"
 PG_TEST_DB="churnsignal_test"
 PG_USER="churnsignal"
@@ -56,6 +71,11 @@ PG_PASSWORD="churnsignal"
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+
+for port_var in KAFKA_PORT KAFKA_CONTROLLER_PORT PG_PORT; do
+    [[ "${!port_var}" =~ ^[0-9]+$ ]] && ((${!port_var} > 0 && ${!port_var} < 65536)) \
+        || die "SERVICES_$port_var must be a TCP port (1-65535), got '${!port_var}'"
+done
 
 # True when something accepts TCP connections on HOST PORT.
 port_open() {
@@ -367,7 +387,9 @@ pg_dir() {
     if [[ $EUID -ne 0 ]] || runuser -u postgres -- test -x "$VAR" 2>/dev/null; then
         echo "$VAR/pg"
     else
-        echo "/var/tmp/churnsignal-pg-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)"
+        local key="$ROOT"
+        [[ "$VAR" == "$DEFAULT_VAR" ]] || key="$VAR"
+        echo "/var/tmp/churnsignal-pg-$(printf '%s' "$key" | cksum | cut -d' ' -f1)"
     fi
 }
 
@@ -517,7 +539,7 @@ EOF
     mv "$ENV_FILE.tmp" "$ENV_FILE"
     echo
     echo "Services are up. Use them with:"
-    echo "  source var/services.env"
+    echo "  source ${ENV_FILE#"$ROOT"/}"
     sed 's/^/  /' "$ENV_FILE"
 }
 
@@ -541,6 +563,18 @@ cmd_start() {
     write_env "$KAFKA_HOST:$KAFKA_PORT" "$(local_db_url "$PG_DB")" "$(local_db_url "$PG_TEST_DB")"
 }
 
+# Stop a second instance and delete its data (its logs stay); refused for the default one.
+cmd_wipe() {
+    [[ "$VAR" != "$DEFAULT_VAR" ]] || die "wipe deletes data: only for a second instance (SERVICES_VAR_DIR), not $DEFAULT_VAR"
+    lock
+    kafka_stop
+    pg_stop
+    local dir
+    dir="$(pg_dir)"
+    rm -rf "$KAFKA_DATA" "$dir/data" "$ENV_FILE"
+    log "Deleted the data of the instance in $VAR"
+}
+
 cmd_status() {
     local rc=0
     pg_status || rc=3
@@ -559,8 +593,9 @@ main() {
         kafka-stop) lock; kafka_stop ;;
         pg-start) lock; pg_start ;;
         pg-stop) lock; pg_stop ;;
+        wipe) cmd_wipe ;;
         -h | --help | help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
-        *) die "unknown command '$cmd' (try: start, stop, status, env, kafka-start, kafka-stop, pg-start, pg-stop)" ;;
+        *) die "unknown command '$cmd' (try: start, stop, status, env, kafka-start, kafka-stop, pg-start, pg-stop, wipe)" ;;
     esac
 }
 

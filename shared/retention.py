@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +38,64 @@ FIRST_RUN_S = 30.0     # after start: the service's own start-up goes first
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# -- ages --------------------------------------------------------------------------------------------------------
+# A table's age (CHURNSIGNAL_RETENTION_DAYS): a number of days as before (`35`, `0.5`), or a number with a unit,
+# `m` minutes, `h` hours, `d` days (`10m`, `6h`, `35d`). Kept in days.
+_AGE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([mhd]?)")
+_DAYS_PER_UNIT = {"": 1.0, "d": 1.0, "h": 1 / 24, "m": 1 / 1440}
+AGE_FORMS = "a number of days, or a number with m, h or d: 10m, 6h, 35d"
+MIN_AGE_DAYS = 1 / 1440          # one minute: the least age a table accepts unless it needs more
+MAX_AGE_DAYS = 36500.0
+
+
+def age_days(value: object) -> float:
+    """An age setting in days: a number (days) or a string like `10m`, `6h`, `35d` or `35` (days); ValueError,
+    saying what is accepted, for anything else."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        found = _AGE.fullmatch(value.strip().lower())
+        if found is not None:
+            return float(found[1]) * _DAYS_PER_UNIT[found[2]]
+    shown = repr(value) if isinstance(value, str | int | float) and len(repr(value)) <= 40 else "this value"
+    raise ValueError(f"not an age: {shown} ({AGE_FORMS})")
+
+
+def ages_in_days(value: object) -> object:
+    """Each value of a table -> age mapping as days (`age_days`); anything but a mapping is left for the
+    settings' own type check."""
+    if not isinstance(value, dict):
+        return value
+    out: dict[object, float] = {}
+    for table, age in value.items():
+        try:
+            out[table] = age_days(age)
+        except ValueError as exc:
+            raise ValueError(f"{table}: {exc}") from None
+    return out
+
+
+def format_age(days: float) -> str:
+    """An age in days as the shortest of `90s`, `5m`, `6h`, `35d` (`1.5d`, `7.5m`...) that says it exactly."""
+    if not math.isfinite(days):
+        return f"{days:g}"
+    seconds = days * 86400
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            value = round(seconds / size, 4)
+            if value == int(value) or unit == "m":
+                return f"{value:g}{unit}"
+    return f"{round(seconds, 3):g}s"
+
+
+def dedup_grace(horizon: timedelta) -> timedelta:
+    """How long a deduplication record is kept beyond its horizon before it is pruned: room for the clocks
+    the two sides of the comparison come from (ingest accepts `occurred_at` up to 5 minutes ahead; risk
+    events carry scoring's clock, alerts' records its own). A day, or the horizon when shorter (a horizon
+    of minutes, as in the soak of `make chaos`), never under 10 minutes."""
+    return max(timedelta(minutes=10), min(timedelta(days=1), horizon))
 
 
 # The moment before which a step's rows go, given the connection and now (None: nothing to prune now).

@@ -34,15 +34,17 @@ _DATABASE_SCHEMES = {"postgres://": "postgresql+asyncpg://", "postgresql://": "p
 
 
 # Retention (docs/retention.md): the age in days after which each table's rows are pruned, and the least
-# age each accepts. `scoring_processed_events` and `alerts_processed` hold the deduplication records: their
-# age is each service's deduplication horizon (an older event arriving again is not applied, but counted).
+# age each accepts (a minute unless named here). `scoring_processed_events` and `alerts_processed` hold the
+# deduplication records: their age is each service's deduplication horizon (an older event arriving again is
+# not applied, but counted).
 RETENTION_DAYS: dict[str, float] = {
     "scoring_processed_events": 35, "scoring_outbox": 7, "scoring_history": 400,
     "alerts_processed": 35, "alerts_deliveries": 90, "alerts_attempts": 90, "alerts_digest_items": 90,
     "alerts_slack_requests": 1,
 }
-# The daily digest looks back 8 days for the last one it sent (services/alerts/domain/daily.py).
-RETENTION_MIN_DAYS: dict[str, float] = {"alerts_deliveries": 8}
+# The daily digest looks back 8 days for the last one it sent (services/alerts/domain/daily.py); a Slack click's
+# signature is kept twice Slack's 5-minute replay window (services/alerts/entrypoints/actions_api.py).
+RETENTION_MIN_DAYS: dict[str, float] = {"alerts_deliveries": 8, "alerts_slack_requests": 10 / 1440}
 
 
 def normalize_database_url(url: str) -> str:
@@ -97,8 +99,9 @@ class Settings(BaseSettings):
     scoring_sweep_chunk: int = Field(default=500, ge=1)
 
     # Retention (docs/retention.md): every service prunes its old rows this often, in short batches, and
-    # each table's age in days, as a JSON object (e.g. `{"scoring_history": 730}`; unnamed tables keep
-    # `RETENTION_DAYS`). Kept after the lateness, which the deduplication horizon must cover.
+    # each table's age, as a JSON object of days or of ages with a unit (e.g. `{"scoring_history": 730}`,
+    # `{"scoring_outbox": "6h"}`; unnamed tables keep `RETENTION_DAYS`), kept in days. Kept after the
+    # lateness, which the deduplication horizon must cover.
     retention_interval_s: float = Field(default=600.0, gt=0)
     retention_days: dict[str, float] = Field(default_factory=dict, validate_default=True)
 
@@ -150,21 +153,31 @@ class Settings(BaseSettings):
     def _driver(cls, v: str) -> str:
         return normalize_database_url(v.strip())
 
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _ages(cls, v: object) -> object:
+        from shared.retention import ages_in_days
+
+        return ages_in_days(v)   # (`10m`, `6h`, `35d` or a number of days, as days)
+
     @field_validator("retention_days")
     @classmethod
     def _retention(cls, v: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        from shared.retention import MAX_AGE_DAYS, MIN_AGE_DAYS, format_age
+
         unknown = sorted(set(v) - set(RETENTION_DAYS))
         if unknown:
             raise ValueError(f"unknown table {unknown[0]!r} (known: {', '.join(RETENTION_DAYS)})")
         for table, days in v.items():
-            least = RETENTION_MIN_DAYS.get(table, 1)
-            if not least <= days <= 36500:   # (NaN and infinity included)
-                raise ValueError(f"{table}: should be from {least:g} to 36500 days ({days:g} given)")
+            least = RETENTION_MIN_DAYS.get(table, MIN_AGE_DAYS)
+            if not least <= days <= MAX_AGE_DAYS:   # (NaN and infinity included)
+                raise ValueError(f"{table}: should be from {format_age(least)} to {format_age(MAX_AGE_DAYS)} "
+                                 f"({format_age(days)} given)")
         lateness_s = info.data.get("scoring_allowed_lateness_s")
         horizon = v.get("scoring_processed_events", RETENTION_DAYS["scoring_processed_events"])
         if isinstance(lateness_s, int) and horizon * 86400 < lateness_s:
-            raise ValueError(f"scoring_processed_events: the deduplication horizon ({horizon:g} days) should be "
-                             f"at least CHURNSIGNAL_SCORING_ALLOWED_LATENESS_S ({lateness_s} s)")
+            raise ValueError(f"scoring_processed_events: the deduplication horizon ({format_age(horizon)}) should "
+                             f"be at least CHURNSIGNAL_SCORING_ALLOWED_LATENESS_S ({lateness_s} s)")
         return v
 
     def retention_age(self, table: str) -> timedelta:

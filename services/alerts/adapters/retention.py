@@ -1,7 +1,8 @@
 """Alerts' tables under retention (docs/retention.md), as steps of the shared pruner (shared/retention.py).
 
 Only what nothing open or pending refers to goes:
-- `alerts_processed`: ids recorded more than the deduplication horizon plus a day ago. The consumer skips (and
+- `alerts_processed`: ids recorded more than the deduplication horizon plus a grace ago (a day; the horizon
+  itself when shorter, at least 10 minutes: `dedup_grace`). The consumer skips (and
   counts as expired) a risk event detected more than the horizon ago, so a pruned id is never applied again.
 - `alerts_digest_items`: items consumed (sent in a digest) more than the age ago; waiting ones stay.
 - `alerts_attempts`, `alerts_deliveries`: of deliveries finished (sent, failed, dead-lettered) more than the
@@ -15,21 +16,21 @@ Alert rows, their per-target state, silences and positions are not pruned.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from services.alerts.adapters import tables as t
-from shared.retention import PruneStep
+from shared.retention import PruneStep, dedup_grace
 from shared.settings import Settings
 
-# Beyond the horizon, what an id is kept for: risk events carry scoring's clock, ids alerts' own.
-HORIZON_GRACE = timedelta(days=1)
 FINISHED = ("sent", "failed", "dead_letter")
 
 
 def alerts_steps(settings: Settings) -> list[PruneStep]:
     horizon = settings.retention_age("alerts_processed")
+    # Beyond the horizon, what an id is kept for: risk events carry scoring's clock, ids alerts' own.
+    grace = dedup_grace(horizon)
     p, d, a, di, s = t.processed.c, t.deliveries.c, t.alerts.c, t.digest_items.c, t.slack_requests.c
 
     def finished_before(cutoff: datetime) -> sa.ColumnElement[bool]:
@@ -41,7 +42,7 @@ def alerts_steps(settings: Settings) -> list[PruneStep]:
 
     return [
         PruneStep("alerts_processed", p.event_id, lambda cutoff: p.processed_at < cutoff,
-                  horizon + HORIZON_GRACE),
+                  horizon + grace),
         PruneStep("alerts_digest_items", di.id,
                   lambda cutoff: sa.and_(di.consumed_at.is_not(None), di.consumed_at < cutoff),
                   settings.retention_age("alerts_digest_items")),

@@ -3,9 +3,10 @@
 - `scoring_processed_events`: an id goes once no copy of its event can be applied any more. The consumer
   skips (and counts as expired) an event older than its partition's watermark minus the deduplication
   horizon (services/scoring/entrypoints/batches.py); an id is pruned when it was processed more than the
-  horizon plus a day before the oldest partition watermark (or before now, whichever is earlier). An
-  event is never processed before it occurred (ingest refuses `occurred_at` more than 5 minutes ahead), so
-  any copy of a pruned id is older than every watermark minus the horizon: expired, never applied twice.
+  horizon plus a grace (a day; the horizon itself when shorter, at least 10 minutes: `dedup_grace`) before
+  the oldest partition watermark (or before now, whichever is earlier). An event is never processed more
+  than 5 minutes before it occurred (ingest refuses `occurred_at` further ahead), so any copy of a pruned id
+  is older than every watermark minus the horizon: expired, never applied twice.
 - `scoring_outbox`: rows published more than the age ago; unpublished rows stay whatever their age.
 - `scoring_history`: snapshots whose `as_of` is older than the age, except each account's latest one (its
   account page keeps a last score and the last "why it moved").
@@ -13,21 +14,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scoring.adapters import tables as t
-from shared.retention import PruneStep
+from shared.retention import PruneStep, dedup_grace
 from shared.settings import Settings
-
-# Beyond the horizon, what an id is kept for: covers ingest's 5 minutes of future `occurred_at` with room.
-HORIZON_GRACE = timedelta(days=1)
 
 
 def scoring_steps(settings: Settings) -> list[PruneStep]:
     horizon = settings.retention_age("scoring_processed_events")
+    # Beyond the horizon, what an id is kept for: covers ingest's 5 minutes of future `occurred_at` with room.
+    grace = dedup_grace(horizon)
     p, o, h = t.processed_events.c, t.outbox.c, t.history.c
     newer = t.history.alias("newer")
 
@@ -38,7 +38,7 @@ def scoring_steps(settings: Settings) -> list[PruneStep]:
         if oldest is not None and oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=now.tzinfo)
         clock = now if oldest is None else min(now, oldest)
-        return clock - horizon - HORIZON_GRACE
+        return clock - horizon - grace
 
     def not_latest() -> sa.ColumnElement[bool]:
         return sa.exists().where(newer.c.account_id == h.account_id, newer.c.id > h.id)
