@@ -124,14 +124,17 @@ async def _create_database(base_url: str, name: str) -> str:
 async def _drop_database(base_url: str, name: str) -> None:
     conn = await asyncpg.connect(base_url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
-        for attempt in range(10):
+        for attempt in range(40):
             try:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 return
             except asyncpg.InsufficientPrivilegeError:
-                # A server process of another role (autovacuum) is still attached; it leaves soon.
-                await asyncio.sleep(0.5 * (attempt + 1))
-        raise RuntimeError(f"could not drop the benchmark database {name}")
+                # A server process of another role (autovacuum) is still attached; it leaves soon (after a
+                # million accounts' writes, it can take a minute or two).
+                await asyncio.sleep(min(0.5 * (attempt + 1), 5.0))
+        # (what was measured stands: a database left behind costs disk only, and says so)
+        print(f"[bench] WARNING: could not drop the benchmark database {name} (autovacuum still attached); "
+              f"drop it later: DROP DATABASE \"{name}\"", flush=True)
     finally:
         await conn.close()
 
