@@ -1,5 +1,5 @@
-"""The backtest agrees with the live service's path: the scoring consumer on the embedded stack
-(in-process bus with Kafka's semantics + SQLite, no services needed) is given the events before the cut;
+"""The backtest agrees with the live service: the scoring consumer, on the embedded stack (in-process bus
+with Kafka's semantics + SQLite) and on the real Kafka + PostgreSQL, is given the events before the cut;
 its committed states, timers and watermarks, advanced to the cut the way its partition clocks would
 advance, give the same scores, tiers and open risks as the backtest's replay of the same file."""
 
@@ -11,22 +11,17 @@ from pathlib import Path
 from services.scoring.backtest.history import read_events
 from services.scoring.backtest.replay import replay
 from services.scoring.domain import PartitionClock, ScoringConfig, ScoringEngine, decode_state
-from shared.bus.memory import MemoryBus
-from shared.settings import Settings
 from tests.service.backtest.histories import CUT, PARTITIONS, file_order, stories, write_events
 from tests.stack.scoring.harness import Stack, produce, records_for, running, wait_caught_up
 
 LATENESS = timedelta(hours=1)
 
 
-async def test_states_at_the_cut_equal_the_scoring_consumers(tmp_path: Path):
+async def test_states_at_the_cut_equal_the_scoring_consumers(stack: Stack, tmp_path: Path):
     raws = file_order(stories())
     before = [r for r in raws if datetime.fromisoformat(r["occurred_at"]) < CUT]
-    settings = Settings(kafka_bootstrap_servers="", topic_prefix="backtest.", topic_partitions=PARTITIONS,
-                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'scoring.db'}",
-                        scoring_group_id="backtest-agreement",
-                        scoring_allowed_lateness_s=int(LATENESS.total_seconds()))
-    stack = Stack("embedded", MemoryBus(default_partitions=PARTITIONS), settings)
+    stack = Stack(stack.kind, stack.bus, stack.settings.model_copy(update={
+        "topic_partitions": PARTITIONS, "scoring_allowed_lateness_s": int(LATENESS.total_seconds())}))
     await produce(stack.bus, records_for(stack.topics, before))
     async with running(stack) as rt:
         await wait_caught_up(stack, rt, timeout_s=120)
