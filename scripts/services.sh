@@ -248,12 +248,13 @@ EOF
 kafka_format() {
     [[ -f "$KAFKA_DATA/meta.properties" ]] && return 0
     local cluster_id
-    # A Kafka cluster id is 16 random bytes in unpadded URL-safe base64.
+    # A Kafka cluster id is 16 random bytes in unpadded URL-safe base64. It may begin with "-": passed as
+    # --cluster-id=<id>, so that the tool's argument parser does not read it as an option.
     cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
     log "Formatting Kafka storage in $KAFKA_DATA (cluster id $cluster_id)"
     if ! java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$KAFKA_CONF/log4j2.properties" \
             -Dkafka.logs.dir="$KAFKA_LOGS" kafka.tools.StorageTool format \
-            --cluster-id "$cluster_id" --config "$KAFKA_CONF/server.properties" --standalone \
+            --cluster-id="$cluster_id" --config "$KAFKA_CONF/server.properties" --standalone \
             >"$KAFKA_LOGS/format.log" 2>&1; then
         show_log_tail "$KAFKA_LOGS/format.log"
         die "kafka storage format failed (log: $KAFKA_LOGS/format.log)"
