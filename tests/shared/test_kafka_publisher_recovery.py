@@ -2,75 +2,16 @@
 and the replacement that ends each: every batch refused with OutOfOrderSequenceNumber (the idempotent
 producer's sequence numbers no longer match the broker's), and a readiness probe that fails for ever on the
 producer's own connection, so that no publish gets through to time out. The producer is a stand-in here, as
-in test_kafka_publisher_stall.py."""
+in test_kafka_publisher_stall.py (tests/support/kafka_producer.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
-from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber
 
 from shared.bus import kafka
 from shared.bus.port import OutMessage
 from shared.errors import BusUnavailable
-from tests.shared.test_kafka_publisher_stall import _Builder
-
-
-class _Client:
-    def __init__(self, answers: bool) -> None:
-        self.answers = answers
-
-    def get_random_node(self) -> int:
-        return 1
-
-    async def send(self, *_: Any) -> Any:
-        if not self.answers:
-            raise KafkaConnectionError("connection stuck")
-        return type("Answer", (), {"brokers": [1]})()
-
-
-class _Producer:
-    """`refuses`: every batch fails with OutOfOrderSequenceNumber; `probe_answers`: the metadata probe on its
-    connection answers."""
-
-    def __init__(self, *, refuses: bool = False, probe_answers: bool = True) -> None:
-        self.refuses = refuses
-        self.client = _Client(probe_answers)
-        self.stopped = False
-        self.sent = 0
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        self.stopped = True
-
-    async def partitions_for(self, _: str) -> set[int]:
-        return {0}
-
-    def create_batch(self) -> _Builder:
-        return _Builder()
-
-    async def send_batch(self, *_: Any, **__: Any) -> asyncio.Future[object]:
-        ack: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self.sent += 1
-        if self.refuses:
-            ack.set_exception(OutOfOrderSequenceNumber())
-        else:
-            ack.set_result(None)
-        return ack
-
-
-def _publisher(monkeypatch, producers: list[_Producer], timeout_s: float) -> kafka.KafkaPublisher:
-    made: list[_Producer] = []
-
-    def new_producer(self: kafka.KafkaPublisher) -> _Producer:
-        made.append(producers[len(made)])
-        return made[-1]
-
-    monkeypatch.setattr(kafka.KafkaPublisher, "_new_producer", new_producer)
-    return kafka.KafkaPublisher("127.0.0.1:1", "test", publish_timeout_s=timeout_s)
+from tests.support.kafka_producer import FakeProducer, publisher_over
 
 
 async def _publish_until_accepted(publisher: kafka.KafkaPublisher, attempts: int = 400) -> list[str]:
@@ -88,8 +29,8 @@ async def _publish_until_accepted(publisher: kafka.KafkaPublisher, attempts: int
 
 async def test_a_producer_whose_sequence_state_is_lost_is_replaced_at_once(monkeypatch) -> None:
     # A long timeout: the replacement does not wait for acknowledgements to be overdue.
-    lost, fresh = _Producer(refuses=True), _Producer()
-    publisher = _publisher(monkeypatch, [lost, fresh], timeout_s=60.0)
+    lost, fresh = FakeProducer(refuses=True), FakeProducer()
+    publisher, _ = publisher_over(monkeypatch, [lost, fresh], timeout_s=60.0)
     await publisher.start()
     try:
         answers = await _publish_until_accepted(publisher)
@@ -101,8 +42,8 @@ async def test_a_producer_whose_sequence_state_is_lost_is_replaced_at_once(monke
 
 
 async def test_a_producer_whose_probe_keeps_failing_is_replaced(monkeypatch) -> None:
-    stuck, fresh = _Producer(probe_answers=False), _Producer()
-    publisher = _publisher(monkeypatch, [stuck, fresh], timeout_s=0.05)
+    stuck, fresh = FakeProducer(probe_answers=False), FakeProducer()
+    publisher, _ = publisher_over(monkeypatch, [stuck, fresh], timeout_s=0.05)
     await publisher.start()
     try:
         publisher._ready = False     # (as after a failed publish: the next one asks the probe first)
@@ -115,8 +56,8 @@ async def test_a_producer_whose_probe_keeps_failing_is_replaced(monkeypatch) -> 
 
 
 async def test_a_probe_that_fails_briefly_replaces_nothing(monkeypatch) -> None:
-    flaky = _Producer(probe_answers=False)
-    publisher = _publisher(monkeypatch, [flaky], timeout_s=60.0)
+    flaky = FakeProducer(probe_answers=False)
+    publisher, _ = publisher_over(monkeypatch, [flaky], timeout_s=60.0)
     await publisher.start()
     try:
         for _ in range(3):

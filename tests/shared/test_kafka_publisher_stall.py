@@ -5,68 +5,15 @@ ever. The producer is a stand-in here; the broker restart itself is `make chaos`
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from shared.bus import kafka
 from shared.bus.port import OutMessage
 from shared.errors import BusUnavailable
-
-
-class _Builder:
-    def append(self, **_: Any) -> object:
-        return object()
-
-    def close(self) -> None:
-        pass
-
-
-class _Client:
-    def get_random_node(self) -> int:
-        return 1
-
-    async def send(self, *_: Any) -> Any:
-        return type("Answer", (), {"brokers": [1]})()
-
-
-class _Producer:
-    """Acknowledges every batch, or (stalled) none: `send_batch` hands back a future that never resolves."""
-
-    def __init__(self, stalled: bool) -> None:
-        self.stalled = stalled
-        self.stopped = False
-        self.sent = 0
-        self.client = _Client()
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        self.stopped = True
-
-    async def partitions_for(self, _: str) -> set[int]:
-        return {0}
-
-    def create_batch(self) -> _Builder:
-        return _Builder()
-
-    async def send_batch(self, *_: Any, **__: Any) -> asyncio.Future[object]:
-        ack: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self.sent += 1
-        if not self.stalled:
-            ack.set_result(None)
-        return ack
+from tests.support.kafka_producer import FakeProducer, publisher_over
 
 
 async def test_a_producer_that_stops_acknowledging_is_replaced(monkeypatch) -> None:
-    producers = [_Producer(stalled=True), _Producer(stalled=False)]
-    made: list[_Producer] = []
-
-    def new_producer(self: kafka.KafkaPublisher) -> _Producer:
-        made.append(producers[len(made)])
-        return made[-1]
-
-    monkeypatch.setattr(kafka.KafkaPublisher, "_new_producer", new_producer)
-    publisher = kafka.KafkaPublisher("127.0.0.1:1", "test", publish_timeout_s=0.2)
+    producers = [FakeProducer(stalled=True), FakeProducer()]
+    publisher, made = publisher_over(monkeypatch, producers, timeout_s=0.2)
     await publisher.start()
     message = [OutMessage("t", b"acme", b"{}")]
     try:
