@@ -306,18 +306,28 @@ class InMemoryAlertsStore:
                 done += 1
         return done == len(assignments)
 
-    async def daily_digest_reads(self, now: datetime, changed_since: datetime) -> DailyReads:
+    async def daily_digest_targets(self, changed_since: datetime) -> list[str]:
+        reads = self._daily_reads(changed_since, None)
+        return sorted({s.target_key for _, s in reads.tracked} | {i.target_key for i in reads.items})
+
+    async def daily_digest_reads(self, now: datetime, changed_since: datetime,
+                                 targets: Sequence[str]) -> DailyReads:
+        return self._daily_reads(changed_since, set(targets))
+
+    def _daily_reads(self, changed_since: datetime, wanted: set[str] | None) -> DailyReads:
         by_id = {a.id: a for a in self.t.alerts.values()}
         tracked = [
             (by_id[s.alert_id], s)
             for s in self.t.states.values()
             if s.notify_count > 0
             and (by_id[s.alert_id].status == "open" or by_id[s.alert_id].updated_at >= changed_since)
+            and (wanted is None or s.target_key in wanted)
         ]
         tracked.sort(key=lambda pair: (pair[1].target_key, pair[0].id))
         last: dict[str, datetime] = {}
         for d in self.t.deliveries.values():
-            if d.kind == DAILY_KIND and d.created_at >= changed_since:
+            if d.kind == DAILY_KIND and d.created_at >= changed_since and (wanted is None or d.target_key in wanted):
                 last[d.target_key] = max(d.created_at, last.get(d.target_key, d.created_at))
-        items = [i for i in self.waiting_items() if i.kind == DAILY_ITEM]
+        items = [i for i in self.waiting_items()
+                 if i.kind == DAILY_ITEM and (wanted is None or i.target_key in wanted)]
         return DailyReads(tracked=tracked, items=sorted(items, key=lambda i: i.id), last_sent=last)

@@ -497,21 +497,38 @@ class AlertsRepository:
         )
         return [digest_item_row(r) for r in rows]
 
-    async def daily_digest_reads(self, now: datetime, changed_since: datetime) -> DailyReads:
+    async def daily_digest_targets(self, changed_since: datetime) -> list[str]:
+        a, s, di = t.alerts, t.states, t.digest_items
+        told = (
+            sa.select(s.c.target_key)
+            .join(a, s.c.alert_id == a.c.id)
+            .where(s.c.notify_count > 0, sa.or_(a.c.status == "open", a.c.updated_at >= changed_since))
+        )
+        waiting = sa.select(di.c.target_key).where(di.c.consumed_at.is_(None), di.c.kind == DAILY_ITEM)
+        keys = sa.union(told, waiting).subquery()
+        rows = await self.conn.execute(sa.select(keys.c.target_key).order_by(keys.c.target_key))
+        return [key for (key,) in rows]
+
+    async def daily_digest_reads(self, now: datetime, changed_since: datetime,
+                                 targets: Sequence[str]) -> DailyReads:
         a, s, di, d = t.alerts, t.states, t.digest_items, t.deliveries
+        keys = list(targets)
         rows = await self.conn.execute(
             sa.select(a, *[c.label(f"s_{c.name}") for c in s.c])
             .join(s, s.c.alert_id == a.c.id)
-            .where(s.c.notify_count > 0, sa.or_(a.c.status == "open", a.c.updated_at >= changed_since))
+            .where(s.c.target_key.in_(keys), s.c.notify_count > 0,
+                   sa.or_(a.c.status == "open", a.c.updated_at >= changed_since))
             .order_by(s.c.target_key, a.c.id)
         )
         tracked = [(alert_row(row), state_row(row, "s_")) for row in rows]
         items = await self.conn.execute(
-            sa.select(di).where(di.c.consumed_at.is_(None), di.c.kind == DAILY_ITEM).order_by(di.c.id)
+            sa.select(di)
+            .where(di.c.target_key.in_(keys), di.c.consumed_at.is_(None), di.c.kind == DAILY_ITEM)
+            .order_by(di.c.id)
         )
         last = await self.conn.execute(
             sa.select(d.c.target_key, sa.func.max(d.c.created_at))
-            .where(d.c.kind == DAILY_KIND, d.c.created_at >= changed_since)
+            .where(d.c.target_key.in_(keys), d.c.kind == DAILY_KIND, d.c.created_at >= changed_since)
             .group_by(d.c.target_key)
         )
         return DailyReads(

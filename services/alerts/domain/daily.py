@@ -208,3 +208,9 @@ def _change(alert: TrackedAlert, since: datetime) -> str:
 def next_scheduled(schedules: Sequence[DigestSchedule], now: datetime) -> datetime | None:
     """The next moment any of `schedules` is due (the periodic loop sleeps until then)."""
     return min((s.next_after(now) for s in schedules), default=None)
+
+
+def latest_scheduled(schedules: Sequence[DigestSchedule], now: datetime) -> datetime | None:
+    """The latest moment at or before `now` of any of `schedules`: a check made at or after it has seen
+    every digest due so far, so the next one is needed only after a later moment passes."""
+    return max((s.latest_at_or_before(now) for s in schedules), default=None)

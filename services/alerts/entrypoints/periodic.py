@@ -4,9 +4,10 @@ Each tick is one transaction that claims deliveries exactly like the consumer do
 hands them to the `DeliveryRunner`. A failed tick is logged and retried on the next one.
 
 The group flush runs every `digest_every_s` and also wakes up when a newly queued group is due (the
-pipeline tells it), so a group goes out right after its `group_wait`. The daily digest check runs at each
-receiver's scheduled moment (the schedule is pure: `services.alerts.domain.daily`) and at least every
-`daily_every_s`.
+pipeline tells it), so a group goes out right after its `group_wait`. The daily digest check runs at start
+and after each receiver's scheduled moment (the schedule is pure: `services.alerts.domain.daily`); it wakes
+at least every `daily_every_s` but reads the tables only when a scheduled moment passed since its last
+complete check.
 """
 
 from __future__ import annotations
@@ -69,13 +70,14 @@ class PeriodicTasks:
         self.runner.submit(result.deliveries)
         return len(result.deliveries)
 
-    async def daily_digests_once(self) -> int:
+    async def daily_digests_once(self) -> int | None:
+        """Claim the due daily digests; how many, or None when another instance raced (retried later)."""
         try:
             async with self.uow.begin() as store:
                 result = await self.pipeline.claim_daily_digests(store)
         except DigestRace as exc:
             log.info("%s", exc)
-            return 0
+            return None
         self.runner.submit(result.deliveries)
         self.daily_sent.update(d.target_key for d in result.deliveries)
         return len(result.deliveries)
@@ -104,13 +106,20 @@ class PeriodicTasks:
                 await asyncio.wait_for(self._group_wake.wait(), timeout)
 
     async def run_daily_digests(self) -> None:
+        checked_at: datetime | None = None  # when the last complete check began
         while True:
-            try:
-                await self.daily_digests_once()
-            except ENGINE_ERRORS as exc:
-                log.warning("alerts daily digest check failed (%s); next try in 5s", type(exc).__name__)
-                await asyncio.sleep(5.0)
-                continue
+            now = self.clock()
+            moment = self.pipeline.latest_daily_moment(now)
+            # A check that began at or after the latest scheduled moment saw every digest due by now: the
+            # next one is needed only after another moment passes (what arrives meanwhile waits for it).
+            if checked_at is None or moment is None or moment > checked_at:
+                try:
+                    if await self.daily_digests_once() is not None:
+                        checked_at = now
+                except ENGINE_ERRORS as exc:
+                    log.warning("alerts daily digest check failed (%s); next try in 5s", type(exc).__name__)
+                    await asyncio.sleep(5.0)
+                    continue
             now = self.clock()
             due = self.pipeline.next_daily_due(now)
             wait = self.daily_every_s if due is None else (due - now).total_seconds() + 0.01

@@ -28,6 +28,7 @@ from services.alerts.domain.daily import (
     DailyItem,
     DigestSchedule,
     TrackedAlert,
+    latest_scheduled,
     next_scheduled,
     plan_daily_digests,
 )
@@ -39,6 +40,7 @@ from services.alerts.domain.targets import Target
 from services.alerts.service.ports import ClaimStore, DigestStore, RepeatStore
 from services.alerts.service.records import (
     ClaimWrites,
+    DailyReads,
     DeliveryRow,
     KnownAlert,
     KnownState,
@@ -53,6 +55,9 @@ from shared.risks import RiskEvent
 log = logging.getLogger(__name__)
 
 YIELD_EVERY = 20
+# How many targets' alerts a daily digest check reads at once (its memory is bounded by that, not by every
+# open alert).
+DAILY_TARGETS_PER_READ = 200
 
 
 @dataclass
@@ -170,6 +175,10 @@ class AlertPipeline:
     def next_daily_due(self, now: datetime) -> datetime | None:
         """The next moment a daily digest of any receiver may be due."""
         return next_scheduled([self.digest_schedule, *self.tree.schedules().values()], now)
+
+    def latest_daily_moment(self, now: datetime) -> datetime | None:
+        """The latest scheduled moment of any receiver at or before `now`."""
+        return latest_scheduled([self.digest_schedule, *self.tree.schedules().values()], now)
 
     def _schedule_of(self, target: Target) -> DigestSchedule:
         return self.tree.schedules().get(target.receiver, self.digest_schedule)
@@ -450,10 +459,22 @@ class AlertPipeline:
     # -- daily digests -------------------------------------------------------------------------
     async def claim_daily_digests(self, store: DigestStore) -> ClaimResult:
         """Claim the daily digest of every target whose scheduled moment has come (once per target and
-        day: the dedup key names the day), consuming the items that waited for it."""
+        day: the dedup key names the day), consuming the items that waited for it.
+
+        The targets are read `DAILY_TARGETS_PER_READ` at a time, so what the check holds is bounded by
+        that many targets' alerts, not by every open alert."""
         now = self.clock()
         result = ClaimResult()
-        reads = await store.daily_digest_reads(now, now - CHANGES_LOOKBACK)
+        since = now - CHANGES_LOOKBACK
+        keys = await store.daily_digest_targets(since)
+        for start in range(0, len(keys), DAILY_TARGETS_PER_READ):
+            reads = await store.daily_digest_reads(now, since, keys[start:start + DAILY_TARGETS_PER_READ])
+            result.deliveries.extend(await self._claim_daily(store, reads, now))
+        if result.deliveries:
+            result.count(DAILY_KIND, len(result.deliveries))
+        return result
+
+    async def _claim_daily(self, store: DigestStore, reads: DailyReads, now: datetime) -> list[DeliveryRow]:
         tracked = [
             TrackedAlert(
                 risk=RiskEvent.model_validate(alert.last_event),
@@ -486,7 +507,7 @@ class AlertPipeline:
             public_url=self.links(now),
         )
         if not plan.ready:
-            return result
+            return []
         claimed = await store.claim(
             [new_delivery(d.notification, None) for d in plan.ready], now, now + self.lease
         )
@@ -499,9 +520,7 @@ class AlertPipeline:
         }
         if assignments and not await store.consume_digest_items(assignments, now):
             raise DigestRace("daily digest items were consumed concurrently; retrying later")
-        result.deliveries = claimed
-        result.count(DAILY_KIND, len(claimed))
-        return result
+        return claimed
 
 
 def _alert_ids(

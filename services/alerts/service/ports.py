@@ -94,9 +94,15 @@ class DigestStore(Protocol):
         """Waiting group items (not those waiting for a daily digest) of every target with a due one."""
         ...
 
-    async def daily_digest_reads(self, now: datetime, changed_since: datetime) -> DailyReads:
-        """Per-target states of open alerts and of alerts updated since `changed_since`, the items waiting
-        for a daily digest, and each target's last daily digest claimed since `changed_since`."""
+    async def daily_digest_targets(self, changed_since: datetime) -> list[str]:
+        """The keys, sorted, of the targets a daily digest may be for: those told of an alert that is open
+        or was updated since `changed_since`, and those with an item waiting for a daily digest."""
+        ...
+
+    async def daily_digest_reads(self, now: datetime, changed_since: datetime,
+                                 targets: Sequence[str]) -> DailyReads:
+        """For the `targets` only: the states of open alerts and of alerts updated since `changed_since`, the
+        items waiting for a daily digest, and each target's last daily digest claimed since `changed_since`."""
         ...
 
     async def alerts_by_risk(self, risk_ids: Iterable[str]) -> dict[str, AlertRow]: ...

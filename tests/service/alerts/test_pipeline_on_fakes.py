@@ -8,6 +8,7 @@ test_policy.py and test_delivery.py check them through the real stores and the r
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -611,6 +612,84 @@ async def test_health_drop_waits_for_the_daily_digest_which_fires_once_per_targe
     clock.advance(minutes=10)
     reminded = await repeats(store, p)  # the risks sent at once are reminded; the digest-only one is not
     assert {d.dedup_key.split(":")[1] for d in reminded.deliveries} == {"usage_drop"}
+
+
+def many_csms(n: int) -> list[RiskEvent]:
+    """One health_drop (it waits for the daily digest) per account, each account with a CSM of its own."""
+    return [make_risk(risk_id=f"a{i:02d}:health_drop:1", account_id=f"a{i:02d}", type="health_drop",
+                      severity="medium", csm={"email": f"csm{i:02d}@vendor.example", "slack_user_id": f"U{i:04d}"})
+            for i in range(n)]
+
+
+async def test_the_daily_check_reads_a_bounded_number_of_targets_at_a_time_and_misses_none(monkeypatch):
+    sent: dict[int, list[str]] = {}
+    for per_read in (3, 1000):
+        monkeypatch.setattr("services.alerts.service.pipeline.DAILY_TARGETS_PER_READ", per_read)
+        store, clock = InMemoryAlertsStore(), Clock()
+        p = pipeline(clock, RoutingTree.from_yaml(DAILY), grouping=True)
+        await claim(store, p, many_csms(7))
+        reads: list[int] = []
+        whole = store.daily_digest_reads
+
+        async def counted(now: datetime, since: datetime, targets: Any, reads: list[int] = reads,
+                          whole: Any = whole) -> Any:
+            reads.append(len(targets))
+            return await whole(now, since, targets)
+
+        store.daily_digest_reads = counted  # type: ignore[method-assign]
+        clock.now = datetime(2026, 3, 3, 8, 30, tzinfo=UTC)
+        result = await daily(store, p)
+        sent[per_read] = sorted(d.dedup_key for d in result.deliveries)
+        assert result.outcomes == {"daily_digest": 14}
+        assert store.waiting_items() == []  # every queued health_drop carried
+        assert reads == ([3, 3, 3, 3, 2] if per_read == 3 else [14])  # 14 targets: 7 DMs and 7 addresses
+    assert sent[3] == sent[1000] and len(sent[3]) == 14
+
+
+async def test_the_daily_loop_reads_the_tables_at_start_and_after_each_scheduled_moment_only():
+    store, clock = InMemoryAlertsStore(), Clock()  # T0 = 09:00 UTC, after 09:30 Berlin
+    p = pipeline(clock, RoutingTree.from_yaml(DAILY), grouping=True)
+    await claim(store, p, many_csms(2))
+    checks: list[datetime] = []
+    whole = store.daily_digest_targets
+
+    async def counted(since: datetime) -> list[str]:
+        checks.append(clock.now)
+        return await whole(since)
+
+    store.daily_digest_targets = counted  # type: ignore[method-assign]
+    reads_of_clock = 0
+
+    def counting_clock() -> datetime:
+        nonlocal reads_of_clock
+        reads_of_clock += 1
+        return clock.now
+
+    async def loop_turns(n: int) -> None:
+        """Until the loop woke up `n` more times (it reads the clock twice a turn)."""
+        target = reads_of_clock + 2 * n
+        for _ in range(10_000):
+            if reads_of_clock >= target:
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError(f"the loop did not turn {n} times")
+
+    periodic = PeriodicTasks(store, p, Submitted(), clock=counting_clock,  # type: ignore[arg-type]
+                             daily_every_s=0.001)
+    task = asyncio.create_task(periodic.run_daily_digests())
+    try:
+        await loop_turns(30)  # woken every millisecond; no scheduled moment passed since its first check
+        assert checks == [T0] and sum(periodic.daily_sent.values()) == 0
+        clock.now = datetime(2026, 3, 3, 8, 30, tzinfo=UTC)  # 09:30 in Berlin
+        await loop_turns(30)
+        assert checks == [T0, clock.now] and sum(periodic.daily_sent.values()) == 4
+        clock.advance(minutes=20)  # before the next moment (09:00 UTC, the default schedule's)
+        await loop_turns(30)
+        assert len(checks) == 2
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 async def test_messages_that_waited_carry_the_buttons_and_action_links_of_their_alerts():
