@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
 from services.preflight import read_configuration
+from shared.logs import configure_logging
 from shared.settings import Settings
 from shared.startup_errors import StartupError
 
@@ -36,12 +36,6 @@ def package_version() -> str:
             return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
         except (OSError, KeyError, tomllib.TOMLDecodeError):
             return "unknown"
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Alembic lists its plugins at INFO when imported: noise before every check of the migrations.
-    logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
 
 
 def _port(settings: Settings, service: str) -> int:
@@ -214,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = read_configuration()
-        _configure_logging(settings.log_level)
+        configure_logging(settings.log_level)
         return int(args.func(args, settings) or 0)
     except StartupError as exc:
         for line in exc.lines:

@@ -12,6 +12,7 @@ import signal
 import sys
 
 from services.scoring.bootstrap import run_consumer, scoring_runtime
+from shared.logs import configure_logging
 from shared.process import tune_gc
 from shared.settings import Settings
 
@@ -29,8 +30,7 @@ async def serve(settings: Settings) -> None:
 
 def main() -> int:
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     asyncio.run(serve(settings))
     return 0
 
