@@ -65,6 +65,10 @@ PARTITIONS = 12
 SIZES = (10_000, 100_000, 1_000_000)
 # The flatness check: the first and the last this many events of the largest catch-up (`_flatness`).
 FLAT_WINDOW = 100_000
+# The same workload at every size, after its catch-up: STEADY_EVENTS usage events to STEADY_ACCOUNTS of the
+# accounts every size has, so its rate at 1M tracked accounts is read against the rate at 10k.
+STEADY_ACCOUNTS = 10_000
+STEADY_EVENTS = 200_000
 # The 1M case takes about 4 of the section's 5-6 minutes on the 2-core machine of the report (producing,
 # the raw read, the catch-up, the 2-3 minute sweep, loading the states); False leaves it out.
 RUN_1M = True
@@ -83,6 +87,7 @@ TICK_AT = MIDNIGHT + LATENESS + timedelta(minutes=30)
 # evaluations (ScoringEngine.skip_to sets their timers there).
 SCORED = DAY + timedelta(days=21)
 SCORED_TICK_AT = SCORED + LATENESS + timedelta(minutes=30)
+STEADY_AT = DAY + timedelta(seconds=86_399)      # the steady workload's event time: no tick falls before it
 PRODUCE_SLICE = 100_000                           # events generated and published at a time
 MIB = 1024 * 1024
 
@@ -95,13 +100,16 @@ committed batch to the commit that reaches the end of every input partition (rea
 `scoring_positions`), next to a raw aiokafka consumer reading the same records in the same run; "events per
 CPU-second" is the worker's own CPU time over that window, the fair per-process figure on a shared machine.
 At 10,000 accounts that window is a single 5,000-record batch (the first one is before it), so that rate
-swings by a factor of two or three between runs (15,000 to 41,000 events/s while this section was written);
-the 100,000-account rate (95,000 events) is the steadier reference. Whether throughput stays flat as
-accounts accumulate is read inside the largest run instead: its last {FLAT_WINDOW:,} events (nearly every
-account tracked) against its first {FLAT_WINDOW:,} after the first committed batch, the same workload in the
-same process (committed positions and the worker's CPU polled every 50 ms). RSS is the worker's `VmRSS` once idle
-after the catch-up ("steady") and `VmHWM` (peak) before and after the sweep (/proc/<pid>/status); memory
-per account is the growth of the steady RSS between the smallest and the largest size.
+swings by a factor of two or three between runs (15,000 to 41,000 events/s while this section was written).
+Whether throughput stays flat as accounts accumulate is therefore read two other ways. The steady
+workload: after each size's catch-up, the idle worker is sent the same {STEADY_EVENTS:,} usage events for the
+same {STEADY_ACCOUNTS:,} accounts ({STEADY_EVENTS // STEADY_ACCOUNTS} each, round robin, at the last second of the
+accounts' day, so no tick falls), timed from the first committed batch of them to the commit of the last:
+identical work at every size, only the number of accounts tracked (and stored) differs. And inside the
+largest run: its last {FLAT_WINDOW:,} events (nearly every account tracked) against its first {FLAT_WINDOW:,}
+after the first committed batch (committed positions and the worker's CPU polled every 50 ms). RSS is the
+worker's `VmRSS` once idle after the catch-up ("steady") and `VmHWM` (peak) before and after the sweep
+(/proc/<pid>/status); memory per account is the growth of the steady RSS between the smallest and the largest size.
 
 The daily sweep: one event per partition a day later (event time {TICK_AT:%H:%M} of the next day, past midnight
 plus the allowed lateness of 1 h), so every partition's watermark passes midnight, when all N daily ticks
@@ -313,6 +321,54 @@ async def _catch_up(conn: asyncpg.Connection, admin: AIOKafkaAdminClient, worker
                    load=os.getloadavg()[0], samples=samples)
 
 
+# ------------------------------------------------------------------------------------------ steady workload
+@dataclass
+class Steady:
+    rate: float              # events/s from the first committed batch of the workload to its end
+    per_cpu_second: float    # events per CPU-second of the worker over that window
+    events: int              # events in the window
+    cpu: float               # the worker's share of one core
+    load: float
+
+
+def _steady_events() -> list[dict[str, Any]]:
+    """STEADY_EVENTS usage events over the first STEADY_ACCOUNTS accounts (round robin), all at STEADY_AT:
+    the last second of the accounts' day, so no account's event is older than its own and no tick falls."""
+    return [_usage(f"steady-{i}", _account(i % STEADY_ACCOUNTS), STEADY_AT) for i in range(STEADY_EVENTS)]
+
+
+async def _steady(conn: asyncpg.Connection, bus: KafkaBus, topics: Topics, worker: psutil.Process,
+                  workers: Workers) -> Steady:
+    """Publish the steady workload to the running (idle) worker; its rate from the first committed batch
+    of it to the commit of its last event (committed positions polled every 50 ms)."""
+    base = await _committed(conn)
+    total = base + STEADY_EVENTS
+    producing = asyncio.create_task(_produce(bus, topics, _steady_events()))
+    deadline = time.monotonic() + 900
+    try:
+        first = base
+        while first == base:
+            workers.check(deadline, "the steady workload was not scored")
+            await asyncio.sleep(0.02)
+            first = await _committed(conn)
+        t0, cpu0 = time.perf_counter(), cpu_seconds(worker)
+        done = first
+        while done < total:
+            workers.check(deadline, f"the steady workload stopped at {done - base} of {STEADY_EVENTS}")
+            await asyncio.sleep(0.05)
+            done = await _committed(conn)
+        elapsed, used = time.perf_counter() - t0, cpu_seconds(worker) - cpu0
+        await producing
+    finally:
+        if not producing.done():
+            producing.cancel()
+    if done != total:
+        raise RuntimeError(f"committed positions reach {done - base} of the {STEADY_EVENTS} steady events")
+    events = total - first
+    return Steady(rate=events / elapsed, per_cpu_second=events / used if used > 0 else 0.0, events=events,
+                  cpu=used / elapsed, load=os.getloadavg()[0])
+
+
 # ------------------------------------------------------------------------------------------------- sweep
 @dataclass
 class Sweep:
@@ -503,6 +559,7 @@ class SizeRun:
     hwm_catch_up: int
     sweep: Sweep                    # the midnight after the accounts' day: their ticks are quiet
     scored: Sweep                   # three weeks later: every account scored for the first time
+    steady: Steady | None = None    # the same workload at every size, after the catch-up
     load: tuple[float, float] | None = None
     chunk: int | None = None        # CHURNSIGNAL_SCORING_SWEEP_CHUNK, when not the default
 
@@ -548,6 +605,11 @@ async def _run_size(ctx: Context, accounts: int, *, load: bool, log: Path, chunk
         stored = await conn.fetchval("SELECT count(*) FROM scoring_accounts")
         if stored != accounts:
             raise RuntimeError(f"{stored} accounts stored after the catch-up, {accounts} expected")
+        steady = None
+        if chunk is None:
+            print(f"[scale] {accounts:,} accounts: the steady workload ({STEADY_EVENTS:,} events to "
+                  f"{STEADY_ACCOUNTS:,} accounts) ...", flush=True)
+            steady = await _steady(conn, bus, topics, worker, workers)
         live = _live_accounts(accounts)
         print(f"[scale] {accounts:,} accounts: sweep ...", flush=True)
         swept = await _sweep(url, bus, topics, worker, accounts, live, workers, MIDNIGHT, TICK_AT, "daily")
@@ -556,8 +618,8 @@ async def _run_size(ctx: Context, accounts: int, *, load: bool, log: Path, chunk
         scored = await _sweep(url, bus, topics, worker, accounts, live, workers, SCORED, SCORED_TICK_AT, "scored")
         await workers.stop()
         loaded = await _load_rate(url, prefix, accounts + PARTITIONS) if load else None
-        run = SizeRun(accounts, raw, produce_s, caught, status["VmRSS"], status["VmHWM"], swept, scored, loaded,
-                      chunk)
+        run = SizeRun(accounts, raw, produce_s, caught, status["VmRSS"], status["VmHWM"], swept, scored, steady,
+                      loaded, chunk)
         print(f"[scale] {accounts:,} accounts: {caught.rate:,.0f} events/s, sweep {swept.seconds:.1f}s, sweep of "
               f"first scores {scored.seconds:.1f}s, peak RSS {scored.hwm_after / MIB:,.0f} MiB", flush=True)
         if scale_out:
@@ -681,13 +743,15 @@ async def run(ctx: Context) -> list[Result]:
                          f"account), {default.scored.seconds:.1f}s with the default 500")
         results.append(result)
     first, last = runs[0], runs[-1]
+    steady = _steady_results(runs)
+    results += steady
     flat = _flatness(last)
     if flat is not None:
         results.append(flat)
     results.append(Result(f"catch-up throughput at {last.accounts:,} accounts vs {first.accounts:,}",
                           last.catch_up.rate, "events/s", baseline=first.catch_up.rate,
                           baseline_name=f"{first.accounts:,} accounts (separate run)",
-                          target=None if flat is not None else Target(min_ratio=0.8),
+                          target=None if flat is not None or steady else Target(min_ratio=0.8),
                           notes=f"events per CPU-second {last.catch_up.per_cpu_second:,.0f} vs "
                                 f"{first.catch_up.per_cpu_second:,.0f} "
                                 f"({last.catch_up.per_cpu_second / first.catch_up.per_cpu_second:.0%}); at "
@@ -711,6 +775,29 @@ async def run(ctx: Context) -> list[Result]:
                                     "scoring again"))
     results += _scale_out_results(scale_out)
     return results
+
+
+def _steady_results(runs: list[SizeRun]) -> list[Result]:
+    """The steady workload's rate at each larger size against the smallest's: the same events to the same
+    accounts, only the number of accounts tracked differs."""
+    measured = [r for r in runs if r.steady is not None]
+    if len(measured) < 2:
+        return []
+    base = measured[0]
+    assert base.steady is not None
+    out = []
+    for r in measured[1:]:
+        assert r.steady is not None
+        st, b = r.steady, base.steady
+        out.append(Result(
+            f"steady throughput, the same {STEADY_EVENTS:,} events to {STEADY_ACCOUNTS:,} accounts, with "
+            f"{r.accounts:,} accounts tracked vs {base.accounts:,}", st.rate, "events/s", baseline=b.rate,
+            baseline_name=f"{base.accounts:,} accounts tracked", target=Target(min_ratio=0.8),
+            notes=f"{st.events:,} events from the first committed batch of them; events per CPU-second of the "
+                  f"worker {st.per_cpu_second:,.0f} vs {b.per_cpu_second:,.0f} "
+                  f"({st.per_cpu_second / b.per_cpu_second:.0%}); worker CPU {st.cpu:.0%} vs {b.cpu:.0%} of one "
+                  f"core; load average {st.load:.1f} vs {b.load:.1f}"))
+    return out
 
 
 def _flatness(run: SizeRun) -> Result | None:
