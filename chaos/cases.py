@@ -549,7 +549,7 @@ def soak_ages_note(settings: Settings) -> str:
             f"({format_age(dedup_grace(horizon) / timedelta(days=1))}) behind the partitions' clocks, which trail "
             f"the newest event by the lateness: an id goes about {kept.total_seconds() / 60:.0f} minutes after it "
             "was recorded. A series *levels off* when its last third of the samples grew at most half as much "
-            "as its first third.")
+            "as its first third, or by under 2% of its last value.")
 
 
 class ProcessedIds:
