@@ -25,14 +25,6 @@ class Client:
         return done
 
 
-class Pauses:
-    def __init__(self) -> None:
-        self.taken: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.taken.append(seconds)
-
-
 async def _sender_loop(client: Client, rounds: int) -> list[bool]:
     """What aiokafka's sender does while a partition has no known leader: ask, wait for the answer, again."""
     answers = []
@@ -42,34 +34,54 @@ async def _sender_loop(client: Client, rounds: int) -> list[bool]:
     return answers
 
 
-async def test_each_failed_update_is_answered_after_the_pause() -> None:
-    client, pauses = Client([False] * 5), Pauses()
-    kafka.pace_metadata_retries(client, pause_s=0.1, sleep=pauses)
-    assert await _sender_loop(client, 5) == [False] * 5
-    assert client.asked == 5
-    assert pauses.taken == [0.1] * 5
+async def _turns(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_failed_update_is_answered_only_after_the_pause() -> None:
+    client = Client([False])
+    kafka.pace_metadata_retries(client, pause_s=3600.0)
+    answer = client.force_metadata_update()
+    await _turns()
+    assert client.asked == 1
+    assert not answer.done()          # the refusal is known, the answer waits for the pause
 
 
 async def test_a_successful_update_is_answered_at_once() -> None:
-    client, pauses = Client([False, False, True, True]), Pauses()
-    kafka.pace_metadata_retries(client, pause_s=0.1, sleep=pauses)
-    assert await _sender_loop(client, 4) == [False, False, True, True]
-    assert pauses.taken == [0.1, 0.1]     # the broker back: no pause once an update succeeds
+    client = Client([True])
+    kafka.pace_metadata_retries(client, pause_s=3600.0)
+    answer = client.force_metadata_update()
+    await _turns()
+    assert answer.done() and answer.result() is True
 
 
-async def test_a_paused_loop_asks_at_most_once_per_pause() -> None:
-    # The real pause: asyncio.sleep waits at least that long, so 3 failed rounds take at least 3 pauses.
-    client = Client([False] * 3)
+async def test_a_paced_loop_asks_at_most_once_per_pause() -> None:
+    # The loop's timer waits at least the pause, so 3 failed rounds take at least 3 pauses; then the broker
+    # is back and the answer is True.
+    client = Client([False, False, False])
     kafka.pace_metadata_retries(client, pause_s=0.05)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await _sender_loop(client, 3)
+    assert await _sender_loop(client, 4) == [False, False, False, True]
     assert loop.time() - started >= 3 * 0.05
+    assert client.asked == 4
+
+
+async def test_an_answer_left_pending_when_the_client_closes_is_a_plain_future() -> None:
+    # (a task destroyed while pending is logged as an error by asyncio; a future is not)
+    client = Client([False])
+    kafka.pace_metadata_retries(client, pause_s=3600.0)
+    answer = client.force_metadata_update()
+    assert not isinstance(answer, asyncio.Task)
 
 
 async def test_the_publisher_paces_each_producer_it_makes() -> None:
     publisher = kafka.KafkaPublisher("127.0.0.1:1", client_id="t", publish_timeout_s=1.0)
     producer = publisher._new_producer()
-    assert isinstance(producer, AIOKafkaProducer)
-    # an instance attribute of this producer's client, not aiokafka's method
-    assert "force_metadata_update" in vars(producer.client)
+    try:
+        assert isinstance(producer, AIOKafkaProducer)
+        # an instance attribute of this producer's client, not aiokafka's method
+        assert "force_metadata_update" in vars(producer.client)
+    finally:
+        await producer.stop()
