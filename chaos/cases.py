@@ -722,39 +722,44 @@ def _pruned_after(settings: Settings, table: str) -> timedelta:
 
 
 def _levels(result: CaseResult, settings: Settings, seconds: float) -> None:
-    """Which series levelled off, said in the report. A table whose rows are pruned early enough (in the first
-    two thirds of the soak, so that the last third can be flat) and still grows is a finding."""
+    """Which series levelled off, said in the report. The last third of the soak has no departures: a process
+    or a table still growing there is a finding, unless the table's rows are pruned too late for this soak
+    (after its first two thirds)."""
     samples = result.samples
     if len(samples) < 6:
         result.notes.append("Too few samples to tell whether the series level off (a soak of 3 minutes or more "
                             "takes six).")
         return
-    levelled, growing = [], []
-    series = [(f"{name} RSS", [float(s.rss.get(name, 0)) for s in samples]) for name in SOAK_SERVICES]
-    series += [(f"{table} rows", [float(s.rows.get(table, 0)) for s in samples]) for table in SOAK_TABLES]
-    series += [(f"{table} size", [float(s.sizes.get(table, 0)) for s in samples]) for table in SOAK_TABLES]
-    for name, values in series:
-        (levelled if trend(values).startswith("levels off") else growing).append(name)
+    # (what the series is of: a service or a table, its name in the report, its values)
+    series = [(name, f"{name} RSS", [float(s.rss.get(name, 0)) for s in samples]) for name in SOAK_SERVICES]
+    series += [(table, f"{table} rows", [float(s.rows.get(table, 0)) for s in samples]) for table in SOAK_TABLES]
+    series += [(table, f"{table} size", [float(s.sizes.get(table, 0)) for s in samples]) for table in SOAK_TABLES]
+    levelled: list[str] = []
+    growing: list[tuple[str, str]] = []
+    for of, label, values in series:
+        if trend(values).startswith("levels off"):
+            levelled.append(label)
+        else:
+            growing.append((of, label))
     result.notes.append("Levelled off: " + (", ".join(levelled) or "none") + ". Still growing at the end: "
-                        + (", ".join(growing) or "none") + ".")
+                        + (", ".join(label for _, label in growing) or "none") + ".")
     for name, why in SOAK_GROWS_WITH_DEPARTURES.items():
         result.notes.append(f"{name} grows with the departures: {why}.")
-    expected, too_short = [], []
-    for table in SOAK_TABLES:
-        if table in SOAK_GROWS_WITH_DEPARTURES:
-            continue
-        after = _pruned_after(settings, table).total_seconds()
-        (expected if after <= seconds * 2 / 3 else too_short).append(f"{table} ({after / 60:.0f} min)")
-    if too_short:
+    pruned_after = {table: _pruned_after(settings, table).total_seconds() for table in SOAK_TABLES
+                    if table not in SOAK_GROWS_WITH_DEPARTURES}
+    late = {table for table, after in pruned_after.items() if after > seconds * 2 / 3}
+
+    def listed(tables: list[str]) -> str:
+        return ", ".join(f"{table} ({pruned_after[table] / 60:.0f} min)" for table in tables)
+
+    if late:
         result.notes.append(f"Too short a soak for these tables to level off: their rows go only once this old "
                             f"(age, grace and lateness, plus a retention interval), later than two thirds of "
-                            f"the soak: {', '.join(too_short)}.")
-    if expected:
-        result.notes.append(f"Expected to level off (rows pruned once this old): {', '.join(expected)}.")
-    # The last third has no departures: a process or a table still growing there, other than one whose rows
-    # are pruned too late for this soak, is a finding.
-    late = {item.split(" (")[0] for item in too_short}
-    unexpected = [name for name in growing if name.rsplit(" ", 1)[0] not in late]
+                            f"the soak: {listed([t for t in pruned_after if t in late])}.")
+    if len(late) < len(pruned_after):
+        result.notes.append(f"Expected to level off (rows pruned once this old): "
+                            f"{listed([t for t in pruned_after if t not in late])}.")
+    unexpected = [label for of, label in growing if of not in late]
     if unexpected:
         result.findings.append(f"still growing in the last third of the soak, with no departures and the "
                                f"first retention cycles done: {', '.join(unexpected)}")
